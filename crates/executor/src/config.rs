@@ -1,0 +1,222 @@
+//! The executor's configuration: the seed's environment variables and ours, each also a flag.
+//!
+//! Parsed by clap into [`Config`], then validated once into [`Settings`] (typed values, conflicts
+//! named) so that the rest of the program never re-checks a setting.
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use wasm_exec_runtime::{EngineOptions, Interruption, RunLimits};
+
+/// Runs one WebAssembly task and writes its result document.
+///
+/// The result is written to OUTPUT_PATH and printed, compact, as the last line of stdout; the
+/// executor's own logs go to stderr. Exit status: 0 ok, 10 bad_input, 11 bad_module,
+/// 12 entry_not_found, 20 trap, 21 timeout, 22 out_of_memory, 23 out_of_fuel, 30 io,
+/// 2 invalid flags.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "executor", version)]
+pub struct Config {
+    /// The Wasm module to run (binary, or WAT text).
+    #[arg(long, env = "WASM_PATH", default_value = "/mnt/wasm/module.wasm")]
+    pub wasm_path: PathBuf,
+
+    /// Where to write the result: `*.json` gets the document, any other name a short report whose
+    /// last line is the document. Written atomically; parent directories are created.
+    #[arg(long, env = "OUTPUT_PATH", default_value = "/mnt/shared/result.txt")]
+    pub output_path: PathBuf,
+
+    /// Entry function to call, unless the input names one. When neither names one: `run` if
+    /// exported, else `add(ADD_X, ADD_Y)`, else a WASI command's `_start`.
+    #[arg(long, env = "ENTRY", value_name = "NAME (default: run)")]
+    pub entry: Option<String>,
+
+    /// First argument of the `add` fallback (used when `add` is called without arguments).
+    #[arg(long, env = "ADD_X", default_value = "5", allow_hyphen_values = true)]
+    pub add_x: String,
+
+    /// Second argument of the `add` fallback.
+    #[arg(long, env = "ADD_Y", default_value = "7", allow_hyphen_values = true)]
+    pub add_y: String,
+
+    /// Hard wall-clock limit, in seconds (fractions allowed), covering compilation and the call.
+    #[arg(long, env = "TIMEOUT_SEC", default_value_t = 20.0)]
+    pub timeout_sec: f64,
+
+    /// Input document file: `{"entry": "fib", "args": [12]}` or a bare array of arguments.
+    #[arg(long, env = "INPUT_PATH")]
+    pub input_path: Option<PathBuf>,
+
+    /// Input document given inline (same forms as INPUT_PATH; set one, not both).
+    #[arg(long, env = "ARGS_JSON", allow_hyphen_values = true)]
+    pub args_json: Option<String>,
+
+    /// Largest linear memory (and table budget) of the guest, in MiB.
+    #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 256)]
+    pub max_memory_mb: u64,
+
+    /// Instruction budget for deterministic metering; the result reports fuel consumed.
+    /// Off by default (metering slows guests down).
+    #[arg(long, env = "FUEL")]
+    pub fuel: Option<u64>,
+
+    /// Bytes of the guest's stdout, and of its stderr, kept in the result; the rest is dropped
+    /// and the result says `truncated`.
+    #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
+    pub max_output_bytes: usize,
+
+    /// Directory for compiled modules, keyed by module SHA-256 and engine settings; a second run
+    /// of the same module skips compilation. Must not be writable by untrusted users.
+    #[arg(long, env = "WASM_CACHE_DIR")]
+    pub wasm_cache_dir: Option<PathBuf>,
+
+    /// Largest Wasm call stack, in KiB; deeper recursion traps.
+    #[arg(long, env = "MAX_WASM_STACK_KB", default_value_t = 1024)]
+    pub max_wasm_stack_kb: usize,
+
+    /// How TIMEOUT_SEC is enforced: `watchdog` (a thread reports the timeout and ends the
+    /// process; guests run at full speed) or `epoch` (checks compiled into the guest, as
+    /// in-process; slower on call-heavy code).
+    #[arg(long, env = "TIMEOUT_ENFORCEMENT", value_enum, default_value_t = Enforcement::Watchdog)]
+    pub timeout_enforcement: Enforcement,
+}
+
+/// How the wall-clock limit is enforced in the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Enforcement {
+    /// A watchdog thread ends the process at the deadline.
+    Watchdog,
+    /// Epoch interruption inside the guest, with the watchdog as a backstop.
+    Epoch,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Engine options derived from the configuration.
+    pub engine: EngineOptions,
+    /// Limits of the run.
+    pub limits: RunLimits,
+    /// The input document's text, from INPUT_PATH or ARGS_JSON (empty if neither).
+    pub input_text: String,
+    /// The `add` fallback's arguments.
+    pub add_fallback: [Value; 2],
+}
+
+/// Largest input document read from INPUT_PATH.
+const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+impl Config {
+    /// Validates the configuration and reads the input document. Errors name the setting.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        if !(self.timeout_sec.is_finite() && self.timeout_sec > 0.0) {
+            bail!(
+                "TIMEOUT_SEC must be a positive number of seconds, got {}",
+                self.timeout_sec
+            );
+        }
+        let max_memory_bytes = usize::try_from(self.max_memory_mb)
+            .ok()
+            .and_then(|mb| mb.checked_mul(1 << 20))
+            .filter(|b| *b > 0)
+            .with_context(|| {
+                format!(
+                    "MAX_MEMORY_MB must be between 1 and 2^44, got {}",
+                    self.max_memory_mb
+                )
+            })?;
+        if self.max_wasm_stack_kb == 0 || self.max_wasm_stack_kb > 64 * 1024 {
+            bail!(
+                "MAX_WASM_STACK_KB must be between 1 and 65536, got {}",
+                self.max_wasm_stack_kb
+            );
+        }
+        let input_text = match (&self.input_path, &self.args_json) {
+            (Some(path), Some(_)) => bail!(
+                "set INPUT_PATH or ARGS_JSON, not both (INPUT_PATH is {})",
+                path.display()
+            ),
+            (Some(path), None) => read_input(path)?,
+            (None, Some(text)) => text.clone(),
+            (None, None) => String::new(),
+        };
+        Ok(Settings {
+            engine: EngineOptions {
+                interruption: match self.timeout_enforcement {
+                    Enforcement::Watchdog => Interruption::External,
+                    Enforcement::Epoch => Interruption::Epoch,
+                },
+                fuel_metering: self.fuel.is_some(),
+                max_wasm_stack: self.max_wasm_stack_kb * 1024,
+            },
+            limits: RunLimits {
+                timeout: Duration::from_secs_f64(self.timeout_sec),
+                max_memory_bytes,
+                fuel: self.fuel,
+                max_output_bytes: self.max_output_bytes,
+            },
+            input_text,
+            add_fallback: [json_or_string(&self.add_x), json_or_string(&self.add_y)],
+        })
+    }
+}
+
+fn read_input(path: &PathBuf) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("reading INPUT_PATH \"{}\"", path.display()))?;
+    if meta.len() > MAX_INPUT_BYTES {
+        bail!(
+            "INPUT_PATH \"{}\" is {} bytes, over the {MAX_INPUT_BYTES}-byte limit",
+            path.display(),
+            meta.len()
+        );
+    }
+    std::fs::read_to_string(path)
+        .with_context(|| format!("reading INPUT_PATH \"{}\"", path.display()))
+}
+
+/// `ADD_X=5` is the number 5; anything that is not JSON is kept as a string for the converter.
+fn json_or_string(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("executor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn both_inputs_is_an_error_naming_both() {
+        let err = config(&["--input-path", "/x.json", "--args-json", "[1]"])
+            .settings()
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("INPUT_PATH") && msg.contains("ARGS_JSON"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let c = config(&[]);
+        assert_eq!(c.wasm_path, PathBuf::from("/mnt/wasm/module.wasm"));
+        assert_eq!(c.output_path, PathBuf::from("/mnt/shared/result.txt"));
+        let s = c.settings().unwrap();
+        assert_eq!(s.add_fallback, [serde_json::json!(5), serde_json::json!(7)]);
+        assert_eq!(s.limits.timeout, Duration::from_secs(20));
+        assert_eq!(s.limits.max_memory_bytes, 256 << 20);
+        assert_eq!(s.engine.interruption, Interruption::External);
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        assert!(config(&["--timeout-sec", "0"]).settings().is_err());
+        assert!(config(&["--max-memory-mb", "0"]).settings().is_err());
+    }
+}

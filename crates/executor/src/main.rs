@@ -1,0 +1,128 @@
+//! `executor`: runs one Wasm task from environment variables (or flags) and reports its result
+//! document, as inside every Kubernetes Job.
+//!
+//! Steps: validate the configuration, start the watchdog, read the input and the module, compile
+//! (or load from WASM_CACHE_DIR), pick the entry, call it on a thread with a known stack, report.
+//! Every failure after the configuration is parsed still produces a result document.
+
+mod config;
+mod report;
+mod watchdog;
+
+use anyhow::Context;
+use clap::Parser;
+use config::{Config, Enforcement};
+use report::Reporter;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasm_exec_runtime::{Captures, EntryRequest, RunRequest, Runtime};
+use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput};
+use watchdog::Watchdog;
+
+/// Extra time the watchdog allows when epoch interruption is meant to stop the guest first.
+const EPOCH_BACKSTOP: Duration = Duration::from_millis(500);
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let config = Config::parse();
+    init_logging();
+    let reporter = Arc::new(Reporter::new(config.output_path.clone()));
+    let envelope = execute(&config, &reporter, started);
+    let code = reporter.report(envelope).unwrap_or(0);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Logs to stderr (stdout's last line is the result), filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// Runs the task to a result document; never panics on bad input.
+fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> ResultEnvelope {
+    let settings = match config.settings() {
+        Ok(settings) => settings,
+        Err(e) => return failure(&e, ErrorKind::BadInput),
+    };
+    let backstop = match config.timeout_enforcement {
+        Enforcement::Watchdog => Duration::ZERO,
+        Enforcement::Epoch => EPOCH_BACKSTOP,
+    };
+    let watchdog = match Watchdog::start(
+        reporter.clone(),
+        started + settings.limits.timeout + backstop,
+        settings.limits.timeout,
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            return failure(
+                &anyhow::Error::from(e).context("starting the watchdog"),
+                ErrorKind::Io,
+            );
+        }
+    };
+    let input = match TaskInput::parse(&settings.input_text) {
+        Ok(input) => input,
+        Err(e) => return ResultEnvelope::failure(ErrorKind::BadInput, e.to_string()),
+    };
+    let bytes = match std::fs::read(&config.wasm_path)
+        .with_context(|| format!("reading WASM_PATH \"{}\"", config.wasm_path.display()))
+    {
+        Ok(bytes) => bytes,
+        Err(e) => return failure(&e, ErrorKind::Io),
+    };
+    let runtime = match Runtime::new(settings.engine, config.wasm_cache_dir.as_deref()) {
+        Ok(runtime) => runtime,
+        Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
+    };
+    let module = match runtime.load(&bytes) {
+        Ok(module) => module,
+        Err(e) => {
+            let mut envelope = ResultEnvelope::failure(e.kind(), e.to_string());
+            envelope.module_sha256 = Some(wasm_exec_runtime::module_sha256_hex(&bytes));
+            return envelope;
+        }
+    };
+    let request = RunRequest {
+        entry: EntryRequest {
+            named: input.entry.or_else(|| config.entry.clone()),
+            args: input.args,
+            add_fallback: settings.add_fallback,
+        },
+        stdin: input.text.into_bytes(),
+        limits: settings.limits,
+    };
+    let plan = match runtime.plan(&module, &request) {
+        Ok(plan) => plan,
+        Err(envelope) => return *envelope,
+    };
+    let captures = Captures::new(&request.limits);
+    watchdog.call_starting(plan.envelope(), &captures);
+    let envelope = runtime.call_on_task_thread(&module, &plan, &request, &captures);
+    let cache = module.cache.as_str();
+    match &envelope.error {
+        None => tracing::info!(
+            entry = envelope.entry.as_deref(),
+            duration_ms = envelope.duration_ms,
+            cache,
+            "task finished"
+        ),
+        Some(e) => {
+            tracing::info!(entry = envelope.entry.as_deref(), kind = %e.kind, cache, "task failed")
+        }
+    }
+    envelope
+}
+
+/// A failed result from an `anyhow` error: `io` if an I/O error caused it, else `fallback`.
+fn failure(e: &anyhow::Error, fallback: ErrorKind) -> ResultEnvelope {
+    let is_io = e.chain().any(|cause| cause.is::<std::io::Error>());
+    let kind = if is_io { ErrorKind::Io } else { fallback };
+    ResultEnvelope::failure(kind, format!("{e:#}"))
+}

@@ -1,0 +1,158 @@
+//! Reporting a result: the output file, written atomically, and the last line of stdout.
+//!
+//! [`Reporter`] makes sure exactly one result is reported per process, even when the main thread
+//! and the watchdog race at the deadline: the first to report wins, the other never writes.
+
+use anyhow::Context;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use wasm_exec_task::{ErrorInfo, ErrorKind, ResultEnvelope};
+
+/// Reports the one result of this process.
+#[derive(Debug)]
+pub struct Reporter {
+    output_path: PathBuf,
+    /// True once a result was reported; held while reporting so no second report interleaves.
+    reported: Mutex<bool>,
+}
+
+impl Reporter {
+    /// A reporter writing to `output_path`.
+    pub fn new(output_path: PathBuf) -> Self {
+        Self {
+            output_path,
+            reported: Mutex::new(false),
+        }
+    }
+
+    /// Writes the output file and prints the compact document as the last stdout line; returns
+    /// the process exit code, or `None` if another thread reported first.
+    ///
+    /// If the file cannot be written the result becomes an `io` failure (the printed line says
+    /// so), keeping the guest's result and output in the document.
+    pub fn report(&self, mut envelope: ResultEnvelope) -> Option<i32> {
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        if *reported {
+            return None;
+        }
+        *reported = true;
+        if let Err(e) = write_atomically(&self.output_path, &render(&self.output_path, &envelope)) {
+            tracing::error!(error = format!("{e:#}"), "could not write the result file");
+            envelope.ok = false;
+            envelope.error = Some(ErrorInfo {
+                kind: ErrorKind::Io,
+                message: format!("{e:#}; check that OUTPUT_PATH is writable"),
+            });
+        }
+        let mut stdout = std::io::stdout().lock();
+        // If stdout is gone there is nobody left to tell; the file and exit code remain.
+        let _ = writeln!(stdout, "{}", envelope.to_line());
+        let _ = stdout.flush();
+        Some(envelope.exit_code_for_process())
+    }
+}
+
+/// The output file's contents: the document for `*.json`, else a report ending in the document.
+pub fn render(path: &Path, envelope: &ResultEnvelope) -> String {
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if is_json {
+        let pretty = serde_json::to_string_pretty(envelope).unwrap_or_else(|_| envelope.to_line());
+        return pretty + "\n";
+    }
+    let status = match &envelope.error {
+        None => "ok".to_string(),
+        Some(e) => format!("failed ({}): {}", e.kind, e.message),
+    };
+    let mut out = String::new();
+    out.push_str("wasm-exec result\n");
+    out.push_str(&format!("status:        {status}\n"));
+    out.push_str(&format!(
+        "entry:         {}\n",
+        envelope.entry.as_deref().unwrap_or("-")
+    ));
+    out.push_str(&format!(
+        "args:          {}\n",
+        serde_json::Value::from(envelope.args.clone())
+    ));
+    out.push_str(&format!("result:        {}\n", envelope.result));
+    out.push_str(&format!("duration:      {} ms\n", envelope.duration_ms));
+    if let Some(fuel) = envelope.fuel_consumed {
+        out.push_str(&format!("fuel consumed: {fuel}\n"));
+    }
+    for (name, text) in [("stdout", &envelope.stdout), ("stderr", &envelope.stderr)] {
+        if !text.is_empty() {
+            out.push_str(&format!("{name} ({} bytes):\n{text}\n", text.len()));
+        }
+    }
+    if envelope.truncated {
+        out.push_str("output was truncated at MAX_OUTPUT_BYTES\n");
+    }
+    out.push_str(&envelope.to_line());
+    out.push('\n');
+    out
+}
+
+/// Writes `contents` to `path` through a temporary file in the same directory and a rename, so a
+/// reader sees the old file or the new one, never half of one.
+pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "creating the directory of OUTPUT_PATH \"{}\"",
+            path.display()
+        )
+    })?;
+    let mut file = tempfile::NamedTempFile::new_in(dir).with_context(|| {
+        format!(
+            "creating a temporary file next to OUTPUT_PATH \"{}\"",
+            path.display()
+        )
+    })?;
+    // Readable by the pod's other containers and the node, like any result file (0644).
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.flush())
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            file.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
+        .with_context(|| format!("writing OUTPUT_PATH \"{}\"", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("renaming into OUTPUT_PATH \"{}\"", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_report_ends_with_the_document() {
+        let env = ResultEnvelope::failure(ErrorKind::Trap, "boom");
+        let text = render(Path::new("/x/result.txt"), &env);
+        assert!(text.contains("failed (trap): boom"));
+        assert_eq!(text.lines().last().unwrap(), env.to_line());
+        let json = render(Path::new("/x/result.json"), &env);
+        let back: ResultEnvelope = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_creates_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/result.json");
+        write_atomically(&path, "one").unwrap();
+        write_atomically(&path, "two").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+    }
+}

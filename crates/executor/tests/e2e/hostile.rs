@@ -1,0 +1,149 @@
+//! Hostile guests: each ends with the right kind, within its limit, and the executor stays in
+//! control (a clean exit code, never a crash by signal).
+
+use crate::util::{assert_failed, assert_ok, exec};
+use std::time::Duration;
+use wasm_exec_task::ErrorKind;
+
+#[test]
+fn infinite_loop_times_out_within_the_limit_plus_one_second() {
+    let out = exec("testdata/wasm/hostile.wasm")
+        .env("ENTRY", "spin")
+        .env("TIMEOUT_SEC", "1")
+        .run();
+    assert_failed(&out, ErrorKind::Timeout, &["TIMEOUT_SEC"]);
+    assert!(
+        out.elapsed < Duration::from_secs(2),
+        "took {:?}",
+        out.elapsed
+    );
+    assert_eq!(out.envelope.entry.as_deref(), Some("spin"));
+    let file: serde_json::Value = serde_json::from_str(&out.file).expect("timeout result written");
+    assert_eq!(file["error"]["kind"], "timeout");
+}
+
+#[test]
+fn infinite_loop_times_out_under_epoch_enforcement_too() {
+    let out = exec("testdata/wasm/hostile.wasm")
+        .env("ENTRY", "spin")
+        .env("TIMEOUT_SEC", "0.5")
+        .env("TIMEOUT_ENFORCEMENT", "epoch")
+        .run();
+    assert_failed(&out, ErrorKind::Timeout, &[]);
+    assert!(
+        out.elapsed < Duration::from_millis(1500),
+        "took {:?}",
+        out.elapsed
+    );
+}
+
+#[test]
+fn looping_start_function_times_out() {
+    let out = exec("testdata/wat/start_loop.wat")
+        .env("TIMEOUT_SEC", "0.5")
+        .run();
+    assert_failed(&out, ErrorKind::Timeout, &[]);
+}
+
+#[test]
+fn memory_bomb_is_out_of_memory() {
+    let out = exec("testdata/wasm/hostile.wasm")
+        .env("ENTRY", "membomb")
+        .env("MAX_MEMORY_MB", "64")
+        .run();
+    assert_failed(&out, ErrorKind::OutOfMemory, &["MAX_MEMORY_MB", "67108864"]);
+}
+
+#[test]
+fn huge_initial_memory_is_refused_at_instantiation() {
+    let out = exec("testdata/wat/huge_memory.wat").run();
+    assert_failed(&out, ErrorKind::OutOfMemory, &["4294967296"]);
+}
+
+#[test]
+fn single_huge_grow_is_out_of_memory() {
+    let out = exec("testdata/wasm/hostile.wasm")
+        .env("ENTRY", "grow")
+        .env("ARGS_JSON", "[60000]")
+        .run();
+    assert_failed(&out, ErrorKind::OutOfMemory, &[]);
+}
+
+#[test]
+fn table_bomb_is_out_of_memory() {
+    let out = exec("testdata/wat/table_bomb.wat").run();
+    assert_failed(&out, ErrorKind::OutOfMemory, &["table"]);
+}
+
+#[test]
+fn deep_recursion_is_a_trap_not_a_crash() {
+    let out = exec("testdata/wat/deep_recursion.wat")
+        .env("ENTRY", "down")
+        .env("ARGS_JSON", "[0]")
+        .run();
+    assert_failed(
+        &out,
+        ErrorKind::Trap,
+        &["call stack exhausted", "MAX_WASM_STACK_KB"],
+    );
+    let out = exec("testdata/wasm/hostile.wasm")
+        .env("ENTRY", "recurse")
+        .env("ARGS_JSON", "[0]")
+        .run();
+    assert_failed(&out, ErrorKind::Trap, &[]);
+}
+
+#[test]
+fn traps_are_reported_by_kind() {
+    let out = exec("testdata/wasm/hostile.wasm")
+        .env("ENTRY", "trap")
+        .run();
+    assert_failed(&out, ErrorKind::Trap, &["unreachable"]);
+    let out = exec("testdata/wasm/hostile.wasm")
+        .env("ARGS_JSON", r#"{"entry":"divide","args":[1,0]}"#)
+        .run();
+    assert_failed(&out, ErrorKind::Trap, &[]);
+    assert!(
+        out.envelope.stderr.contains("divide by zero"),
+        "guest stderr kept: {:?}",
+        out.envelope.stderr
+    );
+}
+
+#[test]
+fn stdout_flood_is_truncated_at_max_output_bytes() {
+    let out = exec("testdata/wasm/command.wasm")
+        .env("ARGS_JSON", r#"{"mode":"flood","bytes":50000000}"#)
+        .env("MAX_OUTPUT_BYTES", "4096")
+        .run();
+    assert_ok(&out, serde_json::json!(null));
+    assert!(out.envelope.truncated);
+    assert_eq!(out.envelope.stdout.len(), 4096);
+    assert_eq!(out.envelope.stderr.len(), 4096);
+    assert!(
+        out.file.len() < 20_000,
+        "result file stays small: {}",
+        out.file.len()
+    );
+}
+
+#[test]
+fn guest_sees_no_host_files_env_or_network() {
+    let out = exec("testdata/wasm/command.wasm")
+        .env("ARGS_JSON", r#"{"mode":"snoop"}"#)
+        .run();
+    assert_ok(&out, serde_json::json!(null));
+    let seen = &out.envelope.stdout;
+    assert!(seen.contains("env: []"), "{seen}");
+    assert!(!seen.contains("must-not-leak"), "{seen}");
+    assert!(seen.contains("args: [\"module.wasm\"]"), "{seen}");
+    for line in seen.lines().filter(|l| {
+        l.starts_with("read ")
+            || l.starts_with("list ")
+            || l.starts_with("create")
+            || l.starts_with("tcp")
+    }) {
+        assert!(line.contains("Err("), "guest reached the host: {line}");
+    }
+    assert!(!std::path::Path::new("/tmp/wasm-exec-escape").exists());
+}

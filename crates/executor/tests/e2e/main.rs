@@ -1,0 +1,10 @@
+//! End-to-end tests of the `executor` binary, run as a process with env vars as in a Job.
+
+mod util;
+
+mod cache;
+mod hostile;
+mod inputs;
+mod kinds;
+mod numbers;
+mod samples;

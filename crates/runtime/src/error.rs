@@ -1,0 +1,59 @@
+//! The runtime's typed errors; each maps to one stable [`ErrorKind`] of the result document.
+
+use wasm_exec_task::ErrorKind;
+
+/// Everything that can stop a task before or while it runs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The input document or an argument does not fit the entry.
+    #[error("{0}")]
+    BadInput(String),
+    /// The module does not parse, validate, compile or link.
+    #[error("{0}")]
+    BadModule(String),
+    /// The named entry is not exported; the message lists what is.
+    #[error("{0}")]
+    EntryNotFound(String),
+    /// The guest trapped (the message says which trap, with a Wasm backtrace when available).
+    #[error("{0}")]
+    Trap(String),
+    /// The wall-clock limit ran out.
+    #[error(
+        "the task ran past its time limit of {limit_sec} s (TIMEOUT_SEC); make the guest do less or raise the limit"
+    )]
+    Timeout {
+        /// The limit that ran out, in seconds.
+        limit_sec: f64,
+    },
+    /// Linear memory or table growth beyond the limit.
+    #[error("{0}")]
+    OutOfMemory(String),
+    /// The fuel budget ran out.
+    #[error(
+        "the guest used all of its fuel ({budget} units, FUEL); raise FUEL or make the guest do less"
+    )]
+    OutOfFuel {
+        /// The budget that ran out.
+        budget: u64,
+    },
+    /// A host file (cache, engine setup) could not be used.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl RuntimeError {
+    /// The stable kind reported in the result document.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RuntimeError::BadInput(_) => ErrorKind::BadInput,
+            RuntimeError::BadModule(_) => ErrorKind::BadModule,
+            RuntimeError::EntryNotFound(_) => ErrorKind::EntryNotFound,
+            RuntimeError::Trap(_) => ErrorKind::Trap,
+            RuntimeError::Timeout { .. } => ErrorKind::Timeout,
+            RuntimeError::OutOfMemory(_) => ErrorKind::OutOfMemory,
+            RuntimeError::OutOfFuel { .. } => ErrorKind::OutOfFuel,
+            RuntimeError::Io(_) => ErrorKind::Io,
+        }
+    }
+}

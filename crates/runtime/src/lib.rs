@@ -1,0 +1,45 @@
+//! Runs one Wasm task with wasmtime + WASI preview 1 under hard limits. The only crate of
+//! wasm-exec that knows wasmtime; the executor binary and the coordinator's local backend both call
+//! it, so a task gives the same result document in a Kubernetes Job and in-process.
+//!
+//! # Layout
+//! - [`engine`]: engine settings (determinism, fuel, how time is enforced) and their fingerprint.
+//! - [`runtime`]: [`Runtime`]: load (compile or cache), plan (entry + arguments), call.
+//! - [`entry`]: which export to call, by the seed's rules.
+//! - [`convert`]: JSON arguments to Wasm values and results back.
+//! - [`sandbox`]: the guest's WASI view of the world (nothing of the host) and its memory limiter.
+//! - [`capture`]: bounded stdout/stderr capture.
+//! - [`cache`]: the verified on-disk cache of compiled modules.
+//! - [`ticker`]: the epoch ticker that interrupts guests at their deadline.
+//! - [`error`]: typed errors, each with its stable result kind.
+//!
+//! # Example
+//! ```
+//! use wasm_exec_runtime::{EngineOptions, RunRequest, Runtime};
+//! let runtime = Runtime::new(EngineOptions::default(), None).unwrap();
+//! let module = runtime
+//!     .load(br#"(module (func (export "run") (result i64) i64.const 42))"#)
+//!     .unwrap();
+//! let result = runtime.run(&module, &RunRequest::default());
+//! assert_eq!(result.result, serde_json::json!(42));
+//! ```
+
+pub mod cache;
+pub mod capture;
+pub mod convert;
+pub mod engine;
+pub mod entry;
+pub mod error;
+pub mod runtime;
+pub mod sandbox;
+pub mod ticker;
+
+pub use capture::OutputCapture;
+pub use engine::{EngineOptions, Interruption, native_stack_size};
+pub use entry::EntryRequest;
+pub use error::RuntimeError;
+pub use runtime::{
+    CacheOutcome, Captures, LoadedModule, Plan, RunLimits, RunRequest, Runtime, failed,
+    module_sha256_hex,
+};
+pub use ticker::EpochTicker;

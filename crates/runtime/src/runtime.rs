@@ -1,0 +1,520 @@
+//! [`Runtime`]: one engine, its linker and caches; it loads modules and runs tasks on them.
+//!
+//! A run is planned first ([`Runtime::plan`]: pick the entry, convert the arguments, all without
+//! running guest code), then called ([`Runtime::call`]). A caller that enforces time itself (the
+//! executor's watchdog) uses the plan's envelope to report a timeout while the call still runs.
+
+use crate::cache::CompiledCache;
+use crate::entry::{self, EntryCall, EntryRequest, INITIALIZE_ENTRY};
+use crate::sandbox::{HostState, LimitExceeded, TaskLimiter, table_elements_for, wasi_context};
+use crate::{EngineOptions, EpochTicker, Interruption, OutputCapture, RuntimeError, convert};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use wasm_exec_task::{ErrorInfo, ResultEnvelope};
+use wasmtime::{Engine, Linker, Module, Store, Trap, Val, WasmBacktrace};
+use wasmtime_wasi::I32Exit;
+
+/// Limits for one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLimits {
+    /// Wall-clock limit of instantiation plus the call (`TIMEOUT_SEC`).
+    pub timeout: Duration,
+    /// Largest linear memory, in bytes (`MAX_MEMORY_MB`); tables get a budget derived from it.
+    pub max_memory_bytes: usize,
+    /// Instruction budget (`FUEL`); needs an engine with fuel metering.
+    pub fuel: Option<u64>,
+    /// Bytes kept of stdout and of stderr each (`MAX_OUTPUT_BYTES`).
+    pub max_output_bytes: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(20),
+            max_memory_bytes: 256 << 20,
+            fuel: None,
+            max_output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// One task to run on a loaded module.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Which entry, with which arguments.
+    pub entry: EntryRequest,
+    /// Bytes the guest reads on stdin (the input document's text).
+    pub stdin: Vec<u8>,
+    /// The limits.
+    pub limits: RunLimits,
+}
+
+/// How a module was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// No cache configured: compiled.
+    Off,
+    /// Loaded precompiled from the cache.
+    Hit,
+    /// Not (usably) in the cache: compiled and stored.
+    Miss,
+}
+
+impl CacheOutcome {
+    /// `off`, `hit` or `miss`, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Off => "off",
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+        }
+    }
+}
+
+/// A compiled module with its digest.
+#[derive(Debug, Clone)]
+pub struct LoadedModule {
+    module: Module,
+    sha256: [u8; 32],
+    /// Whether it came from the compiled-module cache.
+    pub cache: CacheOutcome,
+}
+
+impl LoadedModule {
+    /// Hex SHA-256 of the module bytes.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// The exported functions with their signatures, for messages.
+    pub fn exports(&self) -> String {
+        entry::list_exports(&self.module)
+    }
+}
+
+/// A run ready to be called: the entry is chosen and the arguments converted.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    call: EntryCall,
+    params: Vec<Val>,
+    envelope: ResultEnvelope,
+}
+
+impl Plan {
+    /// The result document so far (entry, args, module digest): the base of any outcome.
+    pub fn envelope(&self) -> &ResultEnvelope {
+        &self.envelope
+    }
+}
+
+/// Output captures for one run, shared with whoever wants to read them while it runs.
+#[derive(Debug, Clone)]
+pub struct Captures {
+    /// The guest's stdout.
+    pub stdout: OutputCapture,
+    /// The guest's stderr.
+    pub stderr: OutputCapture,
+}
+
+impl Captures {
+    /// Fresh captures bounded by `limits.max_output_bytes` each.
+    pub fn new(limits: &RunLimits) -> Self {
+        Self {
+            stdout: OutputCapture::new(limits.max_output_bytes),
+            stderr: OutputCapture::new(limits.max_output_bytes),
+        }
+    }
+
+    /// Copies what was captured so far into `envelope`.
+    pub fn fill(&self, envelope: &mut ResultEnvelope) {
+        let (stdout, out_cut) = self.stdout.snapshot();
+        let (stderr, err_cut) = self.stderr.snapshot();
+        envelope.stdout = stdout;
+        envelope.stderr = stderr;
+        envelope.truncated = out_cut || err_cut;
+    }
+}
+
+/// The engine and everything shared between runs.
+pub struct Runtime {
+    engine: Engine,
+    options: EngineOptions,
+    linker: Linker<HostState>,
+    cache: Option<CompiledCache>,
+    /// Keeps the epoch advancing while the runtime lives (epoch interruption only).
+    _ticker: Option<EpochTicker>,
+}
+
+impl Runtime {
+    /// Creates the engine for `options`, with a compiled-module cache under `cache_dir` if given.
+    pub fn new(options: EngineOptions, cache_dir: Option<&Path>) -> Result<Self, RuntimeError> {
+        let engine = options.engine()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut HostState| &mut state.wasi)
+            .map_err(|e| RuntimeError::Io(format!("setting up WASI: {e:#}")))?;
+        let cache = cache_dir.map(|dir| CompiledCache::new(dir, &options.fingerprint(&engine)));
+        let ticker = match options.interruption {
+            Interruption::Epoch => Some(
+                EpochTicker::start(&engine)
+                    .map_err(|e| RuntimeError::Io(format!("starting the epoch ticker: {e}")))?,
+            ),
+            Interruption::External => None,
+        };
+        Ok(Self {
+            engine,
+            options,
+            linker,
+            cache,
+            _ticker: ticker,
+        })
+    }
+
+    /// The engine options this runtime was built with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Compiles `bytes` (binary Wasm or WAT text), or loads the compiled code from the cache.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, RuntimeError> {
+        let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(cache) = &self.cache
+            && let Some(module) = cache.load(&self.engine, &sha256)
+        {
+            return Ok(LoadedModule {
+                module,
+                sha256,
+                cache: CacheOutcome::Hit,
+            });
+        }
+        let module = Module::new(&self.engine, bytes).map_err(|e| {
+            let what = if bytes.starts_with(b"\0asm") {
+                "the module does not validate or compile"
+            } else {
+                "the module is neither a Wasm binary (no \\0asm header) nor valid WAT text"
+            };
+            RuntimeError::BadModule(format!("{what}: {}", one_line(&e)))
+        })?;
+        let outcome = match &self.cache {
+            Some(cache) => {
+                cache.store(&module, &sha256);
+                CacheOutcome::Miss
+            }
+            None => CacheOutcome::Off,
+        };
+        Ok(LoadedModule {
+            module,
+            sha256,
+            cache: outcome,
+        })
+    }
+
+    /// Chooses the entry and converts the arguments; any error comes back as a failed envelope.
+    pub fn plan(
+        &self,
+        module: &LoadedModule,
+        request: &RunRequest,
+    ) -> Result<Plan, Box<ResultEnvelope>> {
+        let mut envelope = ResultEnvelope::failure(wasm_exec_task::ErrorKind::Io, "");
+        envelope.error = None;
+        envelope.module_sha256 = Some(module.sha256_hex());
+        let fail = |mut envelope: ResultEnvelope, e: RuntimeError| {
+            envelope.error = Some(ErrorInfo {
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+            envelope
+        };
+        let call = match entry::resolve(&module.module, &request.entry) {
+            Ok(call) => call,
+            Err(e) => {
+                envelope.entry = request.entry.named.clone();
+                envelope.args = request.entry.args.clone().unwrap_or_default();
+                return Err(Box::new(fail(envelope, e)));
+            }
+        };
+        envelope.entry = Some(call.name.clone());
+        envelope.args = call.args.clone();
+        match convert_args(&call) {
+            Ok(params) => Ok(Plan {
+                call,
+                params,
+                envelope,
+            }),
+            Err(e) => Err(Box::new(fail(envelope, e))),
+        }
+    }
+
+    /// Plans and calls in one go, on a fresh thread with enough native stack for the Wasm stack.
+    pub fn run(&self, module: &LoadedModule, request: &RunRequest) -> ResultEnvelope {
+        let plan = match self.plan(module, request) {
+            Ok(plan) => plan,
+            Err(envelope) => return *envelope,
+        };
+        let captures = Captures::new(&request.limits);
+        self.call_on_task_thread(module, &plan, request, &captures)
+    }
+
+    /// [`call`](Self::call) on a fresh thread with enough native stack for the Wasm stack limit.
+    pub fn call_on_task_thread(
+        &self,
+        module: &LoadedModule,
+        plan: &Plan,
+        request: &RunRequest,
+        captures: &Captures,
+    ) -> ResultEnvelope {
+        let stack = crate::engine::native_stack_size(&self.options);
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("wasm-task".into())
+                .stack_size(stack)
+                .spawn_scoped(scope, || self.call(module, plan, request, captures));
+            match worker.map(|handle| handle.join()) {
+                Ok(Ok(envelope)) => envelope,
+                Ok(Err(_)) => failed(
+                    plan.envelope(),
+                    RuntimeError::Io("the task thread panicked".into()),
+                ),
+                Err(e) => failed(
+                    plan.envelope(),
+                    RuntimeError::Io(format!("starting the task thread: {e}")),
+                ),
+            }
+        })
+    }
+
+    /// Instantiates the module and calls the planned entry under the request's limits.
+    ///
+    /// Runs on the current thread, which must have at least
+    /// [`native_stack_size`](crate::native_stack_size) bytes of stack.
+    pub fn call(
+        &self,
+        module: &LoadedModule,
+        plan: &Plan,
+        request: &RunRequest,
+        captures: &Captures,
+    ) -> ResultEnvelope {
+        let limits = &request.limits;
+        let started = Instant::now();
+        let wasi = wasi_context(
+            &request.stdin,
+            &captures.stdout,
+            &captures.stderr,
+            &module.sha256,
+        );
+        let limiter = TaskLimiter {
+            max_memory_bytes: limits.max_memory_bytes,
+            max_table_elements: table_elements_for(limits.max_memory_bytes),
+        };
+        let mut store = Store::new(&self.engine, HostState { wasi, limiter });
+        store.limiter(|state| &mut state.limiter);
+        let budget = self
+            .options
+            .fuel_metering
+            .then(|| limits.fuel.unwrap_or(u64::MAX));
+        if let Some(budget) = budget {
+            // Cannot fail: the engine has fuel metering on (checked just above).
+            let _ = store.set_fuel(budget);
+        }
+        if self.options.interruption == Interruption::Epoch {
+            store.set_epoch_deadline(EpochTicker::ticks_for(limits.timeout));
+            store.epoch_deadline_trap();
+        }
+
+        let mut results = vec![Val::I32(0); plan.call.ty.results().len()];
+        let outcome = self
+            .linker
+            .instantiate(&mut store, &module.module)
+            .map_err(|e| classify(e, limits, true))
+            .and_then(|instance| {
+                if !plan.call.is_command()
+                    && let Ok(init) =
+                        instance.get_typed_func::<(), ()>(&mut store, INITIALIZE_ENTRY)
+                {
+                    init.call(&mut store, ())
+                        .map_err(|e| classify(e, limits, false))?;
+                }
+                let func = instance
+                    .get_func(&mut store, &plan.call.name)
+                    .ok_or_else(|| {
+                        RuntimeError::EntryNotFound(format!(
+                            "entry \"{}\" vanished",
+                            plan.call.name
+                        ))
+                    })?;
+                func.call(&mut store, &plan.params, &mut results)
+                    .map_err(|e| classify(e, limits, false))
+            });
+
+        let mut envelope = plan.envelope.clone();
+        envelope.duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        envelope.fuel_consumed = budget.map(|b| b.saturating_sub(store.get_fuel().unwrap_or(0)));
+        captures.fill(&mut envelope);
+        match outcome {
+            Ok(()) => {
+                envelope.ok = true;
+                envelope.result = convert::results_to_json(&results);
+                if plan.call.is_command() {
+                    envelope.exit_code = Some(0);
+                }
+            }
+            Err(Exit(0)) => {
+                envelope.ok = true;
+                envelope.exit_code = Some(0);
+            }
+            Err(e) => {
+                if let Exit(code) = e {
+                    envelope.exit_code = Some(code);
+                }
+                let e = e.into_error();
+                envelope.error = Some(ErrorInfo {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        envelope
+    }
+}
+
+/// Hex SHA-256 of module bytes, as reported in `module_sha256`.
+pub fn module_sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A failed copy of `base`.
+pub fn failed(base: &ResultEnvelope, error: RuntimeError) -> ResultEnvelope {
+    let mut envelope = base.clone();
+    envelope.ok = false;
+    envelope.error = Some(ErrorInfo {
+        kind: error.kind(),
+        message: error.to_string(),
+    });
+    envelope
+}
+
+fn convert_args(call: &EntryCall) -> Result<Vec<Val>, RuntimeError> {
+    if call.is_command() {
+        // A command takes no parameters: its arguments reach it inside the document on stdin.
+        return Ok(Vec::new());
+    }
+    let params: Vec<_> = call.ty.params().collect();
+    if params.len() != call.args.len() {
+        return Err(RuntimeError::BadInput(format!(
+            "{} takes {} argument(s), got {}: {}; fix \"args\" in the input",
+            entry::signature(&call.name, &call.ty),
+            params.len(),
+            call.args.len(),
+            Value::Array(call.args.clone()),
+        )));
+    }
+    params
+        .iter()
+        .zip(&call.args)
+        .enumerate()
+        .map(|(i, (ty, arg))| {
+            convert::to_val(arg, ty).map_err(|why| {
+                RuntimeError::BadInput(format!(
+                    "argument {} of {}: {why}",
+                    i + 1,
+                    entry::signature(&call.name, &call.ty)
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A failure of instantiation or the call, before it becomes a [`RuntimeError`].
+enum Failure {
+    /// A WASI `proc_exit` with this status.
+    Exit(i32),
+    /// Anything else.
+    Error(RuntimeError),
+}
+use Failure::Exit;
+
+impl Failure {
+    fn into_error(self) -> RuntimeError {
+        match self {
+            Exit(code) => RuntimeError::Trap(format!(
+                "the command exited with status {code}; see its stderr"
+            )),
+            Failure::Error(e) => e,
+        }
+    }
+}
+
+impl From<RuntimeError> for Failure {
+    fn from(e: RuntimeError) -> Self {
+        Failure::Error(e)
+    }
+}
+
+/// Classifies a wasmtime error by its type, never by its text.
+fn classify(e: wasmtime::Error, limits: &RunLimits, instantiating: bool) -> Failure {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return Exit(exit.0);
+    }
+    if let Some(limit) = e.downcast_ref::<LimitExceeded>() {
+        return Failure::Error(RuntimeError::OutOfMemory(limit.to_string()));
+    }
+    let error = match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RuntimeError::Timeout {
+            limit_sec: limits.timeout.as_secs_f64(),
+        },
+        Some(Trap::OutOfFuel) => RuntimeError::OutOfFuel {
+            budget: limits.fuel.unwrap_or(u64::MAX),
+        },
+        Some(Trap::StackOverflow) => RuntimeError::Trap(format!(
+            "wasm trap: call stack exhausted: the guest recursed deeper than the Wasm stack limit (MAX_WASM_STACK_KB){}",
+            backtrace(&e)
+        )),
+        Some(trap) => RuntimeError::Trap(format!("{trap}{}", backtrace(&e))),
+        None if instantiating => RuntimeError::BadModule(format!(
+            "the module cannot be instantiated: {}; it may import something other than WASI preview 1",
+            one_line(&e)
+        )),
+        None => RuntimeError::Trap(one_line(&e)),
+    };
+    Failure::Error(error)
+}
+
+/// The innermost Wasm frames of a trap, e.g. ` at divide < #43 < #12`, if wasmtime recorded them.
+fn backtrace(e: &wasmtime::Error) -> String {
+    const FRAMES: usize = 6;
+    let Some(trace) = e.downcast_ref::<WasmBacktrace>() else {
+        return String::new();
+    };
+    let frames: Vec<String> = trace
+        .frames()
+        .iter()
+        .take(FRAMES)
+        .map(|f| match f.func_name() {
+            Some(name) => name.to_owned(),
+            None => format!("#{}", f.func_index()),
+        })
+        .collect();
+    if frames.is_empty() {
+        return String::new();
+    }
+    let more = if trace.frames().len() > FRAMES {
+        " < ..."
+    } else {
+        ""
+    };
+    format!(
+        " (wasm frames, innermost first: {}{more})",
+        frames.join(" < ")
+    )
+}
+
+/// An error chain on one line: `outer: inner: cause`, backtrace lines joined with `; `.
+fn one_line(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

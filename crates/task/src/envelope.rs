@@ -1,0 +1,122 @@
+//! The result document: one shape for every run, written by the executor and stored by the
+//! coordinator, so a task gives the same document in-process and in a Kubernetes Job.
+
+use crate::ErrorKind;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The outcome of one task run. Serialised compactly it is the last line of the executor's stdout.
+///
+/// Integer results are rendered as signed decimal JSON integers (a Wasm `i64` holding
+/// 2^64 - 1 reads `-1`); floats as JSON numbers, except NaN and the infinities, which are the
+/// strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultEnvelope {
+    /// True when the entry returned normally (or a command exited with status 0).
+    pub ok: bool,
+    /// The function that was called (or would have been), e.g. `fib` or `_start`.
+    pub entry: Option<String>,
+    /// The arguments the entry was called with, as JSON.
+    pub args: Vec<Value>,
+    /// The return value: a scalar for one result, an array for several, `null` for none.
+    pub result: Value,
+    /// The guest's stdout (UTF-8, invalid bytes replaced), at most `MAX_OUTPUT_BYTES`.
+    pub stdout: String,
+    /// The guest's stderr, bounded the same way.
+    pub stderr: String,
+    /// True when stdout or stderr was cut at `MAX_OUTPUT_BYTES`.
+    pub truncated: bool,
+    /// Wall time of instantiation and the call, in milliseconds (compilation excluded).
+    pub duration_ms: f64,
+    /// Instructions metered when `FUEL` is set (`null` otherwise, or when unknown after a timeout).
+    pub fuel_consumed: Option<u64>,
+    /// Hex SHA-256 of the module bytes that ran.
+    pub module_sha256: Option<String>,
+    /// A WASI command's exit status (`_start` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why the task failed; absent when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+/// A failure: a stable machine-readable kind and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The stable kind (`trap`, `timeout`, ...).
+    pub kind: ErrorKind,
+    /// What went wrong and, where there is one, the fix.
+    pub message: String,
+}
+
+impl ResultEnvelope {
+    /// A failed result with nothing run yet: the starting point for errors before the call.
+    pub fn failure(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            entry: None,
+            args: Vec::new(),
+            result: Value::Null,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            duration_ms: 0.0,
+            fuel_consumed: None,
+            module_sha256: None,
+            exit_code: None,
+            error: Some(ErrorInfo {
+                kind,
+                message: message.into(),
+            }),
+        }
+    }
+
+    /// The error kind, if the run failed.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        self.error.as_ref().map(|e| e.kind)
+    }
+
+    /// The process exit code that reports this result: 0 when ok, else the kind's code.
+    pub fn exit_code_for_process(&self) -> i32 {
+        self.kind().map_or(0, ErrorKind::exit_code)
+    }
+
+    /// The compact one-line JSON form (the executor's last stdout line).
+    pub fn to_line(&self) -> String {
+        // Serialising plain data (strings, numbers, `Value`) cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"ok":false,"error":{{"kind":"io","message":"serialising result: {e}"}}}}"#)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn failure_round_trips_and_names_kind() {
+        let env = ResultEnvelope::failure(ErrorKind::Timeout, "took too long");
+        let line = env.to_line();
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["error"]["kind"], json!("timeout"));
+        assert_eq!(v["ok"], json!(false));
+        let back: ResultEnvelope = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(env.exit_code_for_process(), 21);
+    }
+
+    #[test]
+    fn success_has_no_error_field() {
+        let mut env = ResultEnvelope::failure(ErrorKind::Trap, "x");
+        env.ok = true;
+        env.error = None;
+        env.result = json!(144);
+        let v: Value = serde_json::from_str(&env.to_line()).unwrap();
+        assert!(v.get("error").is_none());
+        assert_eq!(v["result"], json!(144));
+        assert_eq!(env.exit_code_for_process(), 0);
+    }
+}

@@ -1,0 +1,106 @@
+//! Error kinds: the stable `kind` of a failed result, and the executor's exit code for each.
+//!
+//! Kinds are data: add new ones, never rename or reuse one, since results are compared and stored
+//! across versions and machines.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a task failed, as a stable snake_case string in the result document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input document or an argument is malformed or does not fit the entry's signature.
+    BadInput,
+    /// The module does not parse, validate, compile or link (e.g. an unknown import).
+    BadModule,
+    /// The requested entry function is not exported (the message lists the exports).
+    EntryNotFound,
+    /// The guest trapped: `unreachable`, out-of-bounds access, division by zero, stack exhausted,
+    /// or a WASI command exiting with a non-zero status.
+    Trap,
+    /// The wall-clock limit (`TIMEOUT_SEC`) ran out.
+    Timeout,
+    /// The guest asked for more linear memory or table space than the limit allows.
+    OutOfMemory,
+    /// The instruction budget (`FUEL`) ran out.
+    OutOfFuel,
+    /// The host could not read or write a file it needs (module, input, output, cache).
+    Io,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order (for docs and tests).
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::BadInput,
+        ErrorKind::BadModule,
+        ErrorKind::EntryNotFound,
+        ErrorKind::Trap,
+        ErrorKind::Timeout,
+        ErrorKind::OutOfMemory,
+        ErrorKind::OutOfFuel,
+        ErrorKind::Io,
+    ];
+
+    /// The snake_case name used in the result document and as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadInput => "bad_input",
+            ErrorKind::BadModule => "bad_module",
+            ErrorKind::EntryNotFound => "entry_not_found",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::OutOfMemory => "out_of_memory",
+            ErrorKind::OutOfFuel => "out_of_fuel",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// The executor's process exit code for this kind.
+    ///
+    /// 10-19: the task itself is wrong (input, module, entry); 20-29: the guest failed while
+    /// running; 30: the host failed. Codes below 30 are deterministic: running the same task again
+    /// gives the same failure, so a Job should not retry it (timeout excepted, being wall-clock).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::BadInput => 10,
+            ErrorKind::BadModule => 11,
+            ErrorKind::EntryNotFound => 12,
+            ErrorKind::Trap => 20,
+            ErrorKind::Timeout => 21,
+            ErrorKind::OutOfMemory => 22,
+            ErrorKind::OutOfFuel => 23,
+            ErrorKind::Io => 30,
+        }
+    }
+
+    /// Whether running the same task again is certain to fail the same way.
+    pub fn is_deterministic(self) -> bool {
+        !matches!(self, ErrorKind::Timeout | ErrorKind::Io)
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_serde_and_codes_are_distinct() {
+        let mut codes = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert!(
+                codes.insert(kind.exit_code()),
+                "duplicate exit code for {kind}"
+            );
+            assert_ne!(kind.exit_code(), 0);
+        }
+    }
+}
