@@ -97,7 +97,19 @@ pub fn render(path: &Path, envelope: &ResultEnvelope) -> String {
 
 /// Writes `contents` to `path` through a temporary file in the same directory and a rename, so a
 /// reader sees the old file or the new one, never half of one.
+///
+/// A path that exists and is not a regular file (`/dev/null`, `/dev/stdout`, a FIFO) is written
+/// directly: renaming over it would replace the device with a file.
 pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(contents.as_bytes()))
+            .with_context(|| format!("writing OUTPUT_PATH \"{}\"", path.display()));
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -141,6 +153,13 @@ mod tests {
         let json = render(Path::new("/x/result.json"), &env);
         let back: ResultEnvelope = serde_json::from_str(&json).unwrap();
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn special_files_are_written_in_place_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        write_atomically(Path::new("/dev/null"), "x").unwrap();
+        assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
     }
 
     #[test]

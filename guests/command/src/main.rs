@@ -2,7 +2,8 @@
 //! - `sum`: print the sum of `args` and exit 0;
 //! - `flood`: write `bytes` bytes to stdout and `bytes` to stderr, then exit 0;
 //! - `snoop`: try to read host files, environment, arguments and the network; print what it saw;
-//! - `exit`: exit with status `code`.
+//! - `exit`: exit with status `code`;
+//! - `entropy`: print what the guest gets from WASI randomness and clocks.
 
 use std::io::{Read, Write};
 
@@ -46,6 +47,15 @@ fn main() {
             println!("args: {:?}", std::env::args().collect::<Vec<_>>());
             println!("cwd: {:?}", std::env::current_dir());
             println!("tcp: {:?}", std::net::TcpStream::connect("127.0.0.1:1").map(|_| ()));
+        }
+        Some("entropy") => {
+            use std::hash::BuildHasher;
+            let hash = std::collections::hash_map::RandomState::new().hash_one("x");
+            let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            let start = std::time::Instant::now();
+            println!("hash: {hash}");
+            println!("wall: {wall:?}");
+            println!("elapsed: {:?}", start.elapsed());
         }
         Some("exit") => {
             let code: i32 = field("code").and_then(|c| c.parse().ok()).unwrap_or(3);

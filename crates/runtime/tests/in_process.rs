@@ -1,0 +1,130 @@
+//! The runtime in-process, as the coordinator's local backend uses it: one engine with epoch
+//! interruption shared by many runs. Hostile guests must end with the right kind, within their
+//! limits, and the host must go on serving the next task.
+
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use wasm_exec_runtime::{
+    EngineOptions, EntryRequest, Interruption, LoadedModule, RunLimits, RunRequest, Runtime,
+};
+use wasm_exec_task::ErrorKind;
+
+fn load(runtime: &Runtime, path: &str) -> LoadedModule {
+    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path))
+        .expect("fixture");
+    runtime.load(&bytes).expect("compiles")
+}
+
+fn request(entry: &str, args: serde_json::Value, limits: RunLimits) -> RunRequest {
+    RunRequest {
+        entry: EntryRequest {
+            named: Some(entry.to_owned()),
+            args: args.as_array().cloned(),
+            add_fallback: [json!(5), json!(7)],
+        },
+        stdin: Vec::new(),
+        limits,
+    }
+}
+
+fn epoch_runtime(fuel_metering: bool) -> Runtime {
+    let options = EngineOptions {
+        interruption: Interruption::Epoch,
+        fuel_metering,
+        ..EngineOptions::default()
+    };
+    Runtime::new(options, None).expect("runtime")
+}
+
+#[test]
+fn hostile_guests_fail_by_kind_and_the_host_keeps_serving() {
+    let runtime = epoch_runtime(false);
+    let hostile = load(&runtime, "testdata/wasm/hostile.wasm");
+    let fib = load(&runtime, "host/wasm/fib.wasm");
+    let limits = RunLimits {
+        timeout: Duration::from_millis(300),
+        max_memory_bytes: 32 << 20,
+        ..RunLimits::default()
+    };
+    let cases = [
+        ("spin", json!([]), ErrorKind::Timeout),
+        ("membomb", json!([]), ErrorKind::OutOfMemory),
+        ("trap", json!([]), ErrorKind::Trap),
+        ("recurse", json!([0]), ErrorKind::Trap),
+        ("divide", json!([1, 0]), ErrorKind::Trap),
+    ];
+    for round in 0..2 {
+        for (entry, args, kind) in &cases {
+            let started = Instant::now();
+            let out = runtime.run(&hostile, &request(entry, args.clone(), limits.clone()));
+            assert_eq!(out.kind(), Some(*kind), "round {round}, {entry}: {out:?}");
+            assert!(started.elapsed() < Duration::from_secs(2), "{entry} took {:?}", started.elapsed());
+            let ok = runtime.run(&fib, &request("fib", json!([12]), limits.clone()));
+            assert_eq!(ok.result, json!(144), "the next task still runs after {entry}");
+        }
+    }
+}
+
+#[test]
+fn epoch_deadline_stops_a_loop_near_its_limit() {
+    let runtime = epoch_runtime(false);
+    let hostile = load(&runtime, "testdata/wasm/hostile.wasm");
+    let limits = RunLimits {
+        timeout: Duration::from_millis(200),
+        ..RunLimits::default()
+    };
+    let started = Instant::now();
+    let out = runtime.run(&hostile, &request("spin", json!([]), limits));
+    let elapsed = started.elapsed();
+    assert_eq!(out.kind(), Some(ErrorKind::Timeout));
+    assert!(elapsed >= Duration::from_millis(200), "stopped early: {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(700), "stopped late: {elapsed:?}");
+}
+
+#[test]
+fn fuel_is_metered_identically_on_every_run() {
+    let runtime = epoch_runtime(true);
+    let module = load(&runtime, "testdata/wat/busy_loop.wat");
+    let limits = RunLimits {
+        fuel: Some(10_000_000),
+        ..RunLimits::default()
+    };
+    let runs: Vec<_> = (0..3)
+        .map(|_| runtime.run(&module, &request("count", json!([5000]), limits.clone())))
+        .collect();
+    assert!(runs.iter().all(|r| r.ok));
+    assert!(runs[0].fuel_consumed.is_some_and(|f| f > 5000));
+    assert!(runs.iter().all(|r| r.fuel_consumed == runs[0].fuel_consumed));
+    let starved = RunLimits {
+        fuel: Some(100),
+        ..RunLimits::default()
+    };
+    let out = runtime.run(&module, &request("count", json!([5000]), starved));
+    assert_eq!(out.kind(), Some(ErrorKind::OutOfFuel));
+}
+
+#[test]
+fn runs_share_nothing_between_stores() {
+    let runtime = epoch_runtime(false);
+    let module = load(&runtime, "testdata/wat/reactor.wat");
+    for _ in 0..3 {
+        let out = runtime.run(&module, &request("inits", json!([]), RunLimits::default()));
+        assert_eq!(out.result, json!(1), "each run gets a fresh instance");
+    }
+}
+
+#[test]
+fn guest_randomness_and_clocks_are_deterministic() {
+    let runtime = epoch_runtime(false);
+    let module = load(&runtime, "testdata/wasm/command.wasm");
+    let run = || {
+        let mut req = request("_start", json!([]), RunLimits::default());
+        req.stdin = br#"{"mode":"entropy"}"#.to_vec();
+        runtime.run(&module, &req)
+    };
+    let (a, b) = (run(), run());
+    assert!(a.ok, "{a:?}");
+    assert_eq!(a.stdout, b.stdout, "same module, same randomness and time");
+    assert!(a.stdout.contains("wall: Ok(946684800s)"), "{}", a.stdout);
+}
