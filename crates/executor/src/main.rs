@@ -130,7 +130,9 @@ fn main_stack_allows(needed: usize) -> bool {
     // The main thread has used a little of its stack already; keep a generous margin.
     const MARGIN: u64 = 1 << 20;
     let limit = rustix::process::getrlimit(rustix::process::Resource::Stack);
-    limit.current.is_none_or(|soft| soft >= needed as u64 + MARGIN)
+    limit
+        .current
+        .is_none_or(|soft| soft >= needed as u64 + MARGIN)
 }
 
 /// A failed result from an `anyhow` error: `io` if an I/O error caused it, else `fallback`.

@@ -159,7 +159,12 @@ mod tests {
     fn special_files_are_written_in_place_not_replaced() {
         use std::os::unix::fs::FileTypeExt;
         write_atomically(Path::new("/dev/null"), "x").unwrap();
-        assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+        assert!(
+            std::fs::metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
     }
 
     #[test]

@@ -11,8 +11,12 @@ use wasm_exec_runtime::{
 use wasm_exec_task::ErrorKind;
 
 fn load(runtime: &Runtime, path: &str) -> LoadedModule {
-    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path))
-        .expect("fixture");
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path),
+    )
+    .expect("fixture");
     runtime.load(&bytes).expect("compiles")
 }
 
@@ -59,9 +63,17 @@ fn hostile_guests_fail_by_kind_and_the_host_keeps_serving() {
             let started = Instant::now();
             let out = runtime.run(&hostile, &request(entry, args.clone(), limits.clone()));
             assert_eq!(out.kind(), Some(*kind), "round {round}, {entry}: {out:?}");
-            assert!(started.elapsed() < Duration::from_secs(2), "{entry} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{entry} took {:?}",
+                started.elapsed()
+            );
             let ok = runtime.run(&fib, &request("fib", json!([12]), limits.clone()));
-            assert_eq!(ok.result, json!(144), "the next task still runs after {entry}");
+            assert_eq!(
+                ok.result,
+                json!(144),
+                "the next task still runs after {entry}"
+            );
         }
     }
 }
@@ -78,8 +90,14 @@ fn epoch_deadline_stops_a_loop_near_its_limit() {
     let out = runtime.run(&hostile, &request("spin", json!([]), limits));
     let elapsed = started.elapsed();
     assert_eq!(out.kind(), Some(ErrorKind::Timeout));
-    assert!(elapsed >= Duration::from_millis(200), "stopped early: {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(700), "stopped late: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(200),
+        "stopped early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(700),
+        "stopped late: {elapsed:?}"
+    );
 }
 
 #[test]
@@ -95,7 +113,10 @@ fn fuel_is_metered_identically_on_every_run() {
         .collect();
     assert!(runs.iter().all(|r| r.ok));
     assert!(runs[0].fuel_consumed.is_some_and(|f| f > 5000));
-    assert!(runs.iter().all(|r| r.fuel_consumed == runs[0].fuel_consumed));
+    assert!(
+        runs.iter()
+            .all(|r| r.fuel_consumed == runs[0].fuel_consumed)
+    );
     let starved = RunLimits {
         fuel: Some(100),
         ..RunLimits::default()

@@ -156,12 +156,19 @@ fn deep_recursion_traps_even_with_a_small_main_stack() {
         .arg("ulimit -s 1024 && exec \"$0\"")
         .arg(env!("CARGO_BIN_EXE_executor"))
         .env_clear()
-        .env("WASM_PATH", crate::util::repo("testdata/wat/deep_recursion.wat"))
+        .env(
+            "WASM_PATH",
+            crate::util::repo("testdata/wat/deep_recursion.wat"),
+        )
         .env("ARGS_JSON", r#"{"entry":"down","args":[0]}"#)
         .env("OUTPUT_PATH", "/dev/null")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(ErrorKind::Trap.exit_code()), "{out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorKind::Trap.exit_code()),
+        "{out:?}"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("call stack exhausted"), "{stdout}");
 }
