@@ -27,11 +27,17 @@ pub enum ErrorKind {
     OutOfFuel,
     /// The host could not read or write a file it needs (module, input, output, cache).
     Io,
+    /// The module's bytes do not match its CID (coordinator): it was never run.
+    Integrity,
+    /// No module with that CID could be fetched: unknown to the mirror, or the gateway is down.
+    ModuleUnavailable,
+    /// The module is larger than the coordinator accepts (`COORDINATOR_MAX_MODULE_MB`).
+    ModuleTooLarge,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for docs and tests).
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::BadInput,
         ErrorKind::BadModule,
         ErrorKind::EntryNotFound,
@@ -40,6 +46,9 @@ impl ErrorKind {
         ErrorKind::OutOfMemory,
         ErrorKind::OutOfFuel,
         ErrorKind::Io,
+        ErrorKind::Integrity,
+        ErrorKind::ModuleUnavailable,
+        ErrorKind::ModuleTooLarge,
     ];
 
     /// The snake_case name used in the result document and as a metrics label.
@@ -53,13 +62,18 @@ impl ErrorKind {
             ErrorKind::OutOfMemory => "out_of_memory",
             ErrorKind::OutOfFuel => "out_of_fuel",
             ErrorKind::Io => "io",
+            ErrorKind::Integrity => "integrity",
+            ErrorKind::ModuleUnavailable => "module_unavailable",
+            ErrorKind::ModuleTooLarge => "module_too_large",
         }
     }
 
     /// The executor's process exit code for this kind.
     ///
     /// 10-19: the task itself is wrong (input, module, entry); 20-29: the guest failed while
-    /// running; 30: the host failed. Codes below 30 are deterministic: running the same task again
+    /// running; 30-39: the host failed. The executor never reports 13, 14 or 31 (coordinator
+    /// kinds), but every kind has a code so that kinds and codes stay one-to-one. Codes below 30
+    /// are deterministic: running the same task again
     /// gives the same failure, so a Job should not retry it (timeout excepted, being wall-clock).
     pub fn exit_code(self) -> i32 {
         match self {
@@ -71,12 +85,18 @@ impl ErrorKind {
             ErrorKind::OutOfMemory => 22,
             ErrorKind::OutOfFuel => 23,
             ErrorKind::Io => 30,
+            ErrorKind::Integrity => 13,
+            ErrorKind::ModuleTooLarge => 14,
+            ErrorKind::ModuleUnavailable => 31,
         }
     }
 
     /// Whether running the same task again is certain to fail the same way.
     pub fn is_deterministic(self) -> bool {
-        !matches!(self, ErrorKind::Timeout | ErrorKind::Io)
+        !matches!(
+            self,
+            ErrorKind::Timeout | ErrorKind::Io | ErrorKind::ModuleUnavailable
+        )
     }
 }
 

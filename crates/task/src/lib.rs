@@ -1,6 +1,7 @@
 //! Task and result types shared by every part of wasm-exec: serde types and their rules, no I/O.
 //!
 //! # Layout
+//! - [`spec`]: a task as a source hands it over (module CID, entry, input, limits).
 //! - [`input`]: the task's input document (`{"entry": "fib", "args": [12]}`) and how it is read.
 //! - [`envelope`]: the result document every run produces, in a Job or in-process.
 //! - [`kind`]: the stable, machine-readable error kinds and the exit codes that go with them.
@@ -8,7 +9,9 @@
 pub mod envelope;
 pub mod input;
 pub mod kind;
+pub mod spec;
 
 pub use envelope::{ErrorInfo, ResultEnvelope};
 pub use input::{InputError, TaskInput};
 pub use kind::ErrorKind;
+pub use spec::{TaskLimits, TaskSpec};

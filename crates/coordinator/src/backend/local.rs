@@ -1,0 +1,179 @@
+//! The local backend: runs tasks in-process with the runtime library, off the async workers.
+//!
+//! One engine per metering mode is shared by all tasks (fuel metering slows guests, so it is
+//! compiled in only for the engine that serves tasks with a `fuel` limit); each task gets its own
+//! store and limits. Epoch interruption enforces the time limit, since the host must outlive the
+//! guest. Compiled modules are kept in memory (bounded, least recently used first out) and, with
+//! a cache directory, on disk, so a module is compiled once per process.
+
+use super::Backend;
+use async_trait::async_trait;
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasm_exec_runtime::{
+    EngineOptions, EntryRequest, Interruption, LoadedModule, RunLimits, RunRequest, Runtime,
+};
+use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput, TaskSpec};
+
+/// Limits applied when a task does not set its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultLimits {
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Largest linear memory, in MiB.
+    pub max_memory_mb: u64,
+    /// Bytes kept of stdout and of stderr each.
+    pub max_output_bytes: usize,
+}
+
+impl Default for DefaultLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(20),
+            max_memory_mb: 256,
+            max_output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Runs tasks in this process.
+#[derive(Clone)]
+pub struct LocalBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    plain: Engine,
+    metered: Engine,
+    defaults: DefaultLimits,
+}
+
+/// One runtime with its compiled-module cache.
+struct Engine {
+    runtime: Runtime,
+    compiled: Mutex<LruCache<[u8; 32], LoadedModule>>,
+}
+
+/// Compiled modules kept in memory per engine.
+const COMPILED_IN_MEMORY: usize = 64;
+
+impl LocalBackend {
+    /// Creates the engines; compiled code is also cached on disk under `cache_dir` if given.
+    pub fn new(defaults: DefaultLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let engine = |fuel_metering| -> anyhow::Result<Engine> {
+            let options = EngineOptions {
+                interruption: Interruption::Epoch,
+                fuel_metering,
+                ..EngineOptions::default()
+            };
+            let dir = cache_dir.as_ref().map(|d| d.join("compiled"));
+            Ok(Engine {
+                runtime: Runtime::new(options, dir.as_deref())?,
+                compiled: Mutex::new(LruCache::new(
+                    NonZeroUsize::new(COMPILED_IN_MEMORY).unwrap_or(NonZeroUsize::MIN),
+                )),
+            })
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                plain: engine(false)?,
+                metered: engine(true)?,
+                defaults,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn run_blocking(&self, task: &TaskSpec, module: &[u8]) -> ResultEnvelope {
+        let engine = if task.limits.fuel.is_some() {
+            &self.metered
+        } else {
+            &self.plain
+        };
+        let input = match TaskInput::parse(&task.input_text()) {
+            Ok(input) => input,
+            Err(e) => return ResultEnvelope::failure(ErrorKind::BadInput, e.to_string()),
+        };
+        let loaded = match engine.load(module) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let mut envelope = ResultEnvelope::failure(e.kind(), e.to_string());
+                envelope.module_sha256 = Some(wasm_exec_runtime::module_sha256_hex(module));
+                return envelope;
+            }
+        };
+        let limits = &task.limits;
+        let max_memory_mb = limits.max_memory_mb.unwrap_or(self.defaults.max_memory_mb);
+        let timeout = match limits.timeout_sec {
+            Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+            Some(s) => {
+                return ResultEnvelope::failure(
+                    ErrorKind::BadInput,
+                    format!("limits.timeout_sec must be a positive number of seconds, got {s}"),
+                );
+            }
+            None => self.defaults.timeout,
+        };
+        let request = RunRequest {
+            entry: EntryRequest {
+                named: input.entry.or_else(|| task.entry.clone()),
+                args: input.args,
+                add_fallback: [serde_json::json!(5), serde_json::json!(7)],
+            },
+            stdin: input.text.into_bytes(),
+            limits: RunLimits {
+                timeout,
+                max_memory_bytes: usize::try_from(max_memory_mb.saturating_mul(1 << 20))
+                    .unwrap_or(usize::MAX),
+                fuel: limits.fuel,
+                max_output_bytes: self.defaults.max_output_bytes,
+            },
+        };
+        let plan = match engine.runtime.plan(&loaded, &request) {
+            Ok(plan) => plan,
+            Err(envelope) => return *envelope,
+        };
+        let captures = wasm_exec_runtime::Captures::new(&request.limits);
+        // A thread sized for the Wasm stack limit, whatever the pool thread's own stack is.
+        engine
+            .runtime
+            .call_on_task_thread(&loaded, &plan, &request, &captures)
+    }
+}
+
+impl Engine {
+    fn load(&self, bytes: &[u8]) -> Result<LoadedModule, wasm_exec_runtime::RuntimeError> {
+        let key: [u8; 32] = Sha256::digest(bytes).into();
+        let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(module) = compiled.get(&key) {
+            return Ok(module.clone());
+        }
+        drop(compiled);
+        let module = self.runtime.load(bytes)?;
+        let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        compiled.put(key, module.clone());
+        Ok(module)
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    async fn run(&self, task: &TaskSpec, module: Arc<Vec<u8>>) -> ResultEnvelope {
+        // Wasm blocks its thread: run it on the blocking pool, never on an async worker.
+        let (inner, task) = (self.inner.clone(), task.clone());
+        tokio::task::spawn_blocking(move || inner.run_blocking(&task, &module))
+            .await
+            .unwrap_or_else(|e| {
+                ResultEnvelope::failure(ErrorKind::Io, format!("the task's thread failed: {e}"))
+            })
+    }
+
+    fn name(&self) -> &'static str {
+        "local"
+    }
+}

@@ -1,0 +1,19 @@
+//! Backends run one task to a result document: in-process ([`local`]) or, later, as a Kubernetes
+//! Job. Every backend returns the executor's [`ResultEnvelope`], unchanged, so a task gives the
+//! same document wherever it ran.
+
+pub mod local;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use wasm_exec_task::{ResultEnvelope, TaskSpec};
+
+/// Runs tasks. Failures of the task (traps, limits, bad input) are results, not errors.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Runs `task` on `module` (verified bytes) and returns its result document.
+    async fn run(&self, task: &TaskSpec, module: Arc<Vec<u8>>) -> ResultEnvelope;
+
+    /// A short name for logs and metrics (`local`, `kubernetes`).
+    fn name(&self) -> &'static str;
+}

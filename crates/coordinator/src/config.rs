@@ -1,0 +1,105 @@
+//! The coordinator's configuration: the seed's variables and ours, each an env var and a flag.
+
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+
+/// The wasm-exec coordinator: takes tasks from a source, fetches their modules by CID with
+/// verification, runs them on a backend and writes each result back.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "coordinator", version)]
+pub struct Config {
+    /// Take every task the source has now, run them, print a table and exit (non-zero if any
+    /// failed), instead of serving until stopped.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Where tasks run: `local` (in-process, the default) or `kubernetes` (one Job per task).
+    #[arg(long, env = "COORDINATOR_BACKEND", value_enum, default_value_t = BackendKind::Local)]
+    pub backend: BackendKind,
+
+    /// Most tasks in flight at once (1 = the seed's sequential mode).
+    #[arg(long, env = "COORDINATOR_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: usize,
+
+    /// A JSON file of tasks to use instead of the built-in samples add / fib / affine.
+    #[arg(long, env = "COORDINATOR_TASKS_FILE")]
+    pub tasks_file: Option<PathBuf>,
+
+    /// Local directory of modules, found by CID (of their bytes) or by file name.
+    #[arg(long, env = "COORDINATOR_IPFS_MIRROR", default_value = "./host/wasm")]
+    pub ipfs_mirror: PathBuf,
+
+    /// IPFS HTTP gateway, e.g. `http://127.0.0.1:18480/ipfs`; when unset, the local mirror is used.
+    #[arg(long, env = "COORDINATOR_IPFS_ENDPOINT")]
+    pub ipfs_endpoint: Option<String>,
+
+    /// Largest module accepted, in MiB.
+    #[arg(long, env = "COORDINATOR_MAX_MODULE_MB", default_value_t = 32)]
+    pub max_module_mb: u64,
+
+    /// Directory of the state database (every task, its state and result), created if missing.
+    #[arg(
+        long,
+        env = "COORDINATOR_STATE_DIR",
+        default_value = "./coordinator-state"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Directory for fetched modules and compiled code (optional).
+    #[arg(long, env = "COORDINATOR_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Default wall-clock limit of a task, in seconds (a task's `limits.timeout_sec` wins).
+    #[arg(long, env = "TIMEOUT_SEC", default_value_t = 20.0)]
+    pub timeout_sec: f64,
+
+    /// Default linear-memory limit of a task, in MiB (a task's `limits.max_memory_mb` wins).
+    #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 256)]
+    pub max_memory_mb: u64,
+
+    /// Bytes of a guest's stdout, and of its stderr, kept in its result.
+    #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
+    pub max_output_bytes: usize,
+
+    /// Kubernetes namespace for Jobs and ConfigMaps (kubernetes backend).
+    #[arg(long, env = "COORDINATOR_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// Executor image the Jobs run (kubernetes backend).
+    #[arg(
+        long,
+        env = "COORDINATOR_EXECUTOR_IMAGE",
+        default_value = "executor-demo/executor:demo"
+    )]
+    pub executor_image: String,
+
+    /// Job template (kubernetes backend).
+    #[arg(long, env = "COORDINATOR_JOB_TEMPLATE", default_value = "k8s/job.yaml")]
+    pub job_template: PathBuf,
+
+    /// Seconds running tasks get to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "COORDINATOR_SHUTDOWN_GRACE_SEC", default_value_t = 30)]
+    pub shutdown_grace_sec: u64,
+
+    /// Log format: `text` for people, `json` for machines.
+    #[arg(long, env = "COORDINATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Where tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// In this process, with the runtime library.
+    Local,
+    /// One Kubernetes Job per task.
+    Kubernetes,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}

@@ -1,0 +1,148 @@
+//! `coordinator`: wires the configured source, module store and backend into the scheduler, then
+//! serves until SIGINT/SIGTERM, or with `--once` runs what the source has and prints a table.
+
+use anyhow::Context;
+use clap::Parser;
+use coordinator::backend::local::{DefaultLimits, LocalBackend};
+use coordinator::config::{BackendKind, Config, LogFormat};
+use coordinator::module::mirror::MirrorStore;
+use coordinator::scheduler::Scheduler;
+use coordinator::source::placeholder::{PlaceholderSource, samples};
+use coordinator::state::redb::RedbStore;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    init_logging(config.log_format);
+    match run(config) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("coordinator: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async_main(config))
+}
+
+async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
+    let source = Arc::new(match &config.tasks_file {
+        Some(path) => PlaceholderSource::from_file(path)?,
+        None => PlaceholderSource::new(samples()),
+    });
+    if config.ipfs_endpoint.is_some() {
+        anyhow::bail!(
+            "COORDINATOR_IPFS_ENDPOINT (the IPFS gateway store) is not available in this build yet; unset it to use the local mirror COORDINATOR_IPFS_MIRROR"
+        );
+    }
+    let max_module_bytes = config.max_module_mb.saturating_mul(1 << 20);
+    let modules = Arc::new(
+        MirrorStore::open(&config.ipfs_mirror, max_module_bytes).with_context(|| {
+            format!(
+                "opening the module mirror COORDINATOR_IPFS_MIRROR \"{}\"",
+                config.ipfs_mirror.display()
+            )
+        })?,
+    );
+    if !(config.timeout_sec.is_finite() && config.timeout_sec > 0.0) {
+        anyhow::bail!(
+            "TIMEOUT_SEC must be a positive number of seconds, got {}",
+            config.timeout_sec
+        );
+    }
+    let backend = match config.backend {
+        BackendKind::Local => Arc::new(LocalBackend::new(
+            DefaultLimits {
+                timeout: Duration::from_secs_f64(config.timeout_sec),
+                max_memory_mb: config.max_memory_mb,
+                max_output_bytes: config.max_output_bytes,
+            },
+            config.cache_dir.clone(),
+        )?),
+        BackendKind::Kubernetes => anyhow::bail!(
+            "COORDINATOR_BACKEND=kubernetes is not available in this build yet; use local"
+        ),
+    };
+    tracing::info!(backend = "local", mirror = %config.ipfs_mirror.display(), concurrency = config.concurrency, "coordinator starting");
+    let state = Arc::new(RedbStore::open(&config.state_dir).with_context(|| {
+        format!(
+            "opening COORDINATOR_STATE_DIR \"{}\"",
+            config.state_dir.display()
+        )
+    })?);
+    let scheduler = Scheduler {
+        source: source.clone(),
+        modules,
+        backend,
+        state,
+        concurrency: config.concurrency,
+    };
+    if config.once {
+        let outcomes = scheduler.run_once().await?;
+        print!("{}", coordinator::table::render(&outcomes));
+        let failed = outcomes.iter().filter(|o| !o.result.ok).count();
+        return Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn({
+        let (scheduler, shutdown) = (scheduler.clone(), shutdown.clone());
+        async move { scheduler.serve(shutdown).await }
+    });
+    shutdown_signal().await;
+    tracing::info!(
+        grace_sec = config.shutdown_grace_sec,
+        "shutting down: finishing running tasks"
+    );
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(config.shutdown_grace_sec), serving).await {
+        Ok(joined) => joined.context("the scheduler failed")??,
+        Err(_) => tracing::warn!("grace period over; tasks still running are abandoned"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

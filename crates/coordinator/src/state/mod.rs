@@ -1,0 +1,123 @@
+//! The state store: every task, its state, attempts, timestamps and result, persisted so that a
+//! restarted coordinator resumes unfinished tasks and writes each result back exactly once.
+//!
+//! The order that makes write-back exactly once: persist the result (`finish`), then report it to
+//! the source, then `mark_reported`. After a crash between the last two the result is reported
+//! again on restart (a source must treat a second report of the same task as done: the chain
+//! source reads `AlreadyCompleted`, the placeholder overwrites).
+
+pub mod redb;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use wasm_exec_task::{ResultEnvelope, TaskSpec};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Taken, not started.
+    Pending,
+    /// Its module is being fetched.
+    Fetching,
+    /// Running on the backend.
+    Running,
+    /// Finished with `ok`.
+    Succeeded,
+    /// Finished with an error (the result says which kind).
+    Failed,
+}
+
+impl TaskState {
+    /// Every state, in life order.
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Pending,
+        TaskState::Fetching,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+    ];
+
+    /// The snake_case name (API, logs, metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Fetching => "fetching",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+        }
+    }
+
+    /// Whether the task has its result.
+    pub fn is_finished(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed)
+    }
+}
+
+/// What is persisted for one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task as submitted.
+    pub task: TaskSpec,
+    /// Where it is.
+    pub state: TaskState,
+    /// How many times it was started (more than 1 after a crash mid-run).
+    pub attempts: u32,
+    /// Whether its result was accepted by the source.
+    pub reported: bool,
+    /// When it was taken, in Unix milliseconds.
+    pub created_at_ms: u64,
+    /// When its state last changed, in Unix milliseconds.
+    pub updated_at_ms: u64,
+    /// Its result document, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultEnvelope>,
+}
+
+/// Persists tasks. Every mutation is durable when its future resolves.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Records tasks as pending; returns the ones that were new (a known `task_id` is never
+    /// taken twice, so a duplicate submission does not run again).
+    async fn admit(&self, tasks: Vec<TaskSpec>) -> Result<Vec<TaskSpec>, StateError>;
+
+    /// Moves a task to `state` (fetching or running; `running` counts an attempt).
+    async fn transition(&self, task_id: &str, state: TaskState) -> Result<(), StateError>;
+
+    /// Persists a task's result and its final state.
+    async fn finish(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), StateError>;
+
+    /// Records that the source accepted the result.
+    async fn mark_reported(&self, task_id: &str) -> Result<(), StateError>;
+
+    /// One task's record.
+    fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError>;
+
+    /// Tasks to pick up after a restart: not finished, or finished but not reported.
+    fn resumable(&self) -> Result<Vec<TaskRecord>, StateError>;
+
+    /// A page of tasks ordered by id, after `after`, optionally in one state.
+    fn list(
+        &self,
+        state: Option<TaskState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StateError>;
+
+    /// How many tasks are in each state.
+    fn counts(&self) -> Result<BTreeMap<TaskState, u64>, StateError>;
+}
+
+/// The store failed (disk, corruption, or it was shut down).
+#[derive(Debug, thiserror::Error)]
+#[error("state store: {0}")]
+pub struct StateError(pub String);
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

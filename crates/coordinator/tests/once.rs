@@ -1,0 +1,127 @@
+//! `coordinator --once` end to end: the real binary, the real samples, the local backend.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn coordinator(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+    cmd.env_clear()
+        .current_dir(dir)
+        .env("COORDINATOR_IPFS_MIRROR", repo("host/wasm"))
+        .arg("--once");
+    cmd
+}
+
+fn row<'a>(out: &'a Output, task: &str) -> &'a str {
+    let stdout = std::str::from_utf8(&out.stdout).expect("utf-8 table");
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(task))
+        .unwrap_or_else(|| {
+            panic!(
+                "no row for {task} in:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+#[test]
+fn samples_run_from_the_mirror_by_their_real_cids() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = coordinator(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(row(&out, "add").contains("succeeded") && row(&out, "add").contains(" 12 "));
+    assert!(row(&out, "fib").contains("144"), "{}", row(&out, "fib"));
+    assert!(
+        row(&out, "affine").contains("35"),
+        "{}",
+        row(&out, "affine")
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("task_id=fib") || stderr.contains("task_id=\"fib\""),
+        "logs carry the task id: {stderr}"
+    );
+}
+
+#[test]
+fn every_failure_fails_its_task_and_the_rest_still_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = json!([
+        {"task_id": "unknown", "wasm_cid": "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"},
+        {"task_id": "not-a-cid", "wasm_cid": "../../etc/passwd"},
+        {"task_id": "bad-input", "wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": ["twelve"]}},
+        {"task_id": "no-entry", "wasm_cid": "fib.wasm", "input": {"entry": "fibb"}},
+        {"task_id": "by-name", "wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": [10]}},
+        {"task_id": "slow", "wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": [12]}, "limits": {"timeout_sec": 5}},
+    ]);
+    std::fs::write(dir.path().join("tasks.json"), tasks.to_string()).unwrap();
+    let out = coordinator(dir.path())
+        .env("COORDINATOR_TASKS_FILE", dir.path().join("tasks.json"))
+        .env("COORDINATOR_CONCURRENCY", "2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed task makes --once exit 1: {out:?}"
+    );
+    assert!(row(&out, "unknown").contains("failed (module_unavailable)"));
+    assert!(row(&out, "not-a-cid").contains("failed (bad_input)"));
+    assert!(row(&out, "bad-input").contains("failed (bad_input)"));
+    assert!(row(&out, "no-entry").contains("failed (entry_not_found)"));
+    assert!(row(&out, "by-name").contains("succeeded") && row(&out, "by-name").contains("55"));
+    assert!(row(&out, "slow").contains("succeeded"));
+}
+
+#[test]
+fn hostile_tasks_end_by_kind_within_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo("testdata/wasm/hostile.wasm"),
+        dir.path().join("hostile.wasm"),
+    )
+    .unwrap();
+    let tasks = json!([
+        {"task_id": "spin", "wasm_cid": "hostile.wasm", "entry": "spin", "limits": {"timeout_sec": 0.3}},
+        {"task_id": "bomb", "wasm_cid": "hostile.wasm", "entry": "membomb", "limits": {"max_memory_mb": 16}},
+        {"task_id": "fuel", "wasm_cid": "hostile.wasm", "entry": "spin", "limits": {"fuel": 100000}},
+        {"task_id": "trap", "wasm_cid": "hostile.wasm", "entry": "trap"},
+    ]);
+    std::fs::write(dir.path().join("tasks.json"), tasks.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let out = coordinator(dir.path())
+        .env("COORDINATOR_IPFS_MIRROR", dir.path())
+        .env("COORDINATOR_TASKS_FILE", dir.path().join("tasks.json"))
+        .output()
+        .unwrap();
+    assert!(started.elapsed().as_secs() < 10);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(row(&out, "spin").contains("failed (timeout)"));
+    assert!(row(&out, "bomb").contains("failed (out_of_memory)"));
+    assert!(row(&out, "fuel").contains("failed (out_of_fuel)"));
+    assert!(row(&out, "trap").contains("failed (trap)"));
+}
+
+#[test]
+fn malformed_tasks_file_is_a_startup_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tasks.json"), r#"[{"task_id": "x"}]"#).unwrap();
+    let out = coordinator(dir.path())
+        .env("COORDINATOR_TASKS_FILE", dir.path().join("tasks.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("COORDINATOR_TASKS_FILE") && stderr.contains("wasm_cid"),
+        "{stderr}"
+    );
+}
