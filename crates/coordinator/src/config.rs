@@ -61,6 +61,18 @@ pub struct Config {
     #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
     pub max_output_bytes: usize,
 
+    /// Address of the HTTP API (always on); port 0 picks a free port (logged at start).
+    #[arg(long, env = "COORDINATOR_LISTEN", default_value = "127.0.0.1:18080")]
+    pub listen: String,
+
+    /// Bearer token every API request but `/healthz` and `/readyz` must carry; unset: no token.
+    #[arg(long, env = "COORDINATOR_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Largest API request body, in KiB (413 beyond).
+    #[arg(long, env = "COORDINATOR_MAX_BODY_KB", default_value_t = 1024)]
+    pub max_body_kb: usize,
+
     /// Kubernetes namespace for Jobs and ConfigMaps (kubernetes backend).
     #[arg(long, env = "COORDINATOR_NAMESPACE", default_value = "default")]
     pub namespace: String,

@@ -9,10 +9,13 @@
 //! - [`backend`]: where tasks run (the [`Backend`](backend::Backend) trait; the local backend).
 //! - [`state`]: the persisted state of every task (the [`StateStore`](state::StateStore) trait;
 //!   redb).
+//! - [`api`]: the HTTP API (submit, read back, probes, metrics); [`metrics`]: what is counted.
 //! - [`config`]: the binary's settings; [`table`]: the `--once` summary.
 
+pub mod api;
 pub mod backend;
 pub mod config;
+pub mod metrics;
 pub mod module;
 pub mod scheduler;
 pub mod source;

@@ -73,6 +73,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             config.timeout_sec
         );
     }
+    let metrics = Arc::new(coordinator::metrics::Metrics::default());
     let backend = match config.backend {
         BackendKind::Local => Arc::new(LocalBackend::new(
             DefaultLimits {
@@ -81,6 +82,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
                 max_output_bytes: config.max_output_bytes,
             },
             config.cache_dir.clone(),
+            metrics.clone(),
         )?),
         BackendKind::Kubernetes => anyhow::bail!(
             "COORDINATOR_BACKEND=kubernetes is not available in this build yet; use local"
@@ -97,9 +99,43 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         source: source.clone(),
         modules,
         backend,
-        state,
+        state: state.clone(),
+        metrics: metrics.clone(),
         concurrency: config.concurrency,
     };
+    let (submit, inbox) = tokio::sync::mpsc::unbounded_channel();
+    let api = coordinator::api::Api {
+        state,
+        submit,
+        token: config.api_token.as_deref().map(Arc::from),
+        metrics,
+    };
+    let shutdown = CancellationToken::new();
+    let listener = match tokio::net::TcpListener::bind(&config.listen).await {
+        Ok(listener) => Some(listener),
+        Err(e) if config.once => {
+            tracing::warn!(listen = %config.listen, error = %e, "the API is off for this --once run: cannot listen (set COORDINATOR_LISTEN)");
+            None
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("listening on COORDINATOR_LISTEN \"{}\"", config.listen));
+        }
+    };
+    if let Some(listener) = listener {
+        let address = listener.local_addr().context("reading the API address")?;
+        tracing::info!(%address, token = config.api_token.is_some(), "API listening");
+        let app = coordinator::api::router(api, config.max_body_kb.saturating_mul(1024));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the API stopped");
+            }
+        });
+    }
     if config.once {
         let outcomes = scheduler.run_once().await?;
         print!("{}", coordinator::table::render(&outcomes));
@@ -110,10 +146,9 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     }
-    let shutdown = CancellationToken::new();
     let serving = tokio::spawn({
         let (scheduler, shutdown) = (scheduler.clone(), shutdown.clone());
-        async move { scheduler.serve(shutdown).await }
+        async move { scheduler.serve(inbox, shutdown).await }
     });
     shutdown_signal().await;
     tracing::info!(

@@ -1,18 +1,24 @@
-//! The scheduling loop: takes tasks from the source, records them, fetches each module, runs it on
-//! the backend, persists the result and writes it back, with at most `concurrency` tasks in
-//! flight. It sees only the traits, never an adapter.
+//! The scheduling loop: takes tasks from the source and the API, fetches each module, runs it on
+//! the backend, persists the result and writes it back, with at most `concurrency` tasks running.
+//! It sees only the traits, never an adapter.
 //!
-//! Every state change is persisted before the next step, so after a crash [`Scheduler::resume`]
-//! finds each task where it was: unfinished ones run again, finished but unreported ones are
-//! reported (see [`crate::state`] for why that makes write-back exactly once).
+//! What is awaited to disk and what is not: a task is persisted when taken (`admit`), and its
+//! result is persisted before it is reported (`finish`), then `mark_reported`: that is what
+//! makes every task run to one result written back once (see [`crate::state`]). The intermediate
+//! states (`fetching`, `running`) are recorded without waiting; after a crash a task in either is
+//! simply run again. A running slot is freed as soon as the backend returns, so persisting and
+//! reporting one task overlap with running the next.
 
 use crate::backend::Backend;
+use crate::metrics::Metrics;
 use crate::module::ModuleStore;
 use crate::source::TaskSource;
-use crate::state::{StateStore, TaskState};
+use crate::state::{API_ORIGIN, StateStore, TaskState};
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -42,31 +48,45 @@ pub struct Scheduler {
     pub backend: Arc<dyn Backend>,
     /// Where every task and its state is persisted.
     pub state: Arc<dyn StateStore>,
-    /// Most tasks in flight at once (1 = the seed's sequential mode).
+    /// What is counted for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Most tasks running at once (1 = the seed's sequential mode).
     pub concurrency: usize,
 }
 
-/// How long to wait before asking the source for more tasks when it had none.
-const IDLE_POLL: Duration = Duration::from_millis(500);
-/// First and largest wait between attempts to write a result back.
-const REPORT_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
+/// A task to run and where it came from (its result goes back there).
+#[derive(Debug, Clone)]
+struct Job {
+    task: TaskSpec,
+    origin: String,
+}
+
+/// How often the source is asked for tasks while serving.
+const SOURCE_POLL: Duration = Duration::from_millis(500);
+/// First and largest wait between retries of a failed write (state or source).
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
 
 impl Scheduler {
     /// Takes every task the source has now, runs them, and returns their outcomes in the order
     /// the source gave them.
     ///
     /// A task whose id the state store already knows is not run again: its stored result is
-    /// shown (`earlier`), or, if it is still unfinished from a crashed run, it is resumed.
+    /// shown (`earlier`). Tasks left unfinished by a crashed run are resumed first.
     pub async fn run_once(&self) -> anyhow::Result<Vec<Outcome>> {
-        self.resume(&CancellationToken::new()).await?;
+        let resumed = self.resume().await?;
+        self.run_jobs(resumed).await;
         let tasks = self.source.poll().await?;
         info!(
             source = self.source.name(),
             tasks = tasks.len(),
             "tasks taken"
         );
-        let fresh = self.state.admit(tasks.clone()).await?;
-        let mut outcomes = self.run_batch(fresh, &CancellationToken::new()).await;
+        let fresh = self.state.admit(tasks.clone(), self.source.name()).await?;
+        let jobs = fresh.into_iter().map(|task| Job {
+            task,
+            origin: self.source.name().into(),
+        });
+        let mut outcomes = self.run_jobs(jobs.collect()).await;
         for task in tasks {
             if outcomes.iter().any(|o| o.task.task_id == task.task_id) {
                 continue;
@@ -83,17 +103,68 @@ impl Scheduler {
         Ok(outcomes)
     }
 
-    /// Picks up what a previous run left: reports finished but unreported results, then runs the
-    /// unfinished tasks again.
-    pub async fn resume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    /// Serves until `shutdown` is cancelled: runs tasks from the source (polled) and from the
+    /// API (`inbox`, already persisted). On shutdown it stops taking tasks and waits for the
+    /// running ones to be finished and written back (the caller bounds the wait).
+    pub async fn serve(
+        &self,
+        mut inbox: mpsc::UnboundedReceiver<TaskSpec>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut queue: VecDeque<Job> = self.resume().await?.into();
+        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let mut running = JoinSet::new();
+        let mut poll = tokio::time::interval(SOURCE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned(), if !queue.is_empty() => {
+                    if let (Ok(permit), Some(job)) = (permit, queue.pop_front()) {
+                        running.spawn(self.clone().process(job, permit));
+                    }
+                }
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    if let Err(e) = joined {
+                        warn!(error = %e, "a task's worker failed");
+                    }
+                }
+                Some(task) = inbox.recv() => queue.push_back(Job { task, origin: API_ORIGIN.into() }),
+                _ = poll.tick() => match self.source.poll().await {
+                    Ok(tasks) if !tasks.is_empty() => {
+                        let fresh = self.state.admit(tasks, self.source.name()).await?;
+                        queue.extend(fresh.into_iter().map(|task| Job { task, origin: self.source.name().into() }));
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, source = self.source.name(), "the task source failed; retrying"),
+                },
+            }
+        }
+        info!(
+            running = running.len(),
+            queued = queue.len(),
+            "no longer taking tasks; finishing the running ones"
+        );
+        while running.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Reports results persisted but not reported before a restart; returns the unfinished
+    /// tasks, to run again.
+    async fn resume(&self) -> anyhow::Result<Vec<Job>> {
         let mut rerun = Vec::new();
         for record in self.state.resumable()? {
-            match (&record.result, record.state.is_finished()) {
-                (Some(result), true) => {
-                    info!(task_id = %record.task.task_id, "reporting a result persisted before a restart");
-                    self.report(&record.task, result).await;
+            let job = Job {
+                task: record.task,
+                origin: record.origin,
+            };
+            match record.result {
+                Some(result) if record.state.is_finished() => {
+                    info!(task_id = %job.task.task_id, "reporting a result persisted before a restart");
+                    self.report(&job, &result).await;
                 }
-                _ => rerun.push(record.task),
+                _ => rerun.push(job),
             }
         }
         if !rerun.is_empty() {
@@ -101,56 +172,21 @@ impl Scheduler {
                 tasks = rerun.len(),
                 "resuming tasks left unfinished by a restart"
             );
-            self.run_batch(rerun, shutdown).await;
         }
-        Ok(())
+        Ok(rerun)
     }
 
-    /// Serves until `shutdown` is cancelled: polls the source, runs what it yields. Tasks already
-    /// running when shutdown comes are finished and written back.
-    pub async fn serve(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.resume(&shutdown).await?;
-        while !shutdown.is_cancelled() {
-            let tasks = tokio::select! {
-                tasks = self.source.poll() => tasks,
-                () = shutdown.cancelled() => break,
-            };
-            match tasks {
-                Ok(tasks) if !tasks.is_empty() => {
-                    let fresh = self.state.admit(tasks).await?;
-                    self.run_batch(fresh, &shutdown).await;
-                }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "the task source failed; retrying"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(IDLE_POLL) => {}
-                () = shutdown.cancelled() => {}
-            }
-        }
-        Ok(())
-    }
-
-    async fn run_batch(&self, tasks: Vec<TaskSpec>, shutdown: &CancellationToken) -> Vec<Outcome> {
+    /// Runs jobs with at most `concurrency` at once; outcomes in the jobs' order.
+    async fn run_jobs(&self, jobs: Vec<Job>) -> Vec<Outcome> {
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut running = JoinSet::new();
-        let count = tasks.len();
-        for (index, task) in tasks.into_iter().enumerate() {
-            let permit = tokio::select! {
-                permit = permits.clone().acquire_owned() => permit,
-                () = shutdown.cancelled() => break,
+        let count = jobs.len();
+        for (index, job) in jobs.into_iter().enumerate() {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
             };
-            let Ok(permit) = permit else { break };
             let this = self.clone();
-            let span = info_span!("task", task_id = %task.task_id, cid = %task.wasm_cid);
-            running.spawn(
-                async move {
-                    let outcome = this.process(task).await;
-                    drop(permit);
-                    (index, outcome)
-                }
-                .instrument(span),
-            );
+            running.spawn(async move { (index, this.process(job, permit).await) });
         }
         let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
         while let Some(joined) = running.join_next().await {
@@ -162,78 +198,85 @@ impl Scheduler {
         outcomes.into_iter().flatten().collect()
     }
 
-    /// One task from module fetch to result written back, each step persisted first.
-    async fn process(&self, task: TaskSpec) -> Outcome {
-        let started = Instant::now();
-        let result = self.execute(&task).await;
-        match &result.error {
-            None => info!(state = "succeeded", result = %result.result, "task finished"),
-            Some(e) => {
-                info!(state = "failed", kind = %e.kind, message = %e.message, "task finished")
+    /// One task from module fetch to result written back. `permit` is a running slot, given
+    /// back as soon as the backend returns.
+    async fn process(self, job: Job, permit: OwnedSemaphorePermit) -> Outcome {
+        let span = info_span!("task", task_id = %job.task.task_id, cid = %job.task.wasm_cid);
+        async move {
+            let started = Instant::now();
+            let result = self.execute(&job.task).await;
+            drop(permit);
+            match &result.error {
+                None => info!(state = "succeeded", result = %result.result, "task finished"),
+                Some(e) => {
+                    info!(state = "failed", kind = %e.kind, message = %e.message, "task finished")
+                }
+            }
+            let (state, id) = (self.state.as_ref(), job.task.task_id.as_str());
+            retry("persisting a result", || state.finish(id, &result)).await;
+            self.report(&job, &result).await;
+            self.metrics
+                .record_result(result.kind().map_or("ok", |k| k.as_str()), None);
+            Outcome {
+                task: job.task,
+                result,
+                elapsed: started.elapsed(),
+                earlier: false,
             }
         }
-        let state = self.state.as_ref();
-        self.persist(&task, || state.finish(&task.task_id, &result))
-            .await;
-        self.report(&task, &result).await;
-        Outcome {
-            task,
-            result,
-            elapsed: started.elapsed(),
-            earlier: false,
-        }
+        .instrument(span)
+        .await
     }
 
     async fn execute(&self, task: &TaskSpec) -> ResultEnvelope {
-        let state = self.state.as_ref();
-        self.persist(task, || {
-            state.transition(&task.task_id, TaskState::Fetching)
-        })
-        .await;
+        self.state
+            .record_progress(&task.task_id, TaskState::Fetching);
         info!(state = "fetching", "task taken");
+        let fetch_started = Instant::now();
         let module = match self.modules.fetch(&task.wasm_cid).await {
             Ok(module) => module,
             Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
         };
-        self.persist(task, || state.transition(&task.task_id, TaskState::Running))
-            .await;
+        self.metrics
+            .fetch_seconds
+            .observe(fetch_started.elapsed().as_secs_f64());
+        self.metrics.fetched_bytes.inc_by(module.len() as u64);
+        self.state
+            .record_progress(&task.task_id, TaskState::Running);
         info!(state = "running", bytes = module.len(), "module ready");
-        self.backend.run(task, module).await
+        let run_started = Instant::now();
+        let result = self.backend.run(task, module).await;
+        self.metrics
+            .run_seconds
+            .observe(run_started.elapsed().as_secs_f64());
+        result
     }
 
-    /// Applies a state change, retrying with backoff until the store takes it: a task never moves
-    /// on past a step that is not on disk.
-    async fn persist<F, Fut>(&self, task: &TaskSpec, mut change: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<(), crate::state::StateError>>,
-    {
-        let mut wait = REPORT_BACKOFF.0;
-        while let Err(e) = change().await {
-            warn!(task_id = %task.task_id, error = %e, retry_in_ms = wait.as_millis() as u64, "persisting a task's state failed");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(REPORT_BACKOFF.1);
+    /// Writes the result back to the task's origin (retrying until accepted), then records that
+    /// it was. Tasks submitted through the API need no write-back: the API serves their result.
+    async fn report(&self, job: &Job, result: &ResultEnvelope) {
+        let id = job.task.task_id.as_str();
+        if job.origin == self.source.name() {
+            let source = self.source.as_ref();
+            retry("writing a result back", || source.report(id, result)).await;
         }
+        let state = self.state.as_ref();
+        retry("recording a write-back", || state.mark_reported(id)).await;
     }
+}
 
-    /// Writes the result back, retrying with backoff (100 ms doubling to 30 s) until accepted,
-    /// then records that it was.
-    async fn report(&self, task: &TaskSpec, result: &ResultEnvelope) {
-        let mut wait = REPORT_BACKOFF.0;
-        loop {
-            match self.source.report(&task.task_id, result).await {
-                Ok(()) => {
-                    let state = self.state.as_ref();
-                    self.persist(task, || state.mark_reported(&task.task_id))
-                        .await;
-                    return;
-                }
-                Err(e) => {
-                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "writing the result back failed");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(REPORT_BACKOFF.1);
-                }
-            }
-        }
+/// Retries `attempt` with backoff (100 ms doubling to 30 s) until it succeeds: a task never
+/// moves past a step that did not happen.
+async fn retry<F, Fut, E>(what: &str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut wait = BACKOFF.0;
+    while let Err(e) = attempt().await {
+        warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(BACKOFF.1);
     }
 }

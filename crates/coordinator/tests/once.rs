@@ -15,6 +15,7 @@ fn coordinator(dir: &Path) -> Command {
     cmd.env_clear()
         .current_dir(dir)
         .env("COORDINATOR_IPFS_MIRROR", repo("host/wasm"))
+        .env("COORDINATOR_LISTEN", "127.0.0.1:0")
         .arg("--once");
     cmd
 }

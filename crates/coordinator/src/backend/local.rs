@@ -7,6 +7,7 @@
 //! a cache directory, on disk, so a module is compiled once per process.
 
 use super::Backend;
+use crate::metrics::Metrics;
 use async_trait::async_trait;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
@@ -50,6 +51,7 @@ struct Inner {
     plain: Engine,
     metered: Engine,
     defaults: DefaultLimits,
+    metrics: Arc<Metrics>,
 }
 
 /// One runtime with its compiled-module cache.
@@ -63,7 +65,11 @@ const COMPILED_IN_MEMORY: usize = 64;
 
 impl LocalBackend {
     /// Creates the engines; compiled code is also cached on disk under `cache_dir` if given.
-    pub fn new(defaults: DefaultLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn new(
+        defaults: DefaultLimits,
+        cache_dir: Option<PathBuf>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let engine = |fuel_metering| -> anyhow::Result<Engine> {
             let options = EngineOptions {
                 interruption: Interruption::Epoch,
@@ -83,6 +89,7 @@ impl LocalBackend {
                 plain: engine(false)?,
                 metered: engine(true)?,
                 defaults,
+                metrics,
             }),
         })
     }
@@ -99,7 +106,7 @@ impl Inner {
             Ok(input) => input,
             Err(e) => return ResultEnvelope::failure(ErrorKind::BadInput, e.to_string()),
         };
-        let loaded = match engine.load(module) {
+        let loaded = match engine.load(module, &self.metrics) {
             Ok(loaded) => loaded,
             Err(e) => {
                 let mut envelope = ResultEnvelope::failure(e.kind(), e.to_string());
@@ -147,14 +154,21 @@ impl Inner {
 }
 
 impl Engine {
-    fn load(&self, bytes: &[u8]) -> Result<LoadedModule, wasm_exec_runtime::RuntimeError> {
+    /// The compiled module, from memory, the disk cache, or compiled now.
+    fn load(
+        &self,
+        bytes: &[u8],
+        metrics: &Metrics,
+    ) -> Result<LoadedModule, wasm_exec_runtime::RuntimeError> {
         let key: [u8; 32] = Sha256::digest(bytes).into();
         let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(module) = compiled.get(&key) {
+            metrics.record_cache(true);
             return Ok(module.clone());
         }
         drop(compiled);
         let module = self.runtime.load(bytes)?;
+        metrics.record_cache(module.cache == wasm_exec_runtime::CacheOutcome::Hit);
         let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         compiled.put(key, module.clone());
         Ok(module)

@@ -56,11 +56,16 @@ impl TaskState {
     }
 }
 
+/// The origin of tasks submitted through the HTTP API (their results are served, not reported).
+pub const API_ORIGIN: &str = "api";
+
 /// What is persisted for one task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// The task as submitted.
     pub task: TaskSpec,
+    /// Where it came from: a source's name (its result is written back there) or `api`.
+    pub origin: String,
     /// Where it is.
     pub state: TaskState,
     /// How many times it was started (more than 1 after a crash mid-run).
@@ -79,12 +84,14 @@ pub struct TaskRecord {
 /// Persists tasks. Every mutation is durable when its future resolves.
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    /// Records tasks as pending; returns the ones that were new (a known `task_id` is never
-    /// taken twice, so a duplicate submission does not run again).
-    async fn admit(&self, tasks: Vec<TaskSpec>) -> Result<Vec<TaskSpec>, StateError>;
+    /// Records tasks from `origin` as pending; returns the ones that were new (a known
+    /// `task_id` is never taken twice, so a duplicate submission does not run again).
+    async fn admit(&self, tasks: Vec<TaskSpec>, origin: &str) -> Result<Vec<TaskSpec>, StateError>;
 
-    /// Moves a task to `state` (fetching or running; `running` counts an attempt).
-    async fn transition(&self, task_id: &str, state: TaskState) -> Result<(), StateError>;
+    /// Records that a task moved to `state` (fetching or running; `running` counts an attempt)
+    /// without waiting for it to be durable: it lands with the next commit, and a crash before
+    /// that only means the task runs again, as it would anyway.
+    fn record_progress(&self, task_id: &str, state: TaskState);
 
     /// Persists a task's result and its final state.
     async fn finish(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), StateError>;

@@ -25,9 +25,10 @@ pub const MAX_BATCH: usize = 4096;
 enum Mutation {
     Admit(
         Vec<TaskSpec>,
+        String,
         oneshot::Sender<Result<Vec<TaskSpec>, StateError>>,
     ),
-    Transition(String, TaskState, oneshot::Sender<Result<(), StateError>>),
+    Progress(String, TaskState),
     Finish(
         String,
         Box<ResultEnvelope>,
@@ -125,12 +126,15 @@ async fn answer<T>(
 
 #[async_trait]
 impl StateStore for RedbStore {
-    async fn admit(&self, tasks: Vec<TaskSpec>) -> Result<Vec<TaskSpec>, StateError> {
-        answer(self.send(|tx| Mutation::Admit(tasks, tx))).await
+    async fn admit(&self, tasks: Vec<TaskSpec>, origin: &str) -> Result<Vec<TaskSpec>, StateError> {
+        answer(self.send(|tx| Mutation::Admit(tasks, origin.to_owned(), tx))).await
     }
 
-    async fn transition(&self, task_id: &str, state: TaskState) -> Result<(), StateError> {
-        answer(self.send(|tx| Mutation::Transition(task_id.to_owned(), state, tx))).await
+    fn record_progress(&self, task_id: &str, state: TaskState) {
+        if let Some(writer) = &self.writer {
+            // Only fails when the writer has stopped (shutdown); the task then reruns on start.
+            let _ = writer.send(Mutation::Progress(task_id.to_owned(), state));
+        }
     }
 
     async fn finish(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), StateError> {
@@ -229,8 +233,8 @@ fn apply_batch(db: &Database, batch: Vec<Mutation>) {
         let now = now_ms();
         for mutation in batch {
             match mutation {
-                Mutation::Admit(tasks, tx) => {
-                    let outcome = admit(&mut table, tasks, now);
+                Mutation::Admit(tasks, origin, tx) => {
+                    let outcome = admit(&mut table, tasks, &origin, now);
                     replies.push(Box::new(move |failed| {
                         let _ = tx.send(match failed {
                             Some(e) => Err(StateError(e.0.clone())),
@@ -238,14 +242,18 @@ fn apply_batch(db: &Database, batch: Vec<Mutation>) {
                         });
                     }));
                 }
-                Mutation::Transition(id, state, tx) => {
+                Mutation::Progress(id, state) => {
                     let outcome = update(&mut table, &id, now, |r| {
                         if state == TaskState::Running {
                             r.attempts += 1;
                         }
-                        r.state = state;
+                        if !r.state.is_finished() {
+                            r.state = state;
+                        }
                     });
-                    replies.push(reply_unit(tx, outcome));
+                    if let Err(e) = outcome {
+                        tracing::warn!(task_id = %id, error = %e, "could not record a task's progress");
+                    }
                 }
                 Mutation::Finish(id, result, tx) => {
                     let outcome = update(&mut table, &id, now, |r| {
@@ -276,6 +284,7 @@ type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 fn admit(
     table: &mut Table<'_>,
     tasks: Vec<TaskSpec>,
+    origin: &str,
     now: u64,
 ) -> Result<Vec<TaskSpec>, StateError> {
     let mut fresh = Vec::new();
@@ -285,6 +294,7 @@ fn admit(
         }
         let record = TaskRecord {
             task: task.clone(),
+            origin: origin.to_owned(),
             state: TaskState::Pending,
             attempts: 0,
             reported: false,
@@ -334,10 +344,11 @@ fn fail_all(batch: Vec<Mutation>, e: &StateError) {
     for mutation in batch {
         let failure = || StateError(e.0.clone());
         let _ = match mutation {
-            Mutation::Admit(_, tx) => tx.send(Err(failure())).map_err(|_| ()),
-            Mutation::Transition(_, _, tx)
-            | Mutation::Finish(_, _, tx)
-            | Mutation::Reported(_, tx) => tx.send(Err(failure())).map_err(|_| ()),
+            Mutation::Admit(_, _, tx) => tx.send(Err(failure())).map_err(|_| ()),
+            Mutation::Progress(..) => Ok(()),
+            Mutation::Finish(_, _, tx) | Mutation::Reported(_, tx) => {
+                tx.send(Err(failure())).map_err(|_| ())
+            }
         };
     }
 }
@@ -356,14 +367,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = RedbStore::open(dir.path()).unwrap();
-            let fresh = store.admit(vec![task("a"), task("b")]).await.unwrap();
+            let fresh = store
+                .admit(vec![task("a"), task("b")], "test")
+                .await
+                .unwrap();
             assert_eq!(fresh.len(), 2);
-            let again = store.admit(vec![task("a"), task("c")]).await.unwrap();
+            let again = store
+                .admit(vec![task("a"), task("c")], "test")
+                .await
+                .unwrap();
             assert_eq!(
                 again.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(),
                 ["c"]
             );
-            store.transition("a", TaskState::Running).await.unwrap();
+            store.record_progress("a", TaskState::Running);
             let mut result = ResultEnvelope::failure(wasm_exec_task::ErrorKind::Io, "");
             result.ok = true;
             result.error = None;
@@ -404,17 +421,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path()).unwrap();
         store
-            .admit((0..10).map(|i| task(&format!("t{i}"))).collect())
+            .admit((0..10).map(|i| task(&format!("t{i}"))).collect(), "test")
             .await
             .unwrap();
-        store.transition("t3", TaskState::Running).await.unwrap();
+        store.record_progress("t3", TaskState::Running);
+        store.mark_reported("t3").await.unwrap();
         let page = store.list(None, None, 4).unwrap();
         assert_eq!(page.len(), 4);
         let next = store.list(None, Some(&page[3].task.task_id), 100).unwrap();
         assert_eq!(page.len() + next.len(), 10);
         let running = store.list(Some(TaskState::Running), None, 100).unwrap();
         assert_eq!(running.len(), 1);
-        assert!(store.transition("nope", TaskState::Running).await.is_err());
+        assert!(store.mark_reported("nope").await.is_err());
     }
 
     #[tokio::test]
@@ -422,16 +440,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(RedbStore::open(dir.path()).unwrap());
         store
-            .admit((0..500).map(|i| task(&format!("t{i:03}"))).collect())
+            .admit(
+                (0..500).map(|i| task(&format!("t{i:03}"))).collect(),
+                "test",
+            )
             .await
             .unwrap();
         let mut joins = Vec::new();
         for i in 0..500 {
             let store = store.clone();
             joins.push(tokio::spawn(async move {
-                store
-                    .transition(&format!("t{i:03}"), TaskState::Running)
-                    .await
+                store.record_progress(&format!("t{i:03}"), TaskState::Running);
+                store.mark_reported(&format!("t{i:03}")).await
             }));
         }
         for j in joins {

@@ -1,0 +1,339 @@
+//! The HTTP API (always on): submit tasks, read them back with their results, probes, metrics.
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?}` |
+//! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result |
+//! | GET | `/v1/tasks?state=&after=&limit=` | a page of tasks ordered by id |
+//! | GET | `/healthz`, `/readyz` | probes (never need the token) |
+//! | GET | `/metrics` | Prometheus text |
+//!
+//! A submission is persisted before it is answered (201), so an accepted task is never lost; a
+//! second submission with the same `task_id` and body answers 200 with the existing task and is
+//! not run again; the same id with another body is a 409. Errors are JSON naming the field.
+
+use crate::metrics::Metrics;
+use crate::module::cid::parse_cid;
+use crate::state::{StateStore, TaskRecord, TaskState};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+use wasm_exec_task::{TaskInput, TaskLimits, TaskSpec};
+
+/// Largest page of `GET /v1/tasks`.
+pub const MAX_PAGE: usize = 1000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    /// Where tasks are persisted and read back.
+    pub state: Arc<dyn StateStore>,
+    /// Hands accepted tasks to the scheduler.
+    pub submit: mpsc::UnboundedSender<TaskSpec>,
+    /// Bearer token every request but the probes must carry, if set.
+    pub token: Option<Arc<str>>,
+    /// The metrics rendered by `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router with every route, the body size cap (`max_body` bytes; 413 beyond) and the token
+/// check.
+pub fn router(api: Api, max_body: usize) -> Router {
+    let protected = Router::new()
+        .route("/v1/tasks", get(list_tasks).post(submit_task))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(api)
+}
+
+/// An API error: status, the field at fault (if one), and a message saying what to fix.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    field: Option<String>,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    fn bad(field: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some(field), message)
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "API request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "internal error; see the coordinator's log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"status": self.status.as_u16(), "field": self.field, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+async fn require_token(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let Some(token) = &api.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            Some("authorization"),
+            "missing or wrong bearer token; send `Authorization: Bearer <COORDINATOR_API_TOKEN>`",
+        )
+        .into_response()
+    }
+}
+
+async fn readyz(State(api): State<Api>) -> Response {
+    match api.state.counts() {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {
+    let text = api
+        .metrics
+        .render(api.state.as_ref())
+        .map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// The body of `POST /v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
+    task_id: Option<String>,
+    wasm_cid: String,
+    entry: Option<String>,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    limits: TaskLimits,
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize)]
+struct TaskView {
+    task_id: String,
+    #[serde(flatten)]
+    record: TaskRecord,
+}
+
+impl From<TaskRecord> for TaskView {
+    fn from(record: TaskRecord) -> Self {
+        Self {
+            task_id: record.task.task_id.clone(),
+            record,
+        }
+    }
+}
+
+async fn submit_task(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                "request body too large; the limit is COORDINATOR_MAX_BODY_KB",
+            )
+        } else {
+            ApiError::new(e.status(), None, e.body_text())
+        }
+    })?;
+    let spec = validate(&body)?;
+    let fresh = api
+        .state
+        .admit(vec![spec.clone()], crate::state::API_ORIGIN)
+        .await
+        .map_err(ApiError::internal)?;
+    if !fresh.is_empty() {
+        tracing::info!(task_id = %spec.task_id, cid = %spec.wasm_cid, state = "pending", "task submitted");
+        // The scheduler is gone only during shutdown; the task is persisted and resumes on start.
+        let _ = api.submit.send(spec.clone());
+    }
+    let record = api
+        .state
+        .get(&spec.task_id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("an admitted task vanished"))?;
+    if fresh.is_empty() && record.task != spec {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            Some("task_id"),
+            format!(
+                "task_id \"{}\" was already submitted with another body; choose another id",
+                spec.task_id
+            ),
+        ));
+    }
+    let status = if fresh.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(TaskView::from(record))).into_response())
+}
+
+/// Parses and checks a submission; every error names its field.
+fn validate(body: &[u8]) -> Result<TaskSpec, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let sub: Submission = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body" } else { path.as_str() };
+        ApiError::bad(
+            field,
+            format!(
+                "{}; expected {{\"task_id\"?, \"wasm_cid\", \"entry\"?, \"input\"?, \"limits\"?}}",
+                e.inner()
+            ),
+        )
+    })?;
+    let task_id = match sub.task_id {
+        Some(id) => {
+            let valid = !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !valid {
+                return Err(ApiError::bad(
+                    "task_id",
+                    "task_id must be 1-128 characters of letters, digits, '-', '_' or '.'",
+                ));
+            }
+            id
+        }
+        None => new_task_id(),
+    };
+    let plain_name = std::path::Path::new(&sub.wasm_cid)
+        .file_name()
+        .is_some_and(|f| f == sub.wasm_cid.as_str());
+    if parse_cid(&sub.wasm_cid).is_err() && !plain_name {
+        return Err(ApiError::bad(
+            "wasm_cid",
+            format!(
+                "\"{}\" is not a CID (Qm... or bafy.../bafk...) nor a module file name",
+                sub.wasm_cid
+            ),
+        ));
+    }
+    let input_text = if sub.input.is_null() {
+        String::new()
+    } else {
+        sub.input.to_string()
+    };
+    TaskInput::parse(&input_text).map_err(|e| ApiError::bad("input", e.to_string()))?;
+    if let Some(t) = sub.limits.timeout_sec
+        && !(t.is_finite() && t > 0.0)
+    {
+        return Err(ApiError::bad(
+            "limits.timeout_sec",
+            "must be a positive number of seconds",
+        ));
+    }
+    if sub.limits.max_memory_mb == Some(0) {
+        return Err(ApiError::bad("limits.max_memory_mb", "must be at least 1"));
+    }
+    Ok(TaskSpec {
+        task_id,
+        wasm_cid: sub.wasm_cid,
+        entry: sub.entry,
+        input: sub.input,
+        limits: sub.limits,
+    })
+}
+
+/// A fresh id for a submission without one: time and a process counter, unique per coordinator.
+fn new_task_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("t-{}-{n}", crate::state::now_ms())
+}
+
+async fn get_task(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match api.state.get(&id).map_err(ApiError::internal)? {
+        Some(record) => Ok(axum::Json(TaskView::from(record)).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            Some("task_id"),
+            format!("no task \"{id}\""),
+        )),
+    }
+}
+
+/// Query of `GET /v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<TaskState>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_tasks(
+    State(api): State<Api>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad(
+            "query",
+            format!(
+                "{}; state is one of pending, fetching, running, succeeded, failed",
+                e.body_text()
+            ),
+        )
+    })?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let page = api
+        .state
+        .list(query.state, query.after.as_deref(), limit)
+        .map_err(ApiError::internal)?;
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|r| r.task.task_id.clone()))
+        .flatten();
+    let tasks: Vec<TaskView> = page.into_iter().map(TaskView::from).collect();
+    Ok(axum::Json(json!({"tasks": tasks, "next": next})).into_response())
+}

@@ -1,0 +1,139 @@
+//! Prometheus metrics: what the scheduler and the backend count, rendered as text for `/metrics`.
+//!
+//! Tasks by state are read from the state store at scrape time (the store is the truth); the rest
+//! are counters and histograms updated as tasks move.
+
+use crate::state::StateStore;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// A `state` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The task state (`pending`, ..., `failed`).
+    pub state: String,
+}
+
+/// A `kind` label: the result's error kind, or `ok`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `ok` or an error kind.
+    pub kind: String,
+}
+
+/// An `outcome` label for cache lookups: `hit` or `miss`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `hit` or `miss`.
+    pub outcome: String,
+}
+
+/// Every metric the coordinator exports.
+pub struct Metrics {
+    registry: Registry,
+    tasks: Family<StateLabel, Gauge>,
+    /// Finished tasks by result kind.
+    pub results: Family<KindLabel, Counter>,
+    /// Time a backend took to run a task, in seconds.
+    pub run_seconds: Histogram,
+    /// Time to fetch and verify a module, in seconds.
+    pub fetch_seconds: Histogram,
+    /// Module bytes fetched.
+    pub fetched_bytes: Counter,
+    /// Compiled-module cache lookups of the local backend, by outcome.
+    pub module_cache: Family<OutcomeLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wasm_exec");
+        let tasks = Family::<StateLabel, Gauge>::default();
+        let results = Family::<KindLabel, Counter>::default();
+        // 100 µs to about 100 s.
+        let run_seconds = Histogram::new(exponential_buckets(1e-4, 4.0, 11));
+        let fetch_seconds = Histogram::new(exponential_buckets(1e-5, 4.0, 11));
+        let fetched_bytes = Counter::default();
+        let module_cache = Family::<OutcomeLabel, Counter>::default();
+        registry.register("tasks", "Tasks by state", tasks.clone());
+        registry.register(
+            "task_results",
+            "Finished tasks by result kind",
+            results.clone(),
+        );
+        registry.register(
+            "task_run_seconds",
+            "Time a backend took to run a task",
+            run_seconds.clone(),
+        );
+        registry.register(
+            "module_fetch_seconds",
+            "Time to fetch and verify a module",
+            fetch_seconds.clone(),
+        );
+        registry.register(
+            "module_fetched_bytes",
+            "Module bytes fetched",
+            fetched_bytes.clone(),
+        );
+        registry.register(
+            "compiled_module_cache",
+            "Compiled-module cache lookups",
+            module_cache.clone(),
+        );
+        Self {
+            registry,
+            tasks,
+            results,
+            run_seconds,
+            fetch_seconds,
+            fetched_bytes,
+            module_cache,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a finished task.
+    pub fn record_result(&self, kind: &str, run: Option<Duration>) {
+        self.results
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+        if let Some(run) = run {
+            self.run_seconds.observe(run.as_secs_f64());
+        }
+    }
+
+    /// Counts a compiled-module cache lookup.
+    pub fn record_cache(&self, hit: bool) {
+        let outcome = if hit { "hit" } else { "miss" };
+        self.module_cache
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Renders every metric in the Prometheus text format, with task counts read from `state`.
+    pub fn render(&self, state: &dyn StateStore) -> Result<String, String> {
+        let counts = state.counts().map_err(|e| e.to_string())?;
+        for (state, count) in counts {
+            let value = i64::try_from(count).unwrap_or(i64::MAX);
+            self.tasks
+                .get_or_create(&StateLabel {
+                    state: state.as_str().into(),
+                })
+                .set(value);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,219 @@
+//! The HTTP API end to end, against the real binary serving on a free port.
+
+mod support;
+
+use serde_json::json;
+use support::{Service, command, get, post, wait_finished};
+
+#[test]
+fn submitted_task_runs_and_its_result_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(command(dir.path()));
+    let body = json!({"task_id": "fib-1", "wasm_cid": "bafkreiesibz2ybgnmbptk3uq4lwwd2yh7njf2oqidqoxczgs6fvdqlv4je", "input": {"entry": "fib", "args": [12]}});
+    let r = post(&svc.base, "/v1/tasks", &body.to_string(), None);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.body["task_id"], "fib-1");
+    let done = wait_finished(&svc.base, "fib-1");
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["result"]["result"], 144);
+    assert_eq!(done["reported"], true);
+
+    let again = post(&svc.base, "/v1/tasks", &body.to_string(), None);
+    assert_eq!(
+        again.status, 200,
+        "same id and body: the existing task, not a new run"
+    );
+    assert_eq!(again.body["attempts"], 1);
+    let other = json!({"task_id": "fib-1", "wasm_cid": "fib.wasm"});
+    assert_eq!(
+        post(&svc.base, "/v1/tasks", &other.to_string(), None).status,
+        409
+    );
+
+    let generated = post(&svc.base, "/v1/tasks", r#"{"wasm_cid": "add.wasm"}"#, None);
+    assert_eq!(generated.status, 201);
+    let id = generated.body["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(wait_finished(&svc.base, &id)["result"]["result"], 12);
+}
+
+#[test]
+fn bad_requests_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(command(dir.path()));
+    let cases = [
+        (r#"{"input": {}}"#, "wasm_cid"),
+        (r#"{"wasm_cid": "fib.wasm", "inptu": 1}"#, "inptu"),
+        (r#"{"wasm_cid": "../etc/passwd"}"#, "wasm_cid"),
+        (r#"{"wasm_cid": "fib.wasm", "task_id": "a b"}"#, "task_id"),
+        (r#"{"wasm_cid": "fib.wasm", "input": {"args": 5}}"#, "input"),
+        (
+            r#"{"wasm_cid": "fib.wasm", "limits": {"timeout_sec": -1}}"#,
+            "limits.timeout_sec",
+        ),
+        (
+            r#"{"wasm_cid": "fib.wasm", "limits": {"fuel": "lots"}}"#,
+            "limits.fuel",
+        ),
+        ("not json", "body"),
+    ];
+    for (body, field) in cases {
+        let r = post(&svc.base, "/v1/tasks", body, None);
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        let text = r.body["error"].to_string();
+        assert!(
+            text.contains(field),
+            "{body}: error should name {field}: {text}"
+        );
+    }
+    let huge = format!(
+        r#"{{"wasm_cid": "fib.wasm", "input": {{"pad": "{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    assert_eq!(post(&svc.base, "/v1/tasks", &huge, None).status, 413);
+    let missing = get(&svc.base, "/v1/tasks/nope", None);
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope")
+    );
+    assert_eq!(get(&svc.base, "/v1/tasks?state=sleeping", None).status, 400);
+}
+
+#[test]
+fn failing_tasks_are_failed_with_their_kind_and_the_service_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(command(dir.path()));
+    let cases = [
+        (
+            json!({"task_id": "unknown", "wasm_cid": "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}),
+            "module_unavailable",
+        ),
+        (
+            json!({"task_id": "no-entry", "wasm_cid": "fib.wasm", "entry": "fibb"}),
+            "entry_not_found",
+        ),
+        (
+            json!({"task_id": "bad-arg", "wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": [1.5]}}),
+            "bad_input",
+        ),
+        (
+            json!({"task_id": "missing-file", "wasm_cid": "nothing.wasm"}),
+            "module_unavailable",
+        ),
+    ];
+    for (body, _) in &cases {
+        assert_eq!(
+            post(&svc.base, "/v1/tasks", &body.to_string(), None).status,
+            201
+        );
+    }
+    for (body, kind) in &cases {
+        let done = wait_finished(&svc.base, body["task_id"].as_str().unwrap());
+        assert_eq!(done["state"], "failed");
+        assert_eq!(done["result"]["error"]["kind"], *kind, "{done}");
+    }
+    let ok = post(
+        &svc.base,
+        "/v1/tasks",
+        r#"{"task_id": "after", "wasm_cid": "add.wasm"}"#,
+        None,
+    );
+    assert_eq!(ok.status, 201);
+    assert_eq!(wait_finished(&svc.base, "after")["result"]["result"], 12);
+}
+
+#[test]
+fn list_pages_by_state_and_metrics_count_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(command(dir.path()));
+    for i in 0..5 {
+        let body = json!({"task_id": format!("t{i}"), "wasm_cid": "add.wasm"});
+        assert_eq!(
+            post(&svc.base, "/v1/tasks", &body.to_string(), None).status,
+            201
+        );
+    }
+    for i in 0..5 {
+        wait_finished(&svc.base, &format!("t{i}"));
+    }
+    let page = get(&svc.base, "/v1/tasks?state=succeeded&limit=2", None);
+    assert_eq!(page.body["tasks"].as_array().unwrap().len(), 2);
+    let next = page.body["next"].as_str().unwrap().to_owned();
+    let rest = get(
+        &svc.base,
+        &format!("/v1/tasks?state=succeeded&after={next}&limit=10"),
+        None,
+    );
+    assert_eq!(rest.body["tasks"].as_array().unwrap().len(), 3);
+    let metrics = get(&svc.base, "/metrics", None).body;
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains("wasm_exec_tasks{state=\"succeeded\"} 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wasm_exec_task_results_total{kind=\"ok\"} 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wasm_exec_compiled_module_cache_total{outcome=\"hit\"} 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wasm_exec_task_run_seconds_count 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wasm_exec_module_fetched_bytes_total 330"),
+        "{text}"
+    );
+}
+
+#[test]
+fn token_guards_everything_but_the_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path());
+    cmd.env("COORDINATOR_API_TOKEN", "s3cret");
+    let svc = Service::start(cmd);
+    assert_eq!(get(&svc.base, "/healthz", None).status, 200);
+    assert_eq!(get(&svc.base, "/readyz", None).status, 200);
+    assert_eq!(get(&svc.base, "/v1/tasks", None).status, 401);
+    assert_eq!(get(&svc.base, "/v1/tasks", Some("wrong")).status, 401);
+    assert_eq!(get(&svc.base, "/metrics", None).status, 401);
+    assert_eq!(
+        post(&svc.base, "/v1/tasks", r#"{"wasm_cid":"add.wasm"}"#, None).status,
+        401
+    );
+    assert_eq!(get(&svc.base, "/v1/tasks", Some("s3cret")).status, 200);
+    assert!(
+        !svc.log.lock().unwrap().contains("s3cret"),
+        "the token is never logged"
+    );
+}
+
+#[test]
+fn sigterm_finishes_running_tasks_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = support::repo("testdata/wasm");
+    let mut cmd = command(dir.path());
+    cmd.env("COORDINATOR_IPFS_MIRROR", &mirror);
+    let svc = Service::start(cmd);
+    let slow = json!({"task_id": "slow", "wasm_cid": "hostile.wasm", "entry": "spin", "limits": {"timeout_sec": 1}});
+    assert_eq!(
+        post(&svc.base, "/v1/tasks", &slow.to_string(), None).status,
+        201
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let base = svc.base.clone();
+    assert_eq!(svc.signal_and_wait("TERM"), Some(0));
+    // Restart on the same state: the task has its one result, persisted before exit.
+    let mut cmd = command(dir.path());
+    cmd.env("COORDINATOR_IPFS_MIRROR", &mirror);
+    let svc = Service::start(cmd);
+    let done = wait_finished(&svc.base, "slow");
+    assert_ne!(base, "");
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert_eq!(done["result"]["error"]["kind"], "timeout");
+}
