@@ -33,6 +33,23 @@ pub struct Config {
     #[arg(long, env = "COORDINATOR_IPFS_ENDPOINT")]
     pub ipfs_endpoint: Option<String>,
 
+    /// Time for one gateway request, body included, in seconds.
+    #[arg(long, env = "COORDINATOR_IPFS_TIMEOUT_SEC", default_value_t = 30)]
+    pub ipfs_timeout_sec: u64,
+
+    /// Time to connect to the gateway, in seconds.
+    #[arg(
+        long,
+        env = "COORDINATOR_IPFS_CONNECT_TIMEOUT_SEC",
+        default_value_t = 5
+    )]
+    pub ipfs_connect_timeout_sec: u64,
+
+    /// Retries of a gateway request after a 5xx, a timeout or a connection error (backoff from
+    /// 200 ms, doubling); 4xx answers are not retried.
+    #[arg(long, env = "COORDINATOR_IPFS_RETRIES", default_value_t = 3)]
+    pub ipfs_retries: u32,
+
     /// Largest module accepted, in MiB.
     #[arg(long, env = "COORDINATOR_MAX_MODULE_MB", default_value_t = 32)]
     pub max_module_mb: u64,
@@ -45,7 +62,7 @@ pub struct Config {
     )]
     pub state_dir: PathBuf,
 
-    /// Directory for fetched modules and compiled code (optional).
+    /// Directory for fetched modules (by CID, re-verified when read) and compiled code (optional).
     #[arg(long, env = "COORDINATOR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 

@@ -5,6 +5,8 @@ use anyhow::Context;
 use clap::Parser;
 use coordinator::backend::local::{DefaultLimits, LocalBackend};
 use coordinator::config::{BackendKind, Config, LogFormat};
+use coordinator::module::ModuleStore;
+use coordinator::module::gateway::{GatewayConfig, GatewayStore};
 use coordinator::module::mirror::MirrorStore;
 use coordinator::scheduler::Scheduler;
 use coordinator::source::placeholder::{PlaceholderSource, samples};
@@ -53,20 +55,32 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         Some(path) => PlaceholderSource::from_file(path)?,
         None => PlaceholderSource::new(samples()),
     });
-    if config.ipfs_endpoint.is_some() {
-        anyhow::bail!(
-            "COORDINATOR_IPFS_ENDPOINT (the IPFS gateway store) is not available in this build yet; unset it to use the local mirror COORDINATOR_IPFS_MIRROR"
-        );
-    }
     let max_module_bytes = config.max_module_mb.saturating_mul(1 << 20);
-    let modules = Arc::new(
-        MirrorStore::open(&config.ipfs_mirror, max_module_bytes).with_context(|| {
-            format!(
-                "opening the module mirror COORDINATOR_IPFS_MIRROR \"{}\"",
-                config.ipfs_mirror.display()
+    let modules: Arc<dyn ModuleStore> = match &config.ipfs_endpoint {
+        Some(endpoint) => {
+            tracing::info!(%endpoint, "modules come from the IPFS gateway");
+            Arc::new(GatewayStore::new(GatewayConfig {
+                endpoint: endpoint.clone(),
+                max_bytes: max_module_bytes,
+                connect_timeout: Duration::from_secs(config.ipfs_connect_timeout_sec),
+                request_timeout: Duration::from_secs(config.ipfs_timeout_sec),
+                retries: config.ipfs_retries,
+                backoff: Duration::from_millis(200),
+                cache_dir: config.cache_dir.as_ref().map(|d| d.join("modules")),
+            })?)
+        }
+        None => {
+            tracing::info!(mirror = %config.ipfs_mirror.display(), "modules come from the local mirror");
+            Arc::new(
+                MirrorStore::open(&config.ipfs_mirror, max_module_bytes).with_context(|| {
+                    format!(
+                        "opening the module mirror COORDINATOR_IPFS_MIRROR \"{}\"",
+                        config.ipfs_mirror.display()
+                    )
+                })?,
             )
-        })?,
-    );
+        }
+    };
     if !(config.timeout_sec.is_finite() && config.timeout_sec > 0.0) {
         anyhow::bail!(
             "TIMEOUT_SEC must be a positive number of seconds, got {}",
@@ -88,7 +102,11 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             "COORDINATOR_BACKEND=kubernetes is not available in this build yet; use local"
         ),
     };
-    tracing::info!(backend = "local", mirror = %config.ipfs_mirror.display(), concurrency = config.concurrency, "coordinator starting");
+    tracing::info!(
+        backend = "local",
+        concurrency = config.concurrency,
+        "coordinator starting"
+    );
     let state = Arc::new(RedbStore::open(&config.state_dir).with_context(|| {
         format!(
             "opening COORDINATOR_STATE_DIR \"{}\"",

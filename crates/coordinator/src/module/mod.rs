@@ -2,6 +2,7 @@
 
 pub mod car;
 pub mod cid;
+pub mod gateway;
 pub mod mirror;
 mod unixfs;
 
