@@ -97,6 +97,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             },
             config.cache_dir.clone(),
             metrics.clone(),
+            config.concurrency.max(1),
         )?),
         BackendKind::Kubernetes => anyhow::bail!(
             "COORDINATOR_BACKEND=kubernetes is not available in this build yet; use local"

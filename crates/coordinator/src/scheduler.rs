@@ -213,8 +213,12 @@ impl Scheduler {
                 }
             }
             let (state, id) = (self.state.as_ref(), job.task.task_id.as_str());
-            retry("persisting a result", || state.finish(id, &result)).await;
-            self.report(&job, &result).await;
+            // API tasks need no write-back (the API serves the result): one commit does both.
+            let served = job.origin == API_ORIGIN;
+            retry("persisting a result", || state.finish(id, &result, served)).await;
+            if !served {
+                self.report(&job, &result).await;
+            }
             self.metrics
                 .record_result(result.kind().map_or("ok", |k| k.as_str()), None);
             Outcome {

@@ -41,11 +41,16 @@ impl Default for DefaultLimits {
     }
 }
 
-/// Runs tasks in this process.
+/// Runs tasks in this process, on its own pool of threads sized for the Wasm stack.
 #[derive(Clone)]
 pub struct LocalBackend {
     inner: Arc<Inner>,
+    /// Hands work to the pool; the threads end when the last sender is dropped.
+    jobs: std::sync::mpsc::Sender<Work>,
 }
+
+/// One unit of work for a pool thread.
+type Work = Box<dyn FnOnce() + Send>;
 
 struct Inner {
     plain: Engine,
@@ -64,11 +69,16 @@ struct Engine {
 const COMPILED_IN_MEMORY: usize = 64;
 
 impl LocalBackend {
-    /// Creates the engines; compiled code is also cached on disk under `cache_dir` if given.
+    /// Creates the engines and `threads` pool threads (the most tasks that can run at once);
+    /// compiled code is also cached on disk under `cache_dir` if given.
+    ///
+    /// The pool's threads have stacks sized for the Wasm stack limit, so guests run on them
+    /// directly: off the async runtime's threads, and with no thread created per task.
     pub fn new(
         defaults: DefaultLimits,
         cache_dir: Option<PathBuf>,
         metrics: Arc<Metrics>,
+        threads: usize,
     ) -> anyhow::Result<Self> {
         let engine = |fuel_metering| -> anyhow::Result<Engine> {
             let options = EngineOptions {
@@ -84,6 +94,29 @@ impl LocalBackend {
                 )),
             })
         };
+        let (jobs, queue) = std::sync::mpsc::channel::<Work>();
+        let queue = Arc::new(Mutex::new(queue));
+        let stack = wasm_exec_runtime::native_stack_size(&EngineOptions::default());
+        for n in 0..threads.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("wasm-{n}"))
+                .stack_size(stack)
+                .spawn(move || {
+                    loop {
+                        // The lock is held only to take one job, never while running it.
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match next {
+                            // A panic fails that one task (its reply is dropped), not the thread.
+                            Ok(work) => {
+                                let _ =
+                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                })?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 plain: engine(false)?,
@@ -91,6 +124,7 @@ impl LocalBackend {
                 defaults,
                 metrics,
             }),
+            jobs,
         })
     }
 }
@@ -146,10 +180,8 @@ impl Inner {
             Err(envelope) => return *envelope,
         };
         let captures = wasm_exec_runtime::Captures::new(&request.limits);
-        // A thread sized for the Wasm stack limit, whatever the pool thread's own stack is.
-        engine
-            .runtime
-            .call_on_task_thread(&loaded, &plan, &request, &captures)
+        // Runs on a pool thread, whose stack is sized for the Wasm stack limit.
+        engine.runtime.call(&loaded, &plan, &request, &captures)
     }
 }
 
@@ -178,13 +210,21 @@ impl Engine {
 #[async_trait]
 impl Backend for LocalBackend {
     async fn run(&self, task: &TaskSpec, module: Arc<Vec<u8>>) -> ResultEnvelope {
-        // Wasm blocks its thread: run it on the blocking pool, never on an async worker.
+        // Wasm blocks its thread: run it on the pool, never on an async worker.
         let (inner, task) = (self.inner.clone(), task.clone());
-        tokio::task::spawn_blocking(move || inner.run_blocking(&task, &module))
-            .await
-            .unwrap_or_else(|e| {
-                ResultEnvelope::failure(ErrorKind::Io, format!("the task's thread failed: {e}"))
-            })
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let work: Work = Box::new(move || {
+            let _ = reply.send(inner.run_blocking(&task, &module));
+        });
+        if self.jobs.send(work).is_err() {
+            return ResultEnvelope::failure(
+                ErrorKind::Io,
+                "the local backend's threads have stopped",
+            );
+        }
+        result.await.unwrap_or_else(|_| {
+            ResultEnvelope::failure(ErrorKind::Io, "the task's thread failed while running it")
+        })
     }
 
     fn name(&self) -> &'static str {

@@ -93,8 +93,14 @@ pub trait StateStore: Send + Sync {
     /// that only means the task runs again, as it would anyway.
     fn record_progress(&self, task_id: &str, state: TaskState);
 
-    /// Persists a task's result and its final state.
-    async fn finish(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), StateError>;
+    /// Persists a task's result and its final state; `reported` also records its write-back in
+    /// the same commit (for tasks whose result needs no write-back: the API serves it).
+    async fn finish(
+        &self,
+        task_id: &str,
+        result: &ResultEnvelope,
+        reported: bool,
+    ) -> Result<(), StateError>;
 
     /// Records that the source accepted the result.
     async fn mark_reported(&self, task_id: &str) -> Result<(), StateError>;

@@ -7,7 +7,7 @@
 
 use super::{StateError, StateStore, TaskRecord, TaskState, now_ms};
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +17,16 @@ use wasm_exec_task::{ResultEnvelope, TaskSpec};
 
 /// task_id -> JSON-encoded [`TaskRecord`].
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+/// state name -> number of tasks in it, kept in the same transactions as `TASKS`, so that
+/// counting (metrics, probes) does not read every task.
+const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
+
+/// Changes to the per-state counts within one batch, indexed like [`TaskState::ALL`].
+type Deltas = [i64; 5];
+
+fn slot(state: TaskState) -> usize {
+    TaskState::ALL.iter().position(|s| *s == state).unwrap_or(0)
+}
 
 /// Most mutations applied in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -32,6 +42,7 @@ enum Mutation {
     Finish(
         String,
         Box<ResultEnvelope>,
+        bool,
         oneshot::Sender<Result<(), StateError>>,
     ),
     Reported(String, oneshot::Sender<Result<(), StateError>>),
@@ -73,7 +84,19 @@ impl RedbStore {
         let db = Database::create(&path)
             .map_err(|e| StateError(format!("opening \"{}\": {e}", path.display())))?;
         let txn = db.begin_write().map_err(err)?;
-        txn.open_table(TASKS).map_err(err)?;
+        {
+            let tasks = txn.open_table(TASKS).map_err(err)?;
+            let mut counts = txn.open_table(COUNTS).map_err(err)?;
+            // A database written before counts were kept: count once now.
+            if counts.is_empty().map_err(err)? && !tasks.is_empty().map_err(err)? {
+                let mut deltas: Deltas = [0; 5];
+                for entry in tasks.iter().map_err(err)? {
+                    let (_, value) = entry.map_err(err)?;
+                    deltas[slot(decode(value.value())?.state)] += 1;
+                }
+                apply_deltas(&mut counts, &deltas)?;
+            }
+        }
         txn.commit().map_err(err)?;
         let db = Arc::new(db);
         let (writer, mutations) = mpsc::channel();
@@ -137,9 +160,16 @@ impl StateStore for RedbStore {
         }
     }
 
-    async fn finish(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), StateError> {
-        answer(self.send(|tx| Mutation::Finish(task_id.to_owned(), Box::new(result.clone()), tx)))
-            .await
+    async fn finish(
+        &self,
+        task_id: &str,
+        result: &ResultEnvelope,
+        reported: bool,
+    ) -> Result<(), StateError> {
+        answer(self.send(|tx| {
+            Mutation::Finish(task_id.to_owned(), Box::new(result.clone()), reported, tx)
+        }))
+        .await
     }
 
     async fn mark_reported(&self, task_id: &str) -> Result<(), StateError> {
@@ -193,9 +223,15 @@ impl StateStore for RedbStore {
     }
 
     fn counts(&self) -> Result<BTreeMap<TaskState, u64>, StateError> {
-        let mut counts: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
-        for record in self.read_all()? {
-            *counts.entry(record.state).or_default() += 1;
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(COUNTS).map_err(err)?;
+        let mut counts = BTreeMap::new();
+        for state in TaskState::ALL {
+            let n = table
+                .get(state.as_str())
+                .map_err(err)?
+                .map_or(0, |v| v.value());
+            counts.insert(state, n);
         }
         Ok(counts)
     }
@@ -231,10 +267,11 @@ fn apply_batch(db: &Database, batch: Vec<Mutation>) {
             Err(e) => return fail_all(batch, &err(e)),
         };
         let now = now_ms();
+        let mut deltas: Deltas = [0; 5];
         for mutation in batch {
             match mutation {
                 Mutation::Admit(tasks, origin, tx) => {
-                    let outcome = admit(&mut table, tasks, &origin, now);
+                    let outcome = admit(&mut table, tasks, &origin, now, &mut deltas);
                     replies.push(Box::new(move |failed| {
                         let _ = tx.send(match failed {
                             Some(e) => Err(StateError(e.0.clone())),
@@ -243,7 +280,7 @@ fn apply_batch(db: &Database, batch: Vec<Mutation>) {
                     }));
                 }
                 Mutation::Progress(id, state) => {
-                    let outcome = update(&mut table, &id, now, |r| {
+                    let outcome = update(&mut table, &id, now, &mut deltas, |r| {
                         if state == TaskState::Running {
                             r.attempts += 1;
                         }
@@ -255,8 +292,9 @@ fn apply_batch(db: &Database, batch: Vec<Mutation>) {
                         tracing::warn!(task_id = %id, error = %e, "could not record a task's progress");
                     }
                 }
-                Mutation::Finish(id, result, tx) => {
-                    let outcome = update(&mut table, &id, now, |r| {
+                Mutation::Finish(id, result, reported, tx) => {
+                    let outcome = update(&mut table, &id, now, &mut deltas, |r| {
+                        r.reported |= reported;
                         r.state = if result.ok {
                             TaskState::Succeeded
                         } else {
@@ -267,10 +305,18 @@ fn apply_batch(db: &Database, batch: Vec<Mutation>) {
                     replies.push(reply_unit(tx, outcome));
                 }
                 Mutation::Reported(id, tx) => {
-                    let outcome = update(&mut table, &id, now, |r| r.reported = true);
+                    let outcome = update(&mut table, &id, now, &mut deltas, |r| r.reported = true);
                     replies.push(reply_unit(tx, outcome));
                 }
             }
+        }
+        let counted = txn
+            .open_table(COUNTS)
+            .map_err(err)
+            .and_then(|mut counts| apply_deltas(&mut counts, &deltas));
+        if let Err(e) = counted {
+            drop(table);
+            return fail_replies(replies, &e);
         }
     }
     let committed = txn.commit().map_err(err).err();
@@ -281,11 +327,31 @@ fn apply_batch(db: &Database, batch: Vec<Mutation>) {
 
 type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 
+/// Adds a batch's count changes to the counts table.
+fn apply_deltas(
+    counts: &mut redb::Table<'_, &'static str, u64>,
+    deltas: &Deltas,
+) -> Result<(), StateError> {
+    for (state, delta) in TaskState::ALL.iter().zip(deltas) {
+        if *delta == 0 {
+            continue;
+        }
+        let current = counts
+            .get(state.as_str())
+            .map_err(err)?
+            .map_or(0, |v| v.value());
+        let next = current.saturating_add_signed(*delta);
+        counts.insert(state.as_str(), next).map_err(err)?;
+    }
+    Ok(())
+}
+
 fn admit(
     table: &mut Table<'_>,
     tasks: Vec<TaskSpec>,
     origin: &str,
     now: u64,
+    deltas: &mut Deltas,
 ) -> Result<Vec<TaskSpec>, StateError> {
     let mut fresh = Vec::new();
     for task in tasks {
@@ -306,6 +372,7 @@ fn admit(
         table
             .insert(task.task_id.as_str(), bytes.as_slice())
             .map_err(err)?;
+        deltas[slot(TaskState::Pending)] += 1;
         fresh.push(task);
     }
     Ok(fresh)
@@ -315,13 +382,17 @@ fn update(
     table: &mut Table<'_>,
     task_id: &str,
     now: u64,
+    deltas: &mut Deltas,
     change: impl FnOnce(&mut TaskRecord),
 ) -> Result<(), StateError> {
     let mut record = match table.get(task_id).map_err(err)? {
         Some(value) => decode(value.value())?,
         None => return Err(StateError(format!("unknown task \"{task_id}\""))),
     };
+    let before = record.state;
     change(&mut record);
+    deltas[slot(before)] -= 1;
+    deltas[slot(record.state)] += 1;
     record.updated_at_ms = now;
     let bytes = serde_json::to_vec(&record).map_err(err)?;
     table.insert(task_id, bytes.as_slice()).map_err(err)?;
@@ -340,13 +411,20 @@ fn reply_unit(
     })
 }
 
+/// Answers every caller of a batch that could not be committed.
+fn fail_replies(replies: Vec<Reply>, e: &StateError) {
+    for reply in replies {
+        reply(Some(e));
+    }
+}
+
 fn fail_all(batch: Vec<Mutation>, e: &StateError) {
     for mutation in batch {
         let failure = || StateError(e.0.clone());
         let _ = match mutation {
             Mutation::Admit(_, _, tx) => tx.send(Err(failure())).map_err(|_| ()),
             Mutation::Progress(..) => Ok(()),
-            Mutation::Finish(_, _, tx) | Mutation::Reported(_, tx) => {
+            Mutation::Finish(_, _, _, tx) | Mutation::Reported(_, tx) => {
                 tx.send(Err(failure())).map_err(|_| ())
             }
         };
@@ -384,12 +462,13 @@ mod tests {
             let mut result = ResultEnvelope::failure(wasm_exec_task::ErrorKind::Io, "");
             result.ok = true;
             result.error = None;
-            store.finish("a", &result).await.unwrap();
+            store.finish("a", &result, false).await.unwrap();
             store.mark_reported("a").await.unwrap();
             store
                 .finish(
                     "b",
                     &ResultEnvelope::failure(wasm_exec_task::ErrorKind::Trap, "x"),
+                    false,
                 )
                 .await
                 .unwrap();
