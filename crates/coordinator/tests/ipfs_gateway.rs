@@ -34,17 +34,7 @@ fn run_once(node: &JsIpfs, tasks: &Value, env: &[(&str, &str)]) -> Output {
 
 /// The table row of `task` (its first column), split into words.
 fn row<'a>(out: &'a Output, task: &str) -> Vec<&'a str> {
-    let stdout = std::str::from_utf8(&out.stdout).expect("utf-8 table");
-    let line = stdout
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(task))
-        .unwrap_or_else(|| {
-            panic!(
-                "no row for {task} in:\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    line.split_whitespace().collect()
+    support::table_row(out, task).split_whitespace().collect()
 }
 
 fn sample(name: &str) -> Vec<u8> {

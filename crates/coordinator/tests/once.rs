@@ -1,14 +1,11 @@
 //! `coordinator --once` end to end: the real binary, the real samples, the local backend.
 
-use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, Output};
+use support::repo;
 
 fn coordinator(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
@@ -21,16 +18,7 @@ fn coordinator(dir: &Path) -> Command {
 }
 
 fn row<'a>(out: &'a Output, task: &str) -> &'a str {
-    let stdout = std::str::from_utf8(&out.stdout).expect("utf-8 table");
-    stdout
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(task))
-        .unwrap_or_else(|| {
-            panic!(
-                "no row for {task} in:\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+    support::table_row(out, task)
 }
 
 #[test]

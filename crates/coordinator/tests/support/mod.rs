@@ -18,6 +18,21 @@ pub fn repo(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// The line of `coordinator --once`'s table whose first column is `task`; panics with the whole
+/// output if there is none.
+pub fn table_row<'a>(out: &'a std::process::Output, task: &str) -> &'a str {
+    let stdout = std::str::from_utf8(&out.stdout).expect("utf-8 table");
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(task))
+        .unwrap_or_else(|| {
+            panic!(
+                "no row for {task} in:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
 /// A running coordinator; killed when dropped.
 pub struct Service {
     child: Child,
