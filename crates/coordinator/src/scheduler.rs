@@ -216,6 +216,11 @@ impl Scheduler {
             // API tasks need no write-back (the API serves the result): one commit does both.
             let served = job.origin == API_ORIGIN;
             retry("persisting a result", || state.finish(id, &result, served)).await;
+            let wasm = Duration::from_secs_f64(result.duration_ms.max(0.0) / 1e3);
+            let overhead = started.elapsed().saturating_sub(wasm);
+            self.metrics
+                .overhead_seconds
+                .observe(overhead.as_secs_f64());
             if !served {
                 self.report(&job, &result).await;
             }

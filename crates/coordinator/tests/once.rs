@@ -83,6 +83,7 @@ fn hostile_tasks_end_by_kind_within_their_limits() {
         {"task_id": "bomb", "wasm_cid": "hostile.wasm", "entry": "membomb", "limits": {"max_memory_mb": 16}},
         {"task_id": "fuel", "wasm_cid": "hostile.wasm", "entry": "spin", "limits": {"fuel": 100000}},
         {"task_id": "trap", "wasm_cid": "hostile.wasm", "entry": "trap"},
+        {"task_id": "garbage", "wasm_cid": "garbage.wasm"},
     ]);
     std::fs::write(dir.path().join("tasks.json"), tasks.to_string()).unwrap();
     let started = std::time::Instant::now();
@@ -97,6 +98,7 @@ fn hostile_tasks_end_by_kind_within_their_limits() {
     assert!(row(&out, "bomb").contains("failed (out_of_memory)"));
     assert!(row(&out, "fuel").contains("failed (out_of_fuel)"));
     assert!(row(&out, "trap").contains("failed (trap)"));
+    assert!(row(&out, "garbage").contains("failed (bad_module)"));
 }
 
 #[test]
@@ -111,6 +113,30 @@ fn malformed_tasks_file_is_a_startup_error_naming_the_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("COORDINATOR_TASKS_FILE") && stderr.contains("wasm_cid"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_task_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = coordinator(dir.path())
+        .env("COORDINATOR_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let finished: Vec<_> = events
+        .iter()
+        .filter(|e| e["fields"]["message"] == "task finished")
+        .collect();
+    assert_eq!(finished.len(), 3, "{stderr}");
+    assert!(
+        finished.iter().all(|e| e["span"]["task_id"].is_string()),
         "{stderr}"
     );
 }

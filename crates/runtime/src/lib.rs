@@ -8,6 +8,7 @@
 //! - [`entry`]: which export to call, by the seed's rules.
 //! - [`convert`]: JSON arguments to Wasm values and results back.
 //! - [`sandbox`]: the guest's WASI view of the world (nothing of the host) and its memory limiter.
+//! - `classify`: wasmtime errors to outcomes, by type.
 //! - [`capture`]: bounded stdout/stderr capture.
 //! - [`cache`]: the verified on-disk cache of compiled modules.
 //! - [`ticker`]: the epoch ticker that interrupts guests at their deadline.
@@ -26,6 +27,7 @@
 
 pub mod cache;
 pub mod capture;
+mod classify;
 pub mod convert;
 pub mod engine;
 pub mod entry;

@@ -5,16 +5,16 @@
 //! executor's watchdog) uses the plan's envelope to report a timeout while the call still runs.
 
 use crate::cache::CompiledCache;
+use crate::classify::{Exit, classify, one_line};
 use crate::entry::{self, EntryCall, EntryRequest, INITIALIZE_ENTRY};
-use crate::sandbox::{HostState, LimitExceeded, TaskLimiter, table_elements_for, wasi_context};
+use crate::sandbox::{HostState, TaskLimiter, table_elements_for, wasi_context};
 use crate::{EngineOptions, EpochTicker, Interruption, OutputCapture, RuntimeError, convert};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wasm_exec_task::{ErrorInfo, ResultEnvelope};
-use wasmtime::{Engine, Linker, Module, Store, Trap, Val, WasmBacktrace};
-use wasmtime_wasi::I32Exit;
+use wasmtime::{Engine, Linker, Module, Store, Val};
 
 /// Limits for one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -423,98 +423,4 @@ fn convert_args(call: &EntryCall) -> Result<Vec<Val>, RuntimeError> {
             })
         })
         .collect()
-}
-
-/// A failure of instantiation or the call, before it becomes a [`RuntimeError`].
-enum Failure {
-    /// A WASI `proc_exit` with this status.
-    Exit(i32),
-    /// Anything else.
-    Error(RuntimeError),
-}
-use Failure::Exit;
-
-impl Failure {
-    fn into_error(self) -> RuntimeError {
-        match self {
-            Exit(code) => RuntimeError::Trap(format!(
-                "the command exited with status {code}; see its stderr"
-            )),
-            Failure::Error(e) => e,
-        }
-    }
-}
-
-impl From<RuntimeError> for Failure {
-    fn from(e: RuntimeError) -> Self {
-        Failure::Error(e)
-    }
-}
-
-/// Classifies a wasmtime error by its type, never by its text.
-fn classify(e: wasmtime::Error, limits: &RunLimits, instantiating: bool) -> Failure {
-    if let Some(exit) = e.downcast_ref::<I32Exit>() {
-        return Exit(exit.0);
-    }
-    if let Some(limit) = e.downcast_ref::<LimitExceeded>() {
-        return Failure::Error(RuntimeError::OutOfMemory(limit.to_string()));
-    }
-    let error = match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => RuntimeError::Timeout {
-            limit_sec: limits.timeout.as_secs_f64(),
-        },
-        Some(Trap::OutOfFuel) => RuntimeError::OutOfFuel {
-            budget: limits.fuel.unwrap_or(u64::MAX),
-        },
-        Some(Trap::StackOverflow) => RuntimeError::Trap(format!(
-            "wasm trap: call stack exhausted: the guest recursed deeper than the Wasm stack limit (MAX_WASM_STACK_KB){}",
-            backtrace(&e)
-        )),
-        Some(trap) => RuntimeError::Trap(format!("{trap}{}", backtrace(&e))),
-        None if instantiating => RuntimeError::BadModule(format!(
-            "the module cannot be instantiated: {}; it may import something other than WASI preview 1",
-            one_line(&e)
-        )),
-        None => RuntimeError::Trap(one_line(&e)),
-    };
-    Failure::Error(error)
-}
-
-/// The innermost Wasm frames of a trap, e.g. ` at divide < #43 < #12`, if wasmtime recorded them.
-fn backtrace(e: &wasmtime::Error) -> String {
-    const FRAMES: usize = 6;
-    let Some(trace) = e.downcast_ref::<WasmBacktrace>() else {
-        return String::new();
-    };
-    let frames: Vec<String> = trace
-        .frames()
-        .iter()
-        .take(FRAMES)
-        .map(|f| match f.func_name() {
-            Some(name) => name.to_owned(),
-            None => format!("#{}", f.func_index()),
-        })
-        .collect();
-    if frames.is_empty() {
-        return String::new();
-    }
-    let more = if trace.frames().len() > FRAMES {
-        " < ..."
-    } else {
-        ""
-    };
-    format!(
-        " (wasm frames, innermost first: {}{more})",
-        frames.join(" < ")
-    )
-}
-
-/// An error chain on one line: `outer: inner: cause`, backtrace lines joined with `; `.
-fn one_line(e: &wasmtime::Error) -> String {
-    let text = format!("{e:#}");
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
