@@ -78,6 +78,7 @@ fn hostile_tasks_end_by_kind_within_their_limits() {
         dir.path().join("hostile.wasm"),
     )
     .unwrap();
+    std::fs::write(dir.path().join("garbage.wasm"), b"\0asm garbage").unwrap();
     let tasks = json!([
         {"task_id": "spin", "wasm_cid": "hostile.wasm", "entry": "spin", "limits": {"timeout_sec": 0.3}},
         {"task_id": "bomb", "wasm_cid": "hostile.wasm", "entry": "membomb", "limits": {"max_memory_mb": 16}},
@@ -98,7 +99,8 @@ fn hostile_tasks_end_by_kind_within_their_limits() {
     assert!(row(&out, "bomb").contains("failed (out_of_memory)"));
     assert!(row(&out, "fuel").contains("failed (out_of_fuel)"));
     assert!(row(&out, "trap").contains("failed (trap)"));
-    assert!(row(&out, "garbage").contains("failed (bad_module)"));
+    let garbage = row(&out, "garbage");
+    assert!(garbage.contains("failed (bad_module)"), "{garbage}");
 }
 
 #[test]
