@@ -14,6 +14,7 @@
 
 use crate::metrics::Metrics;
 use crate::module::cid::parse_cid;
+use crate::module::is_plain_name;
 use crate::state::{StateStore, TaskRecord, TaskState};
 use axum::Router;
 use axum::body::Bytes;
@@ -248,10 +249,7 @@ fn validate(body: &[u8]) -> Result<TaskSpec, ApiError> {
         }
         None => new_task_id(),
     };
-    let plain_name = std::path::Path::new(&sub.wasm_cid)
-        .file_name()
-        .is_some_and(|f| f == sub.wasm_cid.as_str());
-    if parse_cid(&sub.wasm_cid).is_err() && !plain_name {
+    if parse_cid(&sub.wasm_cid).is_err() && !is_plain_name(&sub.wasm_cid) {
         return Err(ApiError::bad(
             "wasm_cid",
             format!(

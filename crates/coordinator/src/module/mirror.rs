@@ -6,7 +6,7 @@
 //! against the CID again when served, so a file changed after indexing is never run by mistake.
 
 use super::cid::{file_cids, parse_cid, verify_file};
-use super::{ModuleError, ModuleStore};
+use super::{ModuleError, ModuleStore, is_plain_name};
 use ::cid::Cid;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -103,9 +103,7 @@ impl MirrorStore {
     }
 
     fn fetch_by_name(&self, name: &str) -> Result<Vec<u8>, ModuleError> {
-        let plain =
-            Path::new(name).file_name().is_some_and(|f| f == name) && !name.starts_with('.');
-        if !plain {
+        if !is_plain_name(name) {
             return Err(ModuleError::BadCid(format!(
                 "\"{name}\" is neither a CID nor a plain file name in the mirror; give a CIDv0 (Qm...) or CIDv1 (bafy.../bafk...), or a name like fib.wasm"
             )));
