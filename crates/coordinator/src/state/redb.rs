@@ -241,8 +241,21 @@ impl StateStore for RedbStore {
 fn write_loop(db: &Database, mutations: &mpsc::Receiver<Mutation>) {
     while let Ok(first) = mutations.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match mutations.try_recv() {
+        loop {
+            while batch.len() < MAX_BATCH {
+                match mutations.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            // Nobody waits on progress records: rather than spend a commit (and delay the next
+            // caller who does wait) on them alone, hold them until a waited-for change comes,
+            // or PROGRESS_HOLD passes.
+            let only_progress = batch.iter().all(|m| matches!(m, Mutation::Progress(..)));
+            if !only_progress || batch.len() >= MAX_BATCH {
+                break;
+            }
+            match mutations.recv_timeout(PROGRESS_HOLD) {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
@@ -250,6 +263,9 @@ fn write_loop(db: &Database, mutations: &mpsc::Receiver<Mutation>) {
         apply_batch(db, batch);
     }
 }
+
+/// Longest time progress records wait for a commit they can share.
+const PROGRESS_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Answers one caller once the commit's outcome is known (`Some` = the commit failed).
 type Reply = Box<dyn FnOnce(Option<&StateError>)>;
