@@ -25,6 +25,11 @@ pub struct Config {
     #[arg(long, env = "COORDINATOR_TASKS_FILE")]
     pub tasks_file: Option<PathBuf>,
 
+    /// A file where the placeholder source also writes each result back, one JSON line per
+    /// task, durably and exactly once (a task already in the file is not written again).
+    #[arg(long, env = "COORDINATOR_RESULTS_FILE")]
+    pub results_file: Option<PathBuf>,
+
     /// Local directory of modules, found by CID (of their bytes) or by file name.
     #[arg(long, env = "COORDINATOR_IPFS_MIRROR", default_value = "./host/wasm")]
     pub ipfs_mirror: PathBuf,

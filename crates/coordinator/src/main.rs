@@ -10,6 +10,7 @@ use coordinator::module::gateway::{GatewayConfig, GatewayStore};
 use coordinator::module::mirror::MirrorStore;
 use coordinator::scheduler::Scheduler;
 use coordinator::source::placeholder::{PlaceholderSource, samples};
+use coordinator::source::results_file::ResultsFile;
 use coordinator::state::redb::RedbStore;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -51,10 +52,14 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
-    let source = Arc::new(match &config.tasks_file {
+    let mut source = match &config.tasks_file {
         Some(path) => PlaceholderSource::from_file(path)?,
         None => PlaceholderSource::new(samples()),
-    });
+    };
+    if let Some(path) = &config.results_file {
+        source = source.with_results_file(ResultsFile::open(path)?);
+    }
+    let source = Arc::new(source);
     let max_module_bytes = config.max_module_mb.saturating_mul(1 << 20);
     let modules: Arc<dyn ModuleStore> = match &config.ipfs_endpoint {
         Some(endpoint) => {

@@ -75,3 +75,66 @@ fn sigkill_mid_batch_then_restart_gives_every_task_one_result() {
         }
     }
 }
+
+#[test]
+fn sigkill_mid_batch_writes_each_result_back_to_the_source_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| json!({"task_id": format!("src-{i:02}"), "wasm_cid": "busy_loop.wat", "input": {"entry": "count", "args": [20_000_000 + i]}}))
+        .collect();
+    let tasks_file = dir.path().join("tasks.json");
+    std::fs::write(&tasks_file, serde_json::Value::from(tasks).to_string()).unwrap();
+    let results = dir.path().join("results.jsonl");
+    let state = dir.path().join("state");
+    let start = || {
+        let mut cmd = command(&state);
+        cmd.env("COORDINATOR_IPFS_MIRROR", repo("testdata/wat"))
+            .env("COORDINATOR_CONCURRENCY", "2")
+            .env("COORDINATOR_TASKS_FILE", &tasks_file)
+            .env("COORDINATOR_RESULTS_FILE", &results);
+        Service::start(cmd)
+    };
+    let lines = || {
+        std::fs::read_to_string(&results)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let svc = start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines() < 5 {
+        assert!(Instant::now() < deadline, "no results written back");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        lines() < TASKS,
+        "the batch finished before the kill; make the tasks slower"
+    );
+    assert_eq!(svc.signal_and_wait("KILL"), None);
+
+    let svc = start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines() < TASKS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {TASKS} results written back",
+            lines()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Once every task's write-back is recorded, no further write-back of it can come.
+    for i in 0..TASKS {
+        wait_finished(&svc.base, &format!("src-{i:02}"));
+    }
+    let text = std::fs::read_to_string(&results).unwrap();
+    for i in 0..TASKS {
+        let id = format!("\"task_id\":\"src-{i:02}\"");
+        assert_eq!(
+            text.matches(&id).count(),
+            1,
+            "{id} written back once:\n{text}"
+        );
+        let task = get(&svc.base, &format!("/v1/tasks/src-{i:02}"), None).body;
+        assert_eq!(task["reported"], true, "{task}");
+    }
+}

@@ -2,6 +2,7 @@
 //! the task source"). The [`placeholder`] stands in for an on-chain contract.
 
 pub mod placeholder;
+pub mod results_file;
 
 use async_trait::async_trait;
 use wasm_exec_task::{ResultEnvelope, TaskSpec};

@@ -5,6 +5,7 @@
 //! (CIDv1, raw leaves: what `ipfs add --cid-version 1 --raw-leaves` prints), so the same tasks
 //! run unchanged against the local mirror or a real IPFS node.
 
+use super::results_file::ResultsFile;
 use super::{SourceError, TaskSource};
 use async_trait::async_trait;
 use serde_json::json;
@@ -38,6 +39,8 @@ pub fn samples() -> Vec<TaskSpec> {
 pub struct PlaceholderSource {
     pending: Mutex<Vec<TaskSpec>>,
     results: Mutex<BTreeMap<String, ResultEnvelope>>,
+    /// Where results are also written durably, if configured.
+    sink: Option<ResultsFile>,
 }
 
 impl PlaceholderSource {
@@ -46,7 +49,14 @@ impl PlaceholderSource {
         Self {
             pending: Mutex::new(tasks),
             results: Mutex::default(),
+            sink: None,
         }
+    }
+
+    /// Also writes every result to `sink` (exactly one line per task; see [`ResultsFile`]).
+    pub fn with_results_file(mut self, sink: ResultsFile) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     /// A source of the tasks in a JSON file: an array of `{"task_id", "wasm_cid", "entry"?,
@@ -95,6 +105,9 @@ impl TaskSource for PlaceholderSource {
     }
 
     async fn report(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), SourceError> {
+        if let Some(sink) = &self.sink {
+            sink.write(task_id, result)?;
+        }
         tracing::info!(task_id, ok = result.ok, result = %result.result, "result written back to the placeholder source");
         self.results
             .lock()
