@@ -215,8 +215,11 @@ impl Scheduler {
             let (state, id) = (self.state.as_ref(), job.task.task_id.as_str());
             // API tasks need no write-back (the API serves the result): one commit does both.
             let served = job.origin == API_ORIGIN;
+            let persist_started = Instant::now();
             retry("persisting a result", || state.finish(id, &result, served)).await;
-            let wasm = Duration::from_secs_f64(result.duration_ms.max(0.0) / 1e3);
+            self.metrics
+                .observe_stage("persist", persist_started.elapsed());
+            let wasm = wasm_time(&result);
             let overhead = started.elapsed().saturating_sub(wasm);
             self.metrics
                 .overhead_seconds
@@ -246,18 +249,19 @@ impl Scheduler {
             Ok(module) => module,
             Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
         };
-        self.metrics
-            .fetch_seconds
-            .observe(fetch_started.elapsed().as_secs_f64());
+        let fetched = fetch_started.elapsed();
+        self.metrics.fetch_seconds.observe(fetched.as_secs_f64());
+        self.metrics.observe_stage("fetch", fetched);
         self.metrics.fetched_bytes.inc_by(module.len() as u64);
         self.state
             .record_progress(&task.task_id, TaskState::Running);
         info!(state = "running", bytes = module.len(), "module ready");
         let run_started = Instant::now();
         let result = self.backend.run(task, module).await;
+        let ran = run_started.elapsed();
+        self.metrics.run_seconds.observe(ran.as_secs_f64());
         self.metrics
-            .run_seconds
-            .observe(run_started.elapsed().as_secs_f64());
+            .observe_stage("dispatch", ran.saturating_sub(wasm_time(&result)));
         result
     }
 
@@ -272,6 +276,11 @@ impl Scheduler {
         let state = self.state.as_ref();
         retry("recording a write-back", || state.mark_reported(id)).await;
     }
+}
+
+/// The Wasm call's own time (instantiation and call), from the result document.
+fn wasm_time(result: &ResultEnvelope) -> Duration {
+    Duration::from_secs_f64(result.duration_ms.max(0.0) / 1e3)
 }
 
 /// Retries `attempt` with backoff (100 ms doubling to 30 s) until it succeeds: a task never
