@@ -6,6 +6,7 @@
 //! again on restart (a source must treat a second report of the same task as done: the chain
 //! source reads `AlreadyCompleted`, the placeholder overwrites).
 
+pub mod journal;
 pub mod redb;
 
 use async_trait::async_trait;

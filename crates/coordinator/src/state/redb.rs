@@ -1,17 +1,26 @@
-//! The state store on redb (`COORDINATOR_STATE_DIR/state.redb`), with group commit.
+//! The state store on redb (`COORDINATOR_STATE_DIR/state.redb`), with group commit and a
+//! write-ahead journal (`COORDINATOR_STATE_DIR/journal.log`, see [`super::journal`]).
 //!
 //! Every mutation goes to one writer thread, which takes all mutations waiting (up to
-//! [`MAX_BATCH`]) and applies them in one durable write transaction, then answers each caller. A
-//! caller's future thus resolves only once its change is on disk, yet under load thousands of
-//! changes share one fsync. Reads use redb's concurrent read transactions directly.
+//! [`MAX_BATCH`]) as one batch: it appends the batch to the journal and syncs it, applies it to
+//! the database in one write transaction that does not wait for the disk, then answers each
+//! caller. A caller's future thus resolves only once its change is on disk, under load thousands
+//! of changes share one sync, and a sync is one small sequential write. At most every second (and
+//! on shutdown) a durable commit makes the database whole and the journal is emptied; on start,
+//! batches journaled after the last such commit are applied again. Reads use redb's concurrent
+//! read transactions directly.
 
+use super::journal::{Batch, Change, Journal};
 use super::{StateError, StateStore, TaskRecord, TaskState, now_ms};
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wasm_exec_task::{ResultEnvelope, TaskSpec};
 
@@ -20,6 +29,9 @@ const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 /// state name -> number of tasks in it, kept in the same transactions as `TASKS`, so that
 /// counting (metrics, probes) does not read every task.
 const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
+/// Bookkeeping: [`JOURNAL_SEQ`] -> the number of the last journaled batch applied.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const JOURNAL_SEQ: &str = "journal_seq";
 
 /// Changes to the per-state counts within one batch, indexed like [`TaskState::ALL`].
 type Deltas = [i64; 5];
@@ -31,21 +43,43 @@ fn slot(state: TaskState) -> usize {
 /// Most mutations applied in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
-/// One change to apply, with where to send its outcome.
-enum Mutation {
-    Admit(
-        Vec<TaskSpec>,
-        String,
-        oneshot::Sender<Result<Vec<TaskSpec>, StateError>>,
-    ),
-    Progress(String, TaskState),
-    Finish(
-        String,
-        Box<ResultEnvelope>,
-        bool,
-        oneshot::Sender<Result<(), StateError>>,
-    ),
-    Reported(String, oneshot::Sender<Result<(), StateError>>),
+/// One change to apply, with who waits for its outcome.
+struct Mutation {
+    change: Change,
+    waiter: Waiter,
+}
+
+/// Who to answer once a change is durable.
+enum Waiter {
+    /// Nobody waits (progress records).
+    Nobody,
+    /// An admission, answered with the tasks that were new.
+    Admit(oneshot::Sender<Result<Vec<TaskSpec>, StateError>>),
+    /// Any other change.
+    Done(oneshot::Sender<Result<(), StateError>>),
+}
+
+/// What applying one change gave.
+enum Applied {
+    Admitted(Vec<TaskSpec>),
+    Done,
+}
+
+impl Waiter {
+    fn answer(self, outcome: Result<Applied, StateError>) {
+        match self {
+            Self::Nobody => {}
+            Self::Admit(tx) => {
+                let _ = tx.send(outcome.map(|a| match a {
+                    Applied::Admitted(fresh) => fresh,
+                    Applied::Done => Vec::new(),
+                }));
+            }
+            Self::Done(tx) => {
+                let _ = tx.send(outcome.map(|_| ()));
+            }
+        }
+    }
 }
 
 /// The redb-backed store.
@@ -98,28 +132,46 @@ impl RedbStore {
             }
         }
         txn.commit().map_err(err)?;
-        let db = Arc::new(db);
-        let (writer, mutations) = mpsc::channel();
-        let for_writer = db.clone();
+        let journal_path = dir.join("journal.log");
+        let (journal, batches) = Journal::open(&journal_path).map_err(|e| {
+            StateError(format!(
+                "opening the state journal \"{}\": {e}",
+                journal_path.display()
+            ))
+        })?;
+        let mut writer = Writer {
+            seq: applied_seq(&db)?,
+            db: Arc::new(db),
+            journal,
+            checkpointed: Instant::now(),
+        };
+        writer.replay(batches)?;
+        let db = writer.db.clone();
+        let (sender, mutations) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || write_loop(&for_writer, &mutations))
+            .spawn(move || writer.run(&mutations))
             .map_err(|e| StateError(format!("starting the state writer: {e}")))?;
         Ok(Self {
             db,
-            writer: Some(writer),
+            writer: Some(sender),
             thread: Some(thread),
         })
     }
 
     fn send<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Mutation,
+        change: Change,
+        waiter: impl FnOnce(oneshot::Sender<T>) -> Waiter,
     ) -> Result<oneshot::Receiver<T>, StateError> {
         let (tx, rx) = oneshot::channel();
+        let mutation = Mutation {
+            change,
+            waiter: waiter(tx),
+        };
         self.writer
             .as_ref()
-            .and_then(|w| w.send(make(tx)).ok())
+            .and_then(|w| w.send(mutation).ok())
             .ok_or_else(|| StateError("the state writer has stopped".into()))?;
         Ok(rx)
     }
@@ -150,13 +202,23 @@ async fn answer<T>(
 #[async_trait]
 impl StateStore for RedbStore {
     async fn admit(&self, tasks: Vec<TaskSpec>, origin: &str) -> Result<Vec<TaskSpec>, StateError> {
-        answer(self.send(|tx| Mutation::Admit(tasks, origin.to_owned(), tx))).await
+        let change = Change::Admit {
+            tasks,
+            origin: origin.to_owned(),
+        };
+        answer(self.send(change, Waiter::Admit)).await
     }
 
     fn record_progress(&self, task_id: &str, state: TaskState) {
         if let Some(writer) = &self.writer {
             // Only fails when the writer has stopped (shutdown); the task then reruns on start.
-            let _ = writer.send(Mutation::Progress(task_id.to_owned(), state));
+            let _ = writer.send(Mutation {
+                change: Change::Progress {
+                    id: task_id.to_owned(),
+                    state,
+                },
+                waiter: Waiter::Nobody,
+            });
         }
     }
 
@@ -166,14 +228,19 @@ impl StateStore for RedbStore {
         result: &ResultEnvelope,
         reported: bool,
     ) -> Result<(), StateError> {
-        answer(self.send(|tx| {
-            Mutation::Finish(task_id.to_owned(), Box::new(result.clone()), reported, tx)
-        }))
-        .await
+        let change = Change::Finish {
+            id: task_id.to_owned(),
+            result: Box::new(result.clone()),
+            reported,
+        };
+        answer(self.send(change, Waiter::Done)).await
     }
 
     async fn mark_reported(&self, task_id: &str) -> Result<(), StateError> {
-        answer(self.send(|tx| Mutation::Reported(task_id.to_owned(), tx))).await
+        let change = Change::Reported {
+            id: task_id.to_owned(),
+        };
+        answer(self.send(change, Waiter::Done)).await
     }
 
     fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError> {
@@ -237,107 +304,260 @@ impl StateStore for RedbStore {
     }
 }
 
-/// The writer thread: batches waiting mutations into one durable transaction each.
-fn write_loop(db: &Database, mutations: &mpsc::Receiver<Mutation>) {
-    while let Ok(first) = mutations.recv() {
-        let mut batch = vec![first];
+/// The writer thread's state: the database, the journal, and the last batch number.
+struct Writer {
+    db: Arc<Database>,
+    journal: Journal,
+    /// The number of the last batch applied.
+    seq: u64,
+    /// When the database was last made durable.
+    checkpointed: Instant,
+}
+
+/// How often, at most, the database is made durable and the journal emptied.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// A journal this long is emptied at the next batch, whenever the last checkpoint was.
+const JOURNAL_MAX_BYTES: u64 = 64 << 20;
+
+impl Writer {
+    /// Takes all mutations waiting (up to [`MAX_BATCH`]) and applies them as one batch, until
+    /// every sender is gone; makes the database durable when idle and at the end.
+    fn run(mut self, mutations: &mpsc::Receiver<Mutation>) {
         loop {
-            while batch.len() < MAX_BATCH {
-                match mutations.try_recv() {
-                    Ok(m) => batch.push(m),
+            let first = if self.journal.is_empty() {
+                match mutations.recv() {
+                    Ok(m) => m,
                     Err(_) => break,
                 }
+            } else {
+                match mutations.recv_timeout(CHECKPOINT_EVERY) {
+                    Ok(m) => m,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.checkpoint();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            let batch = gather(first, mutations);
+            self.apply(batch);
+        }
+        self.checkpoint();
+    }
+
+    /// Journals a batch (durably), applies it to the database, then answers each waiter.
+    fn apply(&mut self, batch: Vec<Mutation>) {
+        let (changes, waiters): (Vec<Change>, Vec<Waiter>) =
+            batch.into_iter().map(|m| (m.change, m.waiter)).unzip();
+        let batch = Batch {
+            at_ms: now_ms(),
+            changes,
+        };
+        if let Err(e) = self.journal.append(self.seq + 1, &batch) {
+            let e = StateError(format!(
+                "writing the state journal \"{}\": {e}",
+                self.journal.path().display()
+            ));
+            for waiter in waiters {
+                waiter.answer(Err(StateError(e.0.clone())));
             }
-            // Nobody waits on progress records: rather than spend a commit (and delay the next
-            // caller who does wait) on them alone, hold them until a waited-for change comes,
-            // or PROGRESS_HOLD passes.
-            let only_progress = batch.iter().all(|m| matches!(m, Mutation::Progress(..)));
-            if !only_progress || batch.len() >= MAX_BATCH {
-                break;
+            return;
+        }
+        self.seq += 1;
+        let durable = self.checkpointed.elapsed() >= CHECKPOINT_EVERY
+            || self.journal.len() >= JOURNAL_MAX_BYTES;
+        match commit(&self.db, self.seq, &batch, durable) {
+            Ok(outcomes) => {
+                for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
+                    waiter.answer(outcome);
+                }
+                if durable {
+                    self.cleared();
+                }
             }
-            match mutations.recv_timeout(PROGRESS_HOLD) {
+            Err(e) => {
+                for waiter in waiters {
+                    waiter.answer(Err(StateError(e.0.clone())));
+                }
+            }
+        }
+    }
+
+    /// Makes everything applied durable in the database, then empties the journal.
+    fn checkpoint(&mut self) {
+        if self.journal.is_empty() {
+            return;
+        }
+        let empty = Batch {
+            at_ms: now_ms(),
+            changes: Vec::new(),
+        };
+        match commit(&self.db, self.seq, &empty, true) {
+            Ok(_) => self.cleared(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not checkpoint the state; the journal keeps every change")
+            }
+        }
+    }
+
+    /// Empties the journal after a durable commit.
+    fn cleared(&mut self) {
+        self.checkpointed = Instant::now();
+        if let Err(e) = self.journal.clear() {
+            tracing::warn!(error = %e, "could not empty the state journal; it is replayed on start");
+        }
+    }
+
+    /// Applies the journaled batches the database does not have (a crash came before they
+    /// were made durable there), then makes them durable.
+    fn replay(&mut self, batches: Vec<(u64, Batch)>) -> Result<(), StateError> {
+        let mut replayed = 0;
+        for (seq, batch) in batches {
+            if seq <= self.seq {
+                continue;
+            }
+            for outcome in commit(&self.db, seq, &batch, false)? {
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e, "a journaled change did not apply again");
+                }
+            }
+            self.seq = seq;
+            replayed += 1;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                batches = replayed,
+                "state: applied changes journaled before a crash"
+            );
+        }
+        if !self.journal.is_empty() {
+            commit(
+                &self.db,
+                self.seq,
+                &Batch {
+                    at_ms: now_ms(),
+                    changes: Vec::new(),
+                },
+                true,
+            )?;
+            self.journal.clear().map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+/// The batch number the database has applied (0 for a new one).
+fn applied_seq(db: &Database) -> Result<u64, StateError> {
+    let txn = db.begin_read().map_err(err)?;
+    match txn.open_table(META) {
+        Ok(meta) => Ok(meta.get(JOURNAL_SEQ).map_err(err)?.map_or(0, |v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Takes `first` and the mutations waiting behind it, up to [`MAX_BATCH`].
+fn gather(first: Mutation, mutations: &mpsc::Receiver<Mutation>) -> Vec<Mutation> {
+    let mut batch = vec![first];
+    loop {
+        while batch.len() < MAX_BATCH {
+            match mutations.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
-        apply_batch(db, batch);
+        // Nobody waits on progress records: rather than spend a sync (and delay the next caller
+        // who does wait) on them alone, hold them until a waited-for change comes, or
+        // PROGRESS_HOLD passes.
+        let only_progress = batch
+            .iter()
+            .all(|m| matches!(m.change, Change::Progress { .. }));
+        if !only_progress || batch.len() >= MAX_BATCH {
+            return batch;
+        }
+        match mutations.recv_timeout(PROGRESS_HOLD) {
+            Ok(m) => batch.push(m),
+            Err(_) => return batch,
+        }
     }
 }
 
-/// Longest time progress records wait for a commit they can share.
-const PROGRESS_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
+/// Longest time progress records wait for a sync they can share.
+const PROGRESS_HOLD: Duration = Duration::from_millis(20);
 
-/// Answers one caller once the commit's outcome is known (`Some` = the commit failed).
-type Reply = Box<dyn FnOnce(Option<&StateError>)>;
-
-/// Applies a batch in one transaction; every caller gets its own outcome, or the commit's error.
-fn apply_batch(db: &Database, batch: Vec<Mutation>) {
-    let txn = match db.begin_write() {
-        Ok(txn) => txn,
-        Err(e) => return fail_all(batch, &err(e)),
-    };
-    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+/// Applies batch `seq` in one transaction, durable or not, and returns each change's outcome
+/// (an error for all if the commit failed).
+fn commit(
+    db: &Database,
+    seq: u64,
+    batch: &Batch,
+    durable: bool,
+) -> Result<Vec<Result<Applied, StateError>>, StateError> {
+    let mut txn = db.begin_write().map_err(err)?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })
+    .map_err(err)?;
+    let mut outcomes = Vec::with_capacity(batch.changes.len());
     {
-        let mut table = match txn.open_table(TASKS) {
-            Ok(table) => table,
-            Err(e) => return fail_all(batch, &err(e)),
-        };
-        let now = now_ms();
+        let mut table = txn.open_table(TASKS).map_err(err)?;
         let mut deltas: Deltas = [0; 5];
-        for mutation in batch {
-            match mutation {
-                Mutation::Admit(tasks, origin, tx) => {
-                    let outcome = admit(&mut table, tasks, &origin, now, &mut deltas);
-                    replies.push(Box::new(move |failed| {
-                        let _ = tx.send(match failed {
-                            Some(e) => Err(StateError(e.0.clone())),
-                            None => outcome,
-                        });
-                    }));
-                }
-                Mutation::Progress(id, state) => {
-                    let outcome = update(&mut table, &id, now, &mut deltas, |r| {
-                        if state == TaskState::Running {
-                            r.attempts += 1;
-                        }
-                        if !r.state.is_finished() {
-                            r.state = state;
-                        }
-                    });
-                    if let Err(e) = outcome {
-                        tracing::warn!(task_id = %id, error = %e, "could not record a task's progress");
-                    }
-                }
-                Mutation::Finish(id, result, reported, tx) => {
-                    let outcome = update(&mut table, &id, now, &mut deltas, |r| {
-                        r.reported |= reported;
-                        r.state = if result.ok {
-                            TaskState::Succeeded
-                        } else {
-                            TaskState::Failed
-                        };
-                        r.result = Some(*result);
-                    });
-                    replies.push(reply_unit(tx, outcome));
-                }
-                Mutation::Reported(id, tx) => {
-                    let outcome = update(&mut table, &id, now, &mut deltas, |r| r.reported = true);
-                    replies.push(reply_unit(tx, outcome));
-                }
-            }
+        for change in &batch.changes {
+            outcomes.push(apply(&mut table, change, batch.at_ms, &mut deltas));
         }
-        let counted = txn
-            .open_table(COUNTS)
-            .map_err(err)
-            .and_then(|mut counts| apply_deltas(&mut counts, &deltas));
-        if let Err(e) = counted {
-            drop(table);
-            return fail_replies(replies, &e);
-        }
+        let mut counts = txn.open_table(COUNTS).map_err(err)?;
+        apply_deltas(&mut counts, &deltas)?;
+        let mut meta = txn.open_table(META).map_err(err)?;
+        meta.insert(JOURNAL_SEQ, seq).map_err(err)?;
     }
-    let committed = txn.commit().map_err(err).err();
-    for reply in replies {
-        reply(committed.as_ref());
+    txn.commit().map_err(err)?;
+    Ok(outcomes)
+}
+
+/// Applies one change to the tasks table.
+fn apply(
+    table: &mut Table<'_>,
+    change: &Change,
+    now: u64,
+    deltas: &mut Deltas,
+) -> Result<Applied, StateError> {
+    match change {
+        Change::Admit { tasks, origin } => {
+            admit(table, tasks, origin, now, deltas).map(Applied::Admitted)
+        }
+        Change::Progress { id, state } => {
+            let outcome = update(table, id, now, deltas, |r| {
+                if *state == TaskState::Running {
+                    r.attempts += 1;
+                }
+                if !r.state.is_finished() {
+                    r.state = *state;
+                }
+            });
+            if let Err(e) = &outcome {
+                tracing::warn!(task_id = %id, error = %e, "could not record a task's progress");
+            }
+            outcome.map(|()| Applied::Done)
+        }
+        Change::Finish {
+            id,
+            result,
+            reported,
+        } => update(table, id, now, deltas, |r| {
+            r.reported |= *reported;
+            r.state = if result.ok {
+                TaskState::Succeeded
+            } else {
+                TaskState::Failed
+            };
+            r.result = Some((**result).clone());
+        })
+        .map(|()| Applied::Done),
+        Change::Reported { id } => {
+            update(table, id, now, deltas, |r| r.reported = true).map(|()| Applied::Done)
+        }
     }
 }
 
@@ -364,7 +584,7 @@ fn apply_deltas(
 
 fn admit(
     table: &mut Table<'_>,
-    tasks: Vec<TaskSpec>,
+    tasks: &[TaskSpec],
     origin: &str,
     now: u64,
     deltas: &mut Deltas,
@@ -389,7 +609,7 @@ fn admit(
             .insert(task.task_id.as_str(), bytes.as_slice())
             .map_err(err)?;
         deltas[slot(TaskState::Pending)] += 1;
-        fresh.push(task);
+        fresh.push(task.clone());
     }
     Ok(fresh)
 }
@@ -413,38 +633,6 @@ fn update(
     let bytes = serde_json::to_vec(&record).map_err(err)?;
     table.insert(task_id, bytes.as_slice()).map_err(err)?;
     Ok(())
-}
-
-fn reply_unit(
-    tx: oneshot::Sender<Result<(), StateError>>,
-    outcome: Result<(), StateError>,
-) -> Reply {
-    Box::new(move |failed| {
-        let _ = tx.send(match failed {
-            Some(e) => Err(StateError(e.0.clone())),
-            None => outcome,
-        });
-    })
-}
-
-/// Answers every caller of a batch that could not be committed.
-fn fail_replies(replies: Vec<Reply>, e: &StateError) {
-    for reply in replies {
-        reply(Some(e));
-    }
-}
-
-fn fail_all(batch: Vec<Mutation>, e: &StateError) {
-    for mutation in batch {
-        let failure = || StateError(e.0.clone());
-        let _ = match mutation {
-            Mutation::Admit(_, _, tx) => tx.send(Err(failure())).map_err(|_| ()),
-            Mutation::Progress(..) => Ok(()),
-            Mutation::Finish(_, _, _, tx) | Mutation::Reported(_, tx) => {
-                tx.send(Err(failure())).map_err(|_| ())
-            }
-        };
-    }
 }
 
 #[cfg(test)]
@@ -509,6 +697,71 @@ mod tests {
         let counts = store.counts().unwrap();
         assert_eq!(counts[&TaskState::Pending], 1);
         assert_eq!(counts[&TaskState::Failed], 1);
+    }
+
+    #[tokio::test]
+    async fn replays_what_was_journaled_after_the_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        RedbStore::open(dir.path())
+            .unwrap()
+            .admit(vec![task("a")], "test")
+            .await
+            .unwrap();
+        let seq = {
+            let db = Database::create(dir.path().join("state.redb")).unwrap();
+            applied_seq(&db).unwrap()
+        };
+        assert!(seq > 0, "every batch is numbered");
+        // A crash after journaling (and answering) batches the database did not yet hold
+        // durably; the first one is older than the checkpoint, so it is not applied again.
+        let (mut journal, found) = Journal::open(&dir.path().join("journal.log")).unwrap();
+        assert!(found.is_empty(), "a clean close empties the journal");
+        let batch = |change| Batch {
+            at_ms: 5,
+            changes: vec![change],
+        };
+        let stale = Change::Admit {
+            tasks: vec![task("stale")],
+            origin: "test".into(),
+        };
+        journal.append(seq, &batch(stale)).unwrap();
+        let finish = Change::Finish {
+            id: "a".into(),
+            result: Box::new(ResultEnvelope::failure(
+                wasm_exec_task::ErrorKind::Trap,
+                "x",
+            )),
+            reported: false,
+        };
+        journal.append(seq + 1, &batch(finish)).unwrap();
+        let admit = Change::Admit {
+            tasks: vec![task("b")],
+            origin: "test".into(),
+        };
+        journal.append(seq + 2, &batch(admit)).unwrap();
+        drop(journal);
+
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.get("a").unwrap().unwrap().state, TaskState::Failed);
+        assert_eq!(store.get("b").unwrap().unwrap().updated_at_ms, 5);
+        assert!(store.get("stale").unwrap().is_none());
+        let counts = store.counts().unwrap();
+        assert_eq!(
+            (counts[&TaskState::Pending], counts[&TaskState::Failed]),
+            (1, 1)
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("journal.log"))
+                .unwrap()
+                .len(),
+            0,
+            "replayed batches are checkpointed"
+        );
+        // New batches are numbered after the replayed ones.
+        store.mark_reported("a").await.unwrap();
+        drop(store);
+        let db = Database::create(dir.path().join("state.redb")).unwrap();
+        assert_eq!(applied_seq(&db).unwrap(), seq + 3);
     }
 
     #[tokio::test]
