@@ -1,0 +1,75 @@
+//! The contract's binding, its deployment, and the reverts it defines as typed errors.
+
+use alloy::network::{Ethereum, TransactionBuilder};
+use alloy::primitives::{Address, Bytes};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
+
+/// The generated types: the contract's calls, events, errors and its instance type.
+mod binding {
+    #![allow(missing_docs)]
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug, PartialEq, Eq)]
+        TaskRegistry,
+        "../../contracts/out/TaskRegistry.abi.json"
+    );
+}
+
+pub use binding::TaskRegistry;
+
+/// The contract's creation code, as compiled into `contracts/out/TaskRegistry.bin`.
+const BYTECODE_HEX: &str = include_str!("../../../contracts/out/TaskRegistry.bin");
+
+/// A deployed registry, reached through `P`.
+pub type Registry<P> = TaskRegistry::TaskRegistryInstance<P>;
+
+/// What can go wrong talking to the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The contract reverted with one of its own errors.
+    #[error("the TaskRegistry reverted: {0:?}")]
+    Reverted(TaskRegistry::TaskRegistryErrors),
+    /// Any other failure: the node, the transport, a revert without a known reason.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<alloy::contract::Error> for ChainError {
+    fn from(e: alloy::contract::Error) -> Self {
+        match e.as_decoded_interface_error::<TaskRegistry::TaskRegistryErrors>() {
+            Some(revert) => Self::Reverted(revert),
+            None => Self::Other(e.to_string()),
+        }
+    }
+}
+
+/// The creation code to deploy.
+pub fn bytecode() -> Result<Bytes, ChainError> {
+    BYTECODE_HEX
+        .trim()
+        .parse()
+        .map_err(|e| ChainError::Other(format!("contracts/out/TaskRegistry.bin is not hex: {e}")))
+}
+
+/// Deploys a registry from the provider's default signer (who becomes its owner) and returns
+/// its address once the deployment is mined.
+pub async fn deploy<P: Provider<Ethereum>>(provider: &P) -> Result<Address, ChainError> {
+    let tx = TransactionRequest::default().with_deploy_code(bytecode()?);
+    let receipt = provider
+        .send_transaction(tx)
+        .await
+        .map_err(|e| ChainError::Other(format!("sending the deployment: {e}")))?
+        .get_receipt()
+        .await
+        .map_err(|e| ChainError::Other(format!("waiting for the deployment: {e}")))?;
+    if !receipt.status() {
+        return Err(ChainError::Other(format!(
+            "the deployment reverted in transaction {}",
+            receipt.transaction_hash
+        )));
+    }
+    receipt.contract_address.ok_or_else(|| {
+        ChainError::Other("the deployment's receipt names no contract address".into())
+    })
+}
