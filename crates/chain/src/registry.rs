@@ -2,8 +2,9 @@
 
 use alloy::network::{Ethereum, TransactionBuilder};
 use alloy::primitives::{Address, Bytes};
-use alloy::providers::Provider;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
 
 /// The generated types: the contract's calls, events, errors and its instance type.
 mod binding {
@@ -72,4 +73,23 @@ pub async fn deploy<P: Provider<Ethereum>>(provider: &P) -> Result<Address, Chai
     receipt.contract_address.ok_or_else(|| {
         ChainError::Other("the deployment's receipt names no contract address".into())
     })
+}
+
+/// A provider over HTTP that signs with `signer`.
+///
+/// Nonces are asked of the node for every transaction (alloy's default caches them, and a send
+/// that fails after taking one leaves a gap that stalls every later transaction), gas is
+/// estimated, and the chain id is read from the node.
+pub fn connect_http(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, ChainError> {
+    let url = url
+        .parse()
+        .map_err(|e| ChainError::Other(format!("the RPC URL \"{url}\" does not parse: {e}")))?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(signer)
+        .connect_http(url)
+        .erased())
 }

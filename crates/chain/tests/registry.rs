@@ -3,19 +3,16 @@
 mod support;
 
 use alloy::primitives::{Address, B256, U256, keccak256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
 use support::{Anvil, KEYS};
 use wasm_exec_chain::registry::TaskRegistry::{self, TaskRegistryErrors};
-use wasm_exec_chain::{ChainError, Registry, deploy};
+use wasm_exec_chain::{ChainError, Registry, connect_http, deploy};
 
 fn provider(anvil: &Anvil, key: &str) -> (DynProvider, Address) {
     let signer: PrivateKeySigner = key.parse().expect("key");
     let address = signer.address();
-    let provider = ProviderBuilder::new()
-        .wallet(signer)
-        .connect_http(anvil.url.parse().expect("url"));
-    (provider.erased(), address)
+    (connect_http(&anvil.url, signer).expect("provider"), address)
 }
 
 /// Sends a call and waits for it to be mined, or returns the contract's revert.

@@ -1,0 +1,74 @@
+//! The scanner's view of a real node, through an alloy provider: the head, block hashes, and the
+//! registry's `TaskSubmitted` logs decoded.
+
+use crate::registry::TaskRegistry::TaskSubmitted;
+use crate::scan::{ChainView, Found};
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, B256};
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+
+/// A registry at `contract` seen through `provider`.
+pub struct NodeView<P> {
+    provider: P,
+    contract: Address,
+}
+
+impl<P> NodeView<P> {
+    /// Reads the registry at `contract` through `provider`.
+    pub fn new(provider: P, contract: Address) -> Self {
+        Self { provider, contract }
+    }
+}
+
+impl<P: Provider + Send + Sync> ChainView for NodeView<P> {
+    type Error = String;
+
+    async fn head(&self) -> Result<u64, String> {
+        self.provider
+            .get_block_number()
+            .await
+            .map_err(|e| format!("eth_blockNumber: {e}"))
+    }
+
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, String> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await
+            .map_err(|e| format!("eth_getBlockByNumber({number}): {e}"))?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
+    async fn events(&self, from: u64, to: u64) -> Result<Vec<Found>, String> {
+        let filter = Filter::new()
+            .address(self.contract)
+            .event_signature(TaskSubmitted::SIGNATURE_HASH)
+            .from_block(from)
+            .to_block(to);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| format!("eth_getLogs({from}..={to}): {e}"))?;
+        logs.into_iter()
+            .map(|log| {
+                let (Some(block_number), Some(block_hash)) = (log.block_number, log.block_hash)
+                else {
+                    return Err("the node gave a log of a pending block".to_string());
+                };
+                let log_index = log.log_index.unwrap_or_default();
+                let decoded = log
+                    .log_decode::<TaskSubmitted>()
+                    .map_err(|e| format!("a TaskSubmitted log that does not decode: {e}"))?;
+                Ok(Found {
+                    block_number,
+                    block_hash,
+                    log_index,
+                    event: decoded.inner.data,
+                })
+            })
+            .collect()
+    }
+}
