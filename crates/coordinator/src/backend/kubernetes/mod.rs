@@ -189,12 +189,12 @@ impl Inner {
         }
         let run = self.run_settings(task);
         let job = self.template.render(task, &names, &run);
-        let deadline_secs = job
-            .spec
-            .as_ref()
+        let spec = job.spec.as_ref();
+        let deadline_secs = spec
             .and_then(|s| s.active_deadline_seconds)
             .unwrap_or(0)
             .max(0) as u64;
+        let retries = spec.and_then(|s| s.backoff_limit).unwrap_or(0) > 0;
         let started = Instant::now();
         let uid = match self.create_or_adopt(&job, &names).await {
             Ok(uid) => uid,
@@ -208,6 +208,7 @@ impl Inner {
                         + self.settings.deadline_grace,
                     unschedulable_grace: self.settings.unschedulable_grace,
                     pod_lag: self.settings.pod_lag,
+                    retries,
                 };
                 self.wait_for_result(&names, limits, started, deadline_secs)
                     .await

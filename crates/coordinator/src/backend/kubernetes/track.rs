@@ -1,6 +1,7 @@
 //! Waiting for a task's Job by watching it and its pod (two watch requests, no polling): ends on
-//! the Job's Complete or Failed condition, on a pod that cannot start, at the overall deadline,
-//! or at shutdown; and times the phases a user waits through.
+//! the Job's Complete or Failed condition (or earlier, on the executor's exit when that settles
+//! the Job), on a pod that cannot start, at the overall deadline, or at shutdown; and times the
+//! phases a user waits through.
 
 use super::watch::{Change, Watch};
 use k8s_openapi::api::batch::v1::Job;
@@ -29,17 +30,21 @@ pub struct Limits {
     /// How long to wait for the pod's final status once the Job has ended (the two watches are
     /// not ordered with each other).
     pub pod_lag: Duration,
+    /// True when the Job may run another pod after a failed one (`backoffLimit` above 0): a
+    /// failed container then ends nothing until the Job says so.
+    pub retries: bool,
 }
 
 /// How the wait ended.
 #[derive(Debug)]
 pub enum Ended {
-    /// The Job ended (`failed` tells which condition); `container` is the executor's final
-    /// state if it was seen, `pod` the last pod seen.
+    /// The Job ended, or its executor's exit settles how (`failed` tells which); `container` is
+    /// the executor's final state if it was seen, `pod` the last pod seen.
     Finished {
         /// True for the Failed condition.
         failed: bool,
-        /// The condition's reason (`DeadlineExceeded`, `PodFailurePolicy`, ...).
+        /// The condition's reason (`DeadlineExceeded`, `PodFailurePolicy`, ...; empty when the
+        /// executor's exit settled it).
         reason: String,
         /// The condition's message.
         message: String,
@@ -95,6 +100,15 @@ async fn wait(
         {
             return finished(*failed, reason, message, last_pod, container);
         }
+        // The container's end settles the Job's: no need to wait for the Job controller to say
+        // so (it batches pod updates, up to a second), unless another pod may follow.
+        if job_end.is_none()
+            && let Some(state) = &container
+            && (state.exit_code == 0 || !limits.retries)
+        {
+            let failed = state.exit_code != 0;
+            return finished(failed, "", "", last_pod, container);
+        }
         let unschedulable_until = unschedulable
             .as_ref()
             .map(|(since, _)| *since + limits.unschedulable_grace);
@@ -149,6 +163,9 @@ async fn wait(
                         clock.mark_running();
                         clock.mark_end();
                         container = Some(state);
+                    } else {
+                        // A pod still to end (a retry): an earlier pod's end is not the result.
+                        container = None;
                     }
                 }
             },

@@ -29,7 +29,17 @@ pub struct Watch<K: 'static> {
     call: Call,
     namespace: String,
     retry: RetryPolicy,
+    /// Streams ended in a row soon after opening with no event: bounded, so a broken server
+    /// cannot spin us (a quiet stream the server ends on its timeout does not count).
+    empty_ends: u32,
+    /// When the stream was last opened.
+    opened: tokio::time::Instant,
 }
+
+/// Streams that may end in a row without an event before the watch fails.
+const MAX_EMPTY_ENDS: u32 = 5;
+/// A stream that lived this long ended normally, however quiet.
+const NORMAL_LIFE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<K> Watch<K>
 where
@@ -51,6 +61,8 @@ where
             call,
             namespace: namespace.to_owned(),
             retry,
+            empty_ends: 0,
+            opened: tokio::time::Instant::now(),
         }
     }
 
@@ -64,6 +76,7 @@ where
                 .await
                 .map_err(|e| ApiFailure::new(self.call, &self.namespace, &e))?;
             self.stream = Some(stream.boxed());
+            self.opened = tokio::time::Instant::now();
         }
         Ok(())
     }
@@ -76,7 +89,7 @@ where
                 continue;
             };
             match stream.next().await {
-                None => self.stream = None,
+                None => self.ended(None).await?,
                 Some(Ok(WatchEvent::Added(k) | WatchEvent::Modified(k))) => {
                     self.remember(&k);
                     return Ok(Change::Now(k));
@@ -98,7 +111,7 @@ where
                         &kube::Error::Api(status),
                     ));
                 }
-                Some(Err(e)) if super::errors::is_transient(&e) => self.stream = None,
+                Some(Err(e)) if super::errors::is_transient(&e) => self.ended(Some(e)).await?,
                 Some(Err(e)) => {
                     self.stream = None;
                     return Err(ApiFailure::new(self.call, &self.namespace, &e));
@@ -108,8 +121,33 @@ where
     }
 
     fn remember(&mut self, k: &K) {
+        self.empty_ends = 0;
         if let Some(version) = &k.meta().resource_version {
             self.version.clone_from(version);
         }
+    }
+
+    /// The stream ended (the server's timeout, or a transient `error`): reopen after a pause
+    /// that grows with each end in a row that brought no event; fail after [`MAX_EMPTY_ENDS`].
+    async fn ended(&mut self, error: Option<kube::Error>) -> Result<(), ApiFailure> {
+        self.stream = None;
+        if self.opened.elapsed() >= NORMAL_LIFE {
+            self.empty_ends = 0;
+        }
+        self.empty_ends += 1;
+        if self.empty_ends > MAX_EMPTY_ENDS {
+            let detail = error.map_or_else(
+                || "the stream kept ending without an event".to_owned(),
+                |e| e.to_string(),
+            );
+            return Err(ApiFailure {
+                call: self.call,
+                namespace: self.namespace.clone(),
+                code: None,
+                detail,
+            });
+        }
+        tokio::time::sleep(self.retry.first_backoff * (self.empty_ends - 1)).await;
+        Ok(())
     }
 }

@@ -29,6 +29,8 @@ pub enum Reply {
     Text(String),
     /// A watch stream: each event after its delay (from the stream's start), then silence.
     Watch(Vec<(u64, Value)>),
+    /// A watch stream that the server ends after its events.
+    WatchEnding(Vec<(u64, Value)>),
 }
 
 /// One expected request and its answer.
@@ -117,20 +119,25 @@ fn reply(reply: Reply) -> Response<Body> {
         Reply::Text(text) => builder
             .status(200)
             .body(Full::new(Bytes::from(text)).boxed_unsync()),
-        Reply::Watch(events) => {
-            let started = tokio::time::Instant::now();
-            let events = stream::iter(events)
-                .then(move |(after_ms, event)| async move {
-                    tokio::time::sleep_until(started + Duration::from_millis(after_ms)).await;
-                    Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{event}\n"))))
-                })
-                .chain(stream::pending());
-            builder
-                .status(200)
-                .body(StreamBody::new(events).boxed_unsync())
-        }
+        Reply::Watch(events) => builder
+            .status(200)
+            .body(StreamBody::new(timed(events).chain(stream::pending())).boxed_unsync()),
+        Reply::WatchEnding(events) => builder
+            .status(200)
+            .body(StreamBody::new(timed(events)).boxed_unsync()),
     }
     .expect("a valid response")
+}
+
+/// `events` as body frames, each sent after its delay from now.
+fn timed(
+    events: Vec<(u64, Value)>,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send {
+    let started = tokio::time::Instant::now();
+    stream::iter(events).then(move |(after_ms, event)| async move {
+        tokio::time::sleep_until(started + Duration::from_millis(after_ms)).await;
+        Ok(Frame::data(Bytes::from(format!("{event}\n"))))
+    })
 }
 
 /// The path of `resource` (`jobs`, `configmaps`, `pods`) in [`NS`], with `name` if given.
