@@ -117,6 +117,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             );
             settings.timeout_sec = config.timeout_sec;
             settings.max_memory_mb = config.max_memory_mb;
+            settings.max_output_bytes = config.max_output_bytes;
             Arc::new(KubernetesBackend::connect(settings, abandon.clone()).await?)
         }
     };

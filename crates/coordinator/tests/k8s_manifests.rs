@@ -61,6 +61,7 @@ fn rendered_job_and_config_map_pass_the_kubernetes_schemas() {
         image: "executor-demo/executor:demo".into(),
         timeout_sec: 2.5,
         max_memory_mb: 64,
+        max_output_bytes: 1 << 20,
         fuel: task.limits.fuel,
         start_allowance_sec: 120,
     };

@@ -56,6 +56,8 @@ pub struct KubernetesSettings {
     pub timeout_sec: f64,
     /// Memory limit of a task that sets none, in MiB (`MAX_MEMORY_MB`).
     pub max_memory_mb: u64,
+    /// Bytes of a guest's stdout, and of its stderr, kept in its result (`MAX_OUTPUT_BYTES`).
+    pub max_output_bytes: usize,
     /// Time a Job gets beyond the task's timeout to be scheduled, pull and start (120 s).
     pub start_allowance: Duration,
     /// Time the coordinator waits beyond the Job's `activeDeadlineSeconds` (30 s).
@@ -77,6 +79,7 @@ impl KubernetesSettings {
             job_template,
             timeout_sec: 20.0,
             max_memory_mb: 256,
+            max_output_bytes: 1 << 20,
             start_allowance: Duration::from_secs(120),
             deadline_grace: Duration::from_secs(30),
             unschedulable_grace: Duration::from_secs(60),
@@ -233,6 +236,7 @@ impl Inner {
                 .limits
                 .max_memory_mb
                 .unwrap_or(self.settings.max_memory_mb),
+            max_output_bytes: self.settings.max_output_bytes,
             fuel: task.limits.fuel,
             start_allowance_sec: self.settings.start_allowance.as_secs(),
         }

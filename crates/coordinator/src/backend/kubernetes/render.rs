@@ -50,6 +50,8 @@ pub struct RunSettings {
     pub timeout_sec: f64,
     /// Linear memory limit, in MiB (`MAX_MEMORY_MB`).
     pub max_memory_mb: u64,
+    /// Bytes of stdout, and of stderr, kept in the result (`MAX_OUTPUT_BYTES`).
+    pub max_output_bytes: usize,
     /// Instruction budget (`FUEL`), if any.
     pub fuel: Option<u64>,
     /// Seconds the Job may take beyond `timeout_sec` (scheduling, image pull, start) before
@@ -303,6 +305,7 @@ fn fill_container(container: &mut Container, task: &TaskSpec, run: &RunSettings)
         ("OUTPUT_PATH", OUTPUT_PATH.to_owned()),
         ("TIMEOUT_SEC", run.timeout_sec.to_string()),
         ("MAX_MEMORY_MB", run.max_memory_mb.to_string()),
+        ("MAX_OUTPUT_BYTES", run.max_output_bytes.to_string()),
         (
             "TERMINATION_MESSAGE_PATH",
             TERMINATION_MESSAGE_PATH.to_owned(),

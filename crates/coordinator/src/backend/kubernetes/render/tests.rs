@@ -10,6 +10,7 @@ fn settings() -> RunSettings {
         image: "registry.example/executor:1".into(),
         timeout_sec: 2.5,
         max_memory_mb: 64,
+        max_output_bytes: 4096,
         fuel: Some(1_000_000),
         start_allowance_sec: 120,
     }
@@ -120,6 +121,7 @@ fn job_carries_the_task_and_keeps_what_the_template_tunes() {
         ("ENTRY", "fib"),
         ("TIMEOUT_SEC", "2.5"),
         ("MAX_MEMORY_MB", "64"),
+        ("MAX_OUTPUT_BYTES", "4096"),
         ("FUEL", "1000000"),
         ("TERMINATION_MESSAGE_PATH", "/dev/termination-log"),
     ];
