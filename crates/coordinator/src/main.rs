@@ -3,6 +3,8 @@
 
 use anyhow::Context;
 use clap::Parser;
+use coordinator::backend::Backend;
+use coordinator::backend::kubernetes::{KubernetesBackend, KubernetesSettings};
 use coordinator::backend::local::{DefaultLimits, LocalBackend};
 use coordinator::config::{BackendKind, Config, LogFormat};
 use coordinator::module::ModuleStore;
@@ -93,7 +95,10 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     let metrics = Arc::new(coordinator::metrics::Metrics::default());
-    let backend = match config.backend {
+    // Cancelled when the shutdown grace runs out: the kubernetes backend then deletes the Jobs
+    // still running, and their tasks stay unfinished, to run again after a restart.
+    let abandon = CancellationToken::new();
+    let backend: Arc<dyn Backend> = match config.backend {
         BackendKind::Local => Arc::new(LocalBackend::new(
             DefaultLimits {
                 timeout: Duration::from_secs_f64(config.timeout_sec),
@@ -104,12 +109,20 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             metrics.clone(),
             config.concurrency.max(1),
         )?),
-        BackendKind::Kubernetes => anyhow::bail!(
-            "COORDINATOR_BACKEND=kubernetes is not available in this build yet; use local"
-        ),
+        BackendKind::Kubernetes => {
+            let mut settings = KubernetesSettings::new(
+                &config.namespace,
+                &config.executor_image,
+                config.job_template.clone(),
+            );
+            settings.timeout_sec = config.timeout_sec;
+            settings.max_memory_mb = config.max_memory_mb;
+            settings.max_output_bytes = config.max_output_bytes;
+            Arc::new(KubernetesBackend::connect(settings, abandon.clone()).await?)
+        }
     };
     tracing::info!(
-        backend = "local",
+        backend = backend.name(),
         concurrency = config.concurrency,
         "coordinator starting"
     );
@@ -170,7 +183,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     }
-    let serving = tokio::spawn({
+    let mut serving = tokio::spawn({
         let (scheduler, shutdown) = (scheduler.clone(), shutdown.clone());
         async move { scheduler.serve(inbox, shutdown).await }
     });
@@ -180,12 +193,22 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         "shutting down: finishing running tasks"
     );
     shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(config.shutdown_grace_sec), serving).await {
+    let grace = Duration::from_secs(config.shutdown_grace_sec);
+    match tokio::time::timeout(grace, &mut serving).await {
         Ok(joined) => joined.context("the scheduler failed")??,
-        Err(_) => tracing::warn!("grace period over; tasks still running are abandoned"),
+        Err(_) => {
+            tracing::warn!("grace period over; tasks still running are abandoned");
+            abandon.cancel();
+            if tokio::time::timeout(ABANDON_GRACE, serving).await.is_err() {
+                tracing::warn!("abandoned tasks did not clean up in time");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Time abandoned tasks get to clean up (the kubernetes backend deletes their Jobs).
+const ABANDON_GRACE: Duration = Duration::from_secs(10);
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {

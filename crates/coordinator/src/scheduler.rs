@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
-use wasm_exec_task::{ResultEnvelope, TaskSpec};
+use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskSpec};
 
 /// What happened to one task.
 #[derive(Debug, Clone)]
@@ -150,8 +150,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Reports results persisted but not reported before a restart; returns the unfinished
-    /// tasks, to run again.
+    /// Reports results persisted but not reported before a restart; lets the backend remove what
+    /// no unfinished task needs; returns the unfinished tasks, to run again.
     async fn resume(&self) -> anyhow::Result<Vec<Job>> {
         let mut rerun = Vec::new();
         for record in self.state.resumable()? {
@@ -173,6 +173,8 @@ impl Scheduler {
                 "resuming tasks left unfinished by a restart"
             );
         }
+        let unfinished: Vec<String> = rerun.iter().map(|j| j.task.task_id.clone()).collect();
+        self.backend.reconcile(&unfinished).await?;
         Ok(rerun)
     }
 
@@ -206,6 +208,16 @@ impl Scheduler {
             let started = Instant::now();
             let result = self.execute(&job.task).await;
             drop(permit);
+            if result.kind() == Some(ErrorKind::Cancelled) {
+                // Stopped by a shutdown: not a result. The task stays unfinished and runs again.
+                info!(state = "unfinished", "task stopped by the shutdown");
+                return Outcome {
+                    task: job.task,
+                    result,
+                    elapsed: started.elapsed(),
+                    earlier: false,
+                };
+            }
             match &result.error {
                 None => info!(state = "succeeded", result = %result.result, "task finished"),
                 Some(e) => {
@@ -296,5 +308,82 @@ where
         warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(BACKOFF.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::ModuleError;
+    use crate::source::placeholder::PlaceholderSource;
+    use crate::state::redb::RedbStore;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use wasm_exec_task::ErrorKind;
+
+    /// Every module is the same few bytes.
+    struct AnyModule;
+
+    #[async_trait]
+    impl ModuleStore for AnyModule {
+        async fn fetch(&self, _cid: &str) -> Result<Arc<Vec<u8>>, ModuleError> {
+            Ok(Arc::new(b"\0asm\x01\0\0\0".to_vec()))
+        }
+    }
+
+    /// A backend whose runs are all stopped by a shutdown; it records what it reconciles.
+    #[derive(Default)]
+    struct StoppedBackend {
+        reconciled: Mutex<Vec<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl Backend for StoppedBackend {
+        async fn run(&self, _task: &TaskSpec, _module: Arc<Vec<u8>>) -> ResultEnvelope {
+            ResultEnvelope::failure(ErrorKind::Cancelled, "stopped")
+        }
+
+        async fn reconcile(&self, unfinished: &[String]) -> anyhow::Result<()> {
+            self.reconciled
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .push(unfinished.to_vec());
+            Ok(())
+        }
+
+        fn name(&self) -> &'static str {
+            "stopped"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_stopped_by_shutdown_stays_unfinished_and_is_reconciled_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(StoppedBackend::default());
+        let task = TaskSpec::new("t1", "x.wasm", serde_json::Value::Null);
+        let scheduler = |state: Arc<RedbStore>, tasks: Vec<TaskSpec>| Scheduler {
+            source: Arc::new(PlaceholderSource::new(tasks)),
+            modules: Arc::new(AnyModule),
+            backend: backend.clone(),
+            state,
+            metrics: Arc::new(Metrics::default()),
+            concurrency: 1,
+        };
+        let state = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let outcomes = scheduler(state.clone(), vec![task])
+            .run_once()
+            .await
+            .unwrap();
+        assert_eq!(outcomes[0].result.kind(), Some(ErrorKind::Cancelled));
+        let record = state.get("t1").unwrap().unwrap();
+        assert!(
+            !record.state.is_finished() && record.result.is_none(),
+            "{record:?}"
+        );
+        drop(state);
+        let state = Arc::new(RedbStore::open(dir.path()).unwrap());
+        scheduler(state, vec![]).run_once().await.unwrap();
+        let reconciled = backend.reconciled.lock().unwrap().clone();
+        assert_eq!(reconciled, [vec![], vec!["t1".to_owned()]]);
     }
 }

@@ -38,6 +38,22 @@ pub struct ResultEnvelope {
     /// Why the task failed; absent when `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// Where the time went around the run, when a backend schedules it (a Kubernetes Job); the
+    /// executor never sets it, so its documents do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
+}
+
+/// The stages of a run on a cluster, as the coordinator saw them, in milliseconds: tells a slow
+/// cluster from a slow module. A stage not seen (the pod went straight past it) counts 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// From the Job's creation (or adoption) to its pod being bound to a node.
+    pub scheduling_ms: f64,
+    /// From scheduling to the container running: image pull, volume mounts, container start.
+    pub starting_ms: f64,
+    /// From the container running to its end (or the Job's end) being seen.
+    pub running_ms: f64,
 }
 
 /// A failure: a stable machine-readable kind and a message for people.
@@ -68,6 +84,7 @@ impl ResultEnvelope {
                 kind,
                 message: message.into(),
             }),
+            phases: None,
         }
     }
 
@@ -118,5 +135,20 @@ mod tests {
         assert!(v.get("error").is_none());
         assert_eq!(v["result"], json!(144));
         assert_eq!(env.exit_code_for_process(), 0);
+    }
+
+    #[test]
+    fn phases_are_absent_unless_set_and_round_trip() {
+        let mut env = ResultEnvelope::failure(ErrorKind::Trap, "x");
+        assert!(!env.to_line().contains("phases"));
+        env.phases = Some(Phases {
+            scheduling_ms: 1.5,
+            starting_ms: 20.0,
+            running_ms: 3.0,
+        });
+        let v: Value = serde_json::from_str(&env.to_line()).unwrap();
+        assert_eq!(v["phases"]["starting_ms"], json!(20.0));
+        let back: ResultEnvelope = serde_json::from_str(&env.to_line()).unwrap();
+        assert_eq!(back, env);
     }
 }

@@ -31,13 +31,17 @@ pub enum ErrorKind {
     Integrity,
     /// No module with that CID could be fetched: unknown to the mirror, or the gateway is down.
     ModuleUnavailable,
-    /// The module is larger than the coordinator accepts (`COORDINATOR_MAX_MODULE_MB`).
+    /// The module is larger than the coordinator accepts (`COORDINATOR_MAX_MODULE_MB`), or than
+    /// a Kubernetes ConfigMap holds.
     ModuleTooLarge,
+    /// The run was stopped before it finished because the coordinator is shutting down
+    /// (coordinator): not a result, so the task stays unfinished and runs again after a restart.
+    Cancelled,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for docs and tests).
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::BadInput,
         ErrorKind::BadModule,
         ErrorKind::EntryNotFound,
@@ -49,6 +53,7 @@ impl ErrorKind {
         ErrorKind::Integrity,
         ErrorKind::ModuleUnavailable,
         ErrorKind::ModuleTooLarge,
+        ErrorKind::Cancelled,
     ];
 
     /// The snake_case name used in the result document and as a metrics label.
@@ -65,13 +70,14 @@ impl ErrorKind {
             ErrorKind::Integrity => "integrity",
             ErrorKind::ModuleUnavailable => "module_unavailable",
             ErrorKind::ModuleTooLarge => "module_too_large",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 
     /// The executor's process exit code for this kind.
     ///
     /// 10-19: the task itself is wrong (input, module, entry); 20-29: the guest failed while
-    /// running; 30-39: the host failed. The executor never reports 13, 14 or 31 (coordinator
+    /// running; 30-39: the host failed. The executor never reports 13, 14, 31 or 32 (coordinator
     /// kinds), but every kind has a code so that kinds and codes stay one-to-one. Codes below 30
     /// are deterministic: running the same task again
     /// gives the same failure, so a Job should not retry it (timeout excepted, being wall-clock).
@@ -88,6 +94,7 @@ impl ErrorKind {
             ErrorKind::Integrity => 13,
             ErrorKind::ModuleTooLarge => 14,
             ErrorKind::ModuleUnavailable => 31,
+            ErrorKind::Cancelled => 32,
         }
     }
 
@@ -95,7 +102,10 @@ impl ErrorKind {
     pub fn is_deterministic(self) -> bool {
         !matches!(
             self,
-            ErrorKind::Timeout | ErrorKind::Io | ErrorKind::ModuleUnavailable
+            ErrorKind::Timeout
+                | ErrorKind::Io
+                | ErrorKind::ModuleUnavailable
+                | ErrorKind::Cancelled
         )
     }
 }

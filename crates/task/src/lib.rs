@@ -11,7 +11,7 @@ pub mod input;
 pub mod kind;
 pub mod spec;
 
-pub use envelope::{ErrorInfo, ResultEnvelope};
+pub use envelope::{ErrorInfo, Phases, ResultEnvelope};
 pub use input::{InputError, TaskInput};
 pub use kind::ErrorKind;
 pub use spec::{TaskLimits, TaskSpec};

@@ -1,7 +1,8 @@
-//! Backends run one task to a result document: in-process ([`local`]) or, later, as a Kubernetes
-//! Job. Every backend returns the executor's [`ResultEnvelope`], unchanged, so a task gives the
+//! Backends run one task to a result document: in-process ([`local`]) or as a Kubernetes Job
+//! ([`kubernetes`]). Every backend returns the executor's [`ResultEnvelope`], unchanged, so a task gives the
 //! same document wherever it ran.
 
+pub mod kubernetes;
 pub mod local;
 
 use async_trait::async_trait;
@@ -13,6 +14,14 @@ use wasm_exec_task::{ResultEnvelope, TaskSpec};
 pub trait Backend: Send + Sync {
     /// Runs `task` on `module` (verified bytes) and returns its result document.
     async fn run(&self, task: &TaskSpec, module: Arc<Vec<u8>>) -> ResultEnvelope;
+
+    /// Called once at start with the ids of the tasks left unfinished (they run again): a
+    /// backend that keeps state outside this process removes what belongs to no such task.
+    /// Does nothing by default.
+    async fn reconcile(&self, unfinished: &[String]) -> anyhow::Result<()> {
+        let _ = unfinished;
+        Ok(())
+    }
 
     /// A short name for logs and metrics (`local`, `kubernetes`).
     fn name(&self) -> &'static str;

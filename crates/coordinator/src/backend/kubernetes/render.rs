@@ -1,0 +1,338 @@
+//! The objects of one task: the ConfigMap holding the module and input, and the Job built from
+//! the operator's template (`k8s/job.yaml`).
+//!
+//! The template owns what an operator tunes (resources, node selectors, tolerations, security
+//! context); the coordinator fills in what is per task (name, labels, image, volumes, mounts,
+//! env) and adds safe defaults where the template says nothing.
+
+use super::errors::KubeError;
+use super::names::{MANAGED_BY_KEY, MANAGED_BY_VALUE, TASK_ID_ANNOTATION, TASK_LABEL, TaskNames};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::{
+    Job, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    KeyToPath, PodSecurityContext, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use std::collections::BTreeMap;
+use std::path::Path;
+use wasm_exec_task::{ErrorKind, TaskSpec};
+
+/// Key of the module in the ConfigMap's `binaryData`.
+pub const MODULE_KEY: &str = "module.wasm";
+/// Key of the input document in the ConfigMap's `data`.
+pub const INPUT_KEY: &str = "input.json";
+/// Where the executor finds the module.
+pub const WASM_PATH: &str = "/mnt/wasm/module.wasm";
+/// Where the executor finds the input document.
+pub const INPUT_PATH: &str = "/mnt/input/input.json";
+/// Where the executor writes the result file (an `emptyDir`).
+pub const OUTPUT_PATH: &str = "/mnt/shared/result.json";
+/// Where the executor writes the compact result for the pod status (the kubelet's default).
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// The most a ConfigMap may hold: keys plus values, `data` and `binaryData` (API server rule).
+pub const CONFIG_MAP_LIMIT: usize = 1 << 20;
+/// The fixed non-root uid and gid the executor runs as (the image's `nonroot` user).
+pub const RUN_AS: i64 = 65532;
+/// Seconds a finished Job is kept if the coordinator never deletes it (a crash): a safety net.
+pub const TTL_AFTER_FINISHED: i32 = 600;
+
+/// What is per task besides its id: the limits after the coordinator's defaults are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// Executor image.
+    pub image: String,
+    /// Wall-clock limit, in seconds (`TIMEOUT_SEC`).
+    pub timeout_sec: f64,
+    /// Linear memory limit, in MiB (`MAX_MEMORY_MB`).
+    pub max_memory_mb: u64,
+    /// Bytes of stdout, and of stderr, kept in the result (`MAX_OUTPUT_BYTES`).
+    pub max_output_bytes: usize,
+    /// Instruction budget (`FUEL`), if any.
+    pub fuel: Option<u64>,
+    /// Seconds the Job may take beyond `timeout_sec` (scheduling, image pull, start) before
+    /// Kubernetes stops it: `activeDeadlineSeconds` = timeout + this, unless the template sets it.
+    pub start_allowance_sec: u64,
+}
+
+/// The operator's Job template, parsed and checked once at start.
+#[derive(Debug, Clone)]
+pub struct JobTemplate {
+    job: Job,
+}
+
+impl JobTemplate {
+    /// Reads and checks the template at `path` (`COORDINATOR_JOB_TEMPLATE`).
+    pub fn load(path: &Path) -> Result<Self, KubeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| KubeError::Template {
+            path: path.to_path_buf(),
+            reason: format!("cannot be read: {e}"),
+        })?;
+        Self::parse(&text).map_err(|reason| KubeError::Template {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Parses a template: one `batch/v1` Job with at least one container (the executor's).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let job: Job = serde_saphyr::from_str(text)
+            .map_err(|e| format!("is not a batch/v1 Job manifest: {e}"))?;
+        let has_container = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .is_some_and(|p| !p.containers.is_empty());
+        if !has_container {
+            return Err(
+                "has no container: spec.template.spec.containers must name the executor's".into(),
+            );
+        }
+        Ok(Self { job })
+    }
+
+    /// The Job for one task (see the module doc for who owns which field).
+    pub fn render(&self, task: &TaskSpec, names: &TaskNames, run: &RunSettings) -> Job {
+        let mut job = self.job.clone();
+        job.metadata = ObjectMeta {
+            name: Some(names.job.clone()),
+            labels: Some(labels(job.metadata.labels.take(), names)),
+            annotations: Some(annotations(job.metadata.annotations.take(), names)),
+            ..ObjectMeta::default()
+        };
+        let spec = job.spec.get_or_insert_with(Default::default);
+        spec.backoff_limit.get_or_insert(0);
+        spec.ttl_seconds_after_finished
+            .get_or_insert(TTL_AFTER_FINISHED);
+        spec.active_deadline_seconds
+            .get_or_insert(run.timeout_sec.ceil() as i64 + run.start_allowance_sec as i64);
+        spec.pod_failure_policy
+            .get_or_insert_with(deterministic_failures);
+        let meta = spec.template.metadata.get_or_insert_with(Default::default);
+        meta.labels = Some(labels(meta.labels.take(), names));
+        let pod = spec.template.spec.get_or_insert_with(Default::default);
+        pod.restart_policy.get_or_insert_with(|| "Never".into());
+        pod.automount_service_account_token.get_or_insert(false);
+        harden_pod(pod.security_context.get_or_insert_with(Default::default));
+        pod.volumes = Some(volumes(&names.job));
+        if let Some(container) = pod.containers.first_mut() {
+            fill_container(container, task, run);
+        }
+        job
+    }
+}
+
+/// The ConfigMap of one task, owned by its Job so the garbage collector removes it with the Job.
+///
+/// Fails with `module_too_large` when module and input do not fit in a ConfigMap.
+pub fn config_map(
+    task: &TaskSpec,
+    names: &TaskNames,
+    module: &[u8],
+    owner: OwnerReference,
+) -> Result<ConfigMap, (ErrorKind, String)> {
+    let input = task.input_text();
+    check_size(module.len(), input.len())?;
+    Ok(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(names.job.clone()),
+            labels: Some(labels(None, names)),
+            annotations: Some(annotations(None, names)),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        binary_data: Some(BTreeMap::from([(
+            MODULE_KEY.to_owned(),
+            ByteString(module.to_vec()),
+        )])),
+        data: Some(BTreeMap::from([(INPUT_KEY.to_owned(), input)])),
+        immutable: Some(true),
+    })
+}
+
+/// Fails, before anything is created, when the ConfigMap would exceed [`CONFIG_MAP_LIMIT`].
+pub fn check_size(module_len: usize, input_len: usize) -> Result<(), (ErrorKind, String)> {
+    let total = MODULE_KEY.len() + module_len + INPUT_KEY.len() + input_len;
+    if total > CONFIG_MAP_LIMIT {
+        return Err((
+            ErrorKind::ModuleTooLarge,
+            format!(
+                "module ({module_len} bytes) and input ({input_len} bytes) do not fit in a \
+                 Kubernetes ConfigMap, which holds at most {CONFIG_MAP_LIMIT} bytes (1 MiB) in \
+                 all; run this task on the local backend or shrink the module"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The owner reference that ties the ConfigMap to its Job.
+pub fn owner_reference(job_name: &str, job_uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job_name.into(),
+        uid: job_uid.into(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }
+}
+
+fn labels(base: Option<BTreeMap<String, String>>, names: &TaskNames) -> BTreeMap<String, String> {
+    let mut labels = base.unwrap_or_default();
+    labels.insert(MANAGED_BY_KEY.into(), MANAGED_BY_VALUE.into());
+    labels.insert(TASK_LABEL.into(), names.task_hash.clone());
+    labels
+}
+
+fn annotations(
+    base: Option<BTreeMap<String, String>>,
+    names: &TaskNames,
+) -> BTreeMap<String, String> {
+    let mut annotations = base.unwrap_or_default();
+    annotations.insert(TASK_ID_ANNOTATION.into(), names.task_id.clone());
+    annotations
+}
+
+/// Fail the Job at once on the executor's deterministic exit codes (running again gives the same
+/// failure); ignore pods lost to a disruption (node drain, preemption), which may run again.
+fn deterministic_failures() -> PodFailurePolicy {
+    let mut codes: Vec<i32> = ErrorKind::ALL
+        .into_iter()
+        .filter(|k| k.is_deterministic())
+        .map(ErrorKind::exit_code)
+        .collect();
+    codes.sort_unstable();
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: None,
+                    operator: "In".into(),
+                    values: codes,
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                }]),
+            },
+        ],
+    }
+}
+
+fn harden_pod(ctx: &mut PodSecurityContext) {
+    ctx.run_as_non_root.get_or_insert(true);
+    ctx.run_as_user.get_or_insert(RUN_AS);
+    ctx.run_as_group.get_or_insert(RUN_AS);
+    ctx.seccomp_profile.get_or_insert_with(|| SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    });
+}
+
+fn harden_container(ctx: &mut SecurityContext) {
+    ctx.read_only_root_filesystem.get_or_insert(true);
+    ctx.allow_privilege_escalation.get_or_insert(false);
+    ctx.capabilities.get_or_insert_with(|| Capabilities {
+        add: None,
+        drop: Some(vec!["ALL".into()]),
+    });
+}
+
+/// Two views of the task's ConfigMap (module, input) and a scratch `emptyDir` for the result.
+fn volumes(config_map: &str) -> Vec<Volume> {
+    let item = |name: &str, key: &str| Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map.into(),
+            items: Some(vec![KeyToPath {
+                key: key.into(),
+                path: key.into(),
+                mode: None,
+            }]),
+            default_mode: None,
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    };
+    vec![
+        item("wasm", MODULE_KEY),
+        item("input", INPUT_KEY),
+        Volume {
+            name: "shared".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(Quantity("64Mi".into())),
+            }),
+            ..Volume::default()
+        },
+    ]
+}
+
+fn fill_container(container: &mut Container, task: &TaskSpec, run: &RunSettings) {
+    container.image = Some(run.image.clone());
+    container.termination_message_path = Some(TERMINATION_MESSAGE_PATH.into());
+    container.termination_message_policy = Some("FallbackToLogsOnError".into());
+    harden_container(
+        container
+            .security_context
+            .get_or_insert_with(Default::default),
+    );
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    };
+    container.volume_mounts = Some(vec![
+        mount("wasm", "/mnt/wasm", true),
+        mount("input", "/mnt/input", true),
+        mount("shared", "/mnt/shared", false),
+    ]);
+    let mut ours = vec![
+        ("WASM_PATH", WASM_PATH.to_owned()),
+        ("INPUT_PATH", INPUT_PATH.to_owned()),
+        ("OUTPUT_PATH", OUTPUT_PATH.to_owned()),
+        ("TIMEOUT_SEC", run.timeout_sec.to_string()),
+        ("MAX_MEMORY_MB", run.max_memory_mb.to_string()),
+        ("MAX_OUTPUT_BYTES", run.max_output_bytes.to_string()),
+        (
+            "TERMINATION_MESSAGE_PATH",
+            TERMINATION_MESSAGE_PATH.to_owned(),
+        ),
+    ];
+    if let Some(entry) = &task.entry {
+        ours.push(("ENTRY", entry.clone()));
+    }
+    if let Some(fuel) = run.fuel {
+        ours.push(("FUEL", fuel.to_string()));
+    }
+    // The template's other variables (RUST_LOG, ...) stay; ours replace any of the same name,
+    // and the demo's ARGS_JSON would conflict with INPUT_PATH, so it goes too.
+    let mut env: Vec<EnvVar> = container
+        .env
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.name != "ARGS_JSON" && !ours.iter().any(|(n, _)| *n == v.name))
+        .collect();
+    env.extend(ours.into_iter().map(|(name, value)| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    }));
+    container.env = Some(env);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,391 @@
+//! Waiting for a task's Job by watching it and its pod (two watch requests, no polling): ends on
+//! the Job's Complete or Failed condition (or earlier, on the executor's exit when that settles
+//! the Job), on a pod that cannot start, at the overall deadline, or at shutdown; and times the
+//! phases a user waits through.
+
+use super::watch::{Change, Watch};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use std::time::Duration;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use wasm_exec_task::Phases;
+
+/// Container waiting reasons that will not clear up by themselves: fail fast on them.
+const STUCK_REASONS: [&str; 5] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// How long to wait, and for what.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// When to give up on the Job as a whole.
+    pub deadline: Instant,
+    /// How long a pod may stay unschedulable before the task fails.
+    pub unschedulable_grace: Duration,
+    /// How long to wait for the pod's final status once the Job has ended (the two watches are
+    /// not ordered with each other).
+    pub pod_lag: Duration,
+    /// True when the Job may run another pod after a failed one (`backoffLimit` above 0): a
+    /// failed container then ends nothing until the Job says so.
+    pub retries: bool,
+}
+
+/// How the wait ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The Job ended, or its executor's exit settles how (`failed` tells which); `container` is
+    /// the executor's final state if it was seen, `pod` the last pod seen.
+    Finished {
+        /// True for the Failed condition.
+        failed: bool,
+        /// The condition's reason (`DeadlineExceeded`, `PodFailurePolicy`, ...; empty when the
+        /// executor's exit settled it).
+        reason: String,
+        /// The condition's message.
+        message: String,
+        /// Name of the last pod seen.
+        pod: Option<String>,
+        /// The executor container's terminated state, if seen.
+        container: Option<ContainerStateTerminated>,
+    },
+    /// The pod cannot run (image, config, scheduling): the message says why and what to fix.
+    Stuck(String),
+    /// The overall deadline passed.
+    Deadline,
+    /// The coordinator is shutting down.
+    Cancelled,
+    /// The API failed, or the Job vanished.
+    Api(String),
+}
+
+/// Watches `jobs` (the task's Job) and `pods` (its pods) until the Job ends; `started` is when
+/// the Job was created or adopted.
+pub async fn track(
+    jobs: &mut Watch<Job>,
+    pods: &mut Watch<Pod>,
+    limits: Limits,
+    started: Instant,
+    shutdown: &CancellationToken,
+) -> (Ended, Phases) {
+    let mut clock = Clock::new(started);
+    let ended = wait(jobs, pods, limits, &mut clock, shutdown).await;
+    (ended, clock.phases())
+}
+
+async fn wait(
+    jobs: &mut Watch<Job>,
+    pods: &mut Watch<Pod>,
+    limits: Limits,
+    clock: &mut Clock,
+    shutdown: &CancellationToken,
+) -> Ended {
+    if let Err(e) = jobs.open().await {
+        return Ended::Api(e.to_string());
+    }
+    if let Err(e) = pods.open().await {
+        return Ended::Api(e.to_string());
+    }
+    let mut last_pod: Option<String> = None;
+    let mut container: Option<ContainerStateTerminated> = None;
+    let mut unschedulable: Option<(Instant, String)> = None;
+    let mut job_end: Option<(Instant, bool, String, String)> = None;
+    loop {
+        if let Some((_, failed, reason, message)) = &job_end
+            && (container.is_some() || reason == "DeadlineExceeded")
+        {
+            return finished(*failed, reason, message, last_pod, container);
+        }
+        // The container's end settles the Job's: no need to wait for the Job controller to say
+        // so (it batches pod updates, up to a second), unless another pod may follow.
+        if job_end.is_none()
+            && let Some(state) = &container
+            && (state.exit_code == 0 || !limits.retries)
+        {
+            let failed = state.exit_code != 0;
+            return finished(failed, "", "", last_pod, container);
+        }
+        let unschedulable_until = unschedulable
+            .as_ref()
+            .map(|(since, _)| *since + limits.unschedulable_grace);
+        let lag_until = job_end.as_ref().map(|(at, ..)| *at + limits.pod_lag);
+        tokio::select! {
+            () = shutdown.cancelled() => return Ended::Cancelled,
+            () = sleep_until(limits.deadline) => return Ended::Deadline,
+            () = sleep_until(unschedulable_until.unwrap_or(limits.deadline)), if unschedulable_until.is_some() => {
+                let message = unschedulable.map(|(_, m)| m).unwrap_or_default();
+                return Ended::Stuck(format!(
+                    "the pod could not be scheduled for {} s ({message}); make room in the \
+                     cluster or lower the template's resources.requests, nodeSelector or \
+                     tolerations",
+                    limits.unschedulable_grace.as_secs()
+                ));
+            }
+            () = sleep_until(lag_until.unwrap_or(limits.deadline)), if lag_until.is_some() => {
+                let Some((_, failed, reason, message)) = &job_end else { continue };
+                return finished(*failed, reason, message, last_pod, container);
+            }
+            change = jobs.next() => match change {
+                Err(e) => return Ended::Api(e.to_string()),
+                Ok(Change::Deleted(_)) => {
+                    return Ended::Api("the Job was deleted before it finished (by someone else, or its ttlSecondsAfterFinished)".into());
+                }
+                Ok(Change::Now(job)) => {
+                    if job_end.is_none() && let Some((failed, reason, message)) = job_condition(&job) {
+                        clock.mark_end();
+                        job_end = Some((Instant::now(), failed, reason, message));
+                    }
+                }
+            },
+            change = pods.next() => match change {
+                Err(e) => return Ended::Api(e.to_string()),
+                Ok(Change::Deleted(_)) => {}
+                Ok(Change::Now(pod)) => {
+                    last_pod = pod.metadata.name.clone();
+                    let view = PodView::of(&pod);
+                    if view.scheduled {
+                        clock.mark_scheduled();
+                        unschedulable = None;
+                    } else if let Some(message) = view.unschedulable {
+                        unschedulable.get_or_insert((Instant::now(), message));
+                    }
+                    if view.running {
+                        clock.mark_running();
+                    }
+                    if let Some(stuck) = view.stuck {
+                        return Ended::Stuck(stuck);
+                    }
+                    if let Some(state) = view.terminated {
+                        clock.mark_running();
+                        clock.mark_end();
+                        container = Some(state);
+                    } else {
+                        // A pod still to end (a retry): an earlier pod's end is not the result.
+                        container = None;
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn finished(
+    failed: bool,
+    reason: &str,
+    message: &str,
+    pod: Option<String>,
+    container: Option<ContainerStateTerminated>,
+) -> Ended {
+    Ended::Finished {
+        failed,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        pod,
+        container,
+    }
+}
+
+/// The Job's terminal condition, if it has one: (failed, reason, message).
+fn job_condition(job: &Job) -> Option<(bool, String, String)> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    conditions
+        .iter()
+        .filter(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"))
+        .map(|c| {
+            (
+                c.type_ == "Failed",
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
+        .next()
+}
+
+/// What one pod status says, for the wait.
+#[derive(Debug, Default)]
+struct PodView {
+    scheduled: bool,
+    unschedulable: Option<String>,
+    running: bool,
+    stuck: Option<String>,
+    terminated: Option<ContainerStateTerminated>,
+}
+
+impl PodView {
+    fn of(pod: &Pod) -> Self {
+        let mut view = Self {
+            scheduled: pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()),
+            ..Self::default()
+        };
+        let name = pod.metadata.name.as_deref().unwrap_or("?");
+        let Some(status) = &pod.status else {
+            return view;
+        };
+        for c in status.conditions.iter().flatten() {
+            if c.type_ == "PodScheduled" {
+                if c.status == "True" {
+                    view.scheduled = true;
+                } else if c.reason.as_deref() == Some("Unschedulable") {
+                    view.unschedulable = Some(c.message.clone().unwrap_or_default());
+                }
+            }
+        }
+        let Some(state) = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|c| c.state.as_ref())
+        else {
+            return view;
+        };
+        view.running = state.running.is_some();
+        view.terminated = state.terminated.clone();
+        if let Some(waiting) = &state.waiting
+            && let Some(reason) = waiting.reason.as_deref()
+            && STUCK_REASONS.contains(&reason)
+        {
+            let message = waiting.message.as_deref().unwrap_or("");
+            let fix = if reason.contains("Image") {
+                "check COORDINATOR_EXECUTOR_IMAGE: the image must exist in a registry the \
+                 nodes can pull from, or be loaded into the cluster (kind load docker-image)"
+            } else {
+                "check the Job template (COORDINATOR_JOB_TEMPLATE): env, volumes and \
+                 securityContext (runAsNonRoot needs a numeric non-root user)"
+            };
+            view.stuck = Some(format!(
+                "pod {name} cannot start the executor: {reason}: {message}; {fix}"
+            ));
+        }
+        view
+    }
+}
+
+/// When each phase was first seen.
+struct Clock {
+    started: Instant,
+    scheduled: Option<Instant>,
+    running: Option<Instant>,
+    ended: Option<Instant>,
+}
+
+impl Clock {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            scheduled: None,
+            running: None,
+            ended: None,
+        }
+    }
+
+    fn mark_scheduled(&mut self) {
+        self.scheduled.get_or_insert_with(Instant::now);
+    }
+
+    fn mark_running(&mut self) {
+        self.mark_scheduled();
+        self.running.get_or_insert_with(Instant::now);
+    }
+
+    fn mark_end(&mut self) {
+        self.ended.get_or_insert_with(Instant::now);
+    }
+
+    /// A phase not seen takes no time: its start is the next mark seen (or now).
+    fn phases(&self) -> Phases {
+        let end = self.ended.unwrap_or_else(Instant::now);
+        let running = self.running.unwrap_or(end).min(end);
+        let scheduled = self.scheduled.unwrap_or(running).min(running);
+        let ms =
+            |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+        Phases {
+            scheduling_ms: ms(self.started, scheduled),
+            starting_ms: ms(scheduled, running),
+            running_ms: ms(running, end),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn image_pull_errors_are_stuck_with_the_fix() {
+        let view = PodView::of(&pod(json!({"containerStatuses": [{
+            "name": "executor", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
+        }]})));
+        let stuck = view.stuck.unwrap();
+        assert!(stuck.contains("ImagePullBackOff") && stuck.contains("COORDINATOR_EXECUTOR_IMAGE"));
+        let view = PodView::of(&pod(json!({"containerStatuses": [{
+            "name": "executor", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}}
+        }]})));
+        assert!(view.stuck.is_none());
+    }
+
+    #[test]
+    fn unschedulable_and_scheduled_come_from_the_condition() {
+        let view = PodView::of(&pod(json!({"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient memory."
+        }]})));
+        assert!(!view.scheduled);
+        assert!(view.unschedulable.unwrap().contains("Insufficient memory"));
+        let view = PodView::of(&pod(
+            json!({"conditions": [{"type": "PodScheduled", "status": "True"}]}),
+        ));
+        assert!(view.scheduled && view.unschedulable.is_none());
+    }
+
+    #[test]
+    fn only_complete_or_failed_end_a_job() {
+        let job = |conditions: serde_json::Value| -> Job {
+            serde_json::from_value(json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "j"}, "status": {"conditions": conditions}}))
+            .unwrap()
+        };
+        assert_eq!(
+            job_condition(&job(json!([{"type": "FailureTarget", "status": "True"}]))),
+            None
+        );
+        assert_eq!(
+            job_condition(&job(json!([{"type": "Failed", "status": "True",
+                "reason": "DeadlineExceeded", "message": "too long"}]))),
+            Some((true, "DeadlineExceeded".into(), "too long".into()))
+        );
+        assert_eq!(
+            job_condition(&job(json!([{"type": "Complete", "status": "True"}]))).map(|c| c.0),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn unseen_phases_take_no_time() {
+        let t0 = Instant::now();
+        let clock = Clock {
+            started: t0,
+            scheduled: None,
+            running: Some(t0 + Duration::from_millis(30)),
+            ended: Some(t0 + Duration::from_millis(50)),
+        };
+        let phases = clock.phases();
+        assert!((phases.scheduling_ms - 30.0).abs() < 1e-6);
+        assert_eq!(phases.starting_ms, 0.0);
+        assert!((phases.running_ms - 20.0).abs() < 1e-6);
+    }
+}
