@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use config::{Config, Enforcement};
 use report::Reporter;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +28,10 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let config = Config::parse();
     init_logging();
-    let reporter = Arc::new(Reporter::new(config.output_path.clone()));
+    let reporter = Arc::new(Reporter::new(
+        config.output_path.clone(),
+        config.termination_message_path().map(Path::to_path_buf),
+    ));
     let envelope = execute(&config, &reporter, started);
     let code = reporter.report(envelope).unwrap_or(0);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
