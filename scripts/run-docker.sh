@@ -60,7 +60,8 @@ fi
 
 # The result volume: writable by the container's non-root uid whoever runs this script.
 mkdir -p host/shared
-chmod 0777 host/shared
+chmod 0777 host/shared 2>/dev/null ||
+  echo "run-docker: could not chmod host/shared; uid 65532 must be able to write there" >&2
 rm -f "host/shared/$result_file"
 
 args=(
