@@ -4,9 +4,10 @@
 //! named) so that the rest of the program never re-checks a setting.
 
 use anyhow::{Context, bail};
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasm_exec_runtime::{EngineOptions, Interruption, RunLimits};
 
@@ -81,6 +82,20 @@ pub struct Config {
     /// in-process; slower on call-heavy code).
     #[arg(long, env = "TIMEOUT_ENFORCEMENT", value_enum, default_value_t = Enforcement::Watchdog)]
     pub timeout_enforcement: Enforcement,
+
+    /// A file that also gets the compact result document (the last stdout line), written in
+    /// place, when it is at most 4096 bytes; nothing is written there when it is larger. For
+    /// Kubernetes' termination message: `/dev/termination-log`. A failure to write it is only a
+    /// warning. Empty: off.
+    #[arg(
+        long,
+        env = "TERMINATION_MESSAGE_PATH",
+        default_value = "",
+        hide_default_value = true,
+        // Unlike the default path parser, this one takes the empty value that means off.
+        value_parser = OsStringValueParser::new().map(PathBuf::from)
+    )]
+    pub termination_message_path: PathBuf,
 }
 
 /// How the wall-clock limit is enforced in the executor.
@@ -109,6 +124,11 @@ pub struct Settings {
 const MAX_INPUT_BYTES: u64 = 64 << 20;
 
 impl Config {
+    /// TERMINATION_MESSAGE_PATH, unless it is empty (off).
+    pub fn termination_message_path(&self) -> Option<&Path> {
+        Some(self.termination_message_path.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+
     /// Validates the configuration and reads the input document. Errors name the setting.
     pub fn settings(&self) -> anyhow::Result<Settings> {
         if !(self.timeout_sec.is_finite() && self.timeout_sec > 0.0) {
@@ -212,6 +232,20 @@ mod tests {
         assert_eq!(s.limits.timeout, Duration::from_secs(20));
         assert_eq!(s.limits.max_memory_bytes, 256 << 20);
         assert_eq!(s.engine.interruption, Interruption::External);
+        assert_eq!(c.termination_message_path(), None);
+    }
+
+    #[test]
+    fn termination_message_path_is_off_when_empty() {
+        let c = config(&["--termination-message-path", "/dev/termination-log"]);
+        assert_eq!(
+            c.termination_message_path(),
+            Some(Path::new("/dev/termination-log"))
+        );
+        assert_eq!(
+            config(&["--termination-message-path", ""]).termination_message_path(),
+            None
+        );
     }
 
     #[test]

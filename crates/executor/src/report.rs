@@ -1,4 +1,5 @@
-//! Reporting a result: the output file, written atomically, and the last line of stdout.
+//! Reporting a result: the output file, written atomically, the termination message (when asked
+//! for and small enough), and the last line of stdout.
 //!
 //! [`Reporter`] makes sure exactly one result is reported per process, even when the main thread
 //! and the watchdog race at the deadline: the first to report wins, the other never writes.
@@ -9,28 +10,38 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use wasm_exec_task::{ErrorInfo, ErrorKind, ResultEnvelope};
 
+/// Kubernetes keeps at most this many bytes of a container's termination message; a longer
+/// document would be cut, so it is not written at all (the pod log still has it).
+pub const TERMINATION_MESSAGE_MAX_BYTES: usize = 4096;
+
 /// Reports the one result of this process.
 #[derive(Debug)]
 pub struct Reporter {
     output_path: PathBuf,
+    /// TERMINATION_MESSAGE_PATH, when set.
+    termination_message_path: Option<PathBuf>,
     /// True once a result was reported; held while reporting so no second report interleaves.
     reported: Mutex<bool>,
 }
 
 impl Reporter {
-    /// A reporter writing to `output_path`.
-    pub fn new(output_path: PathBuf) -> Self {
+    /// A reporter writing to `output_path`, and to `termination_message_path` if given.
+    pub fn new(output_path: PathBuf, termination_message_path: Option<PathBuf>) -> Self {
         Self {
             output_path,
+            termination_message_path,
             reported: Mutex::new(false),
         }
     }
 
-    /// Writes the output file and prints the compact document as the last stdout line; returns
-    /// the process exit code, or `None` if another thread reported first.
+    /// Writes the output file, then the termination message, and prints the compact document as
+    /// the last stdout line; returns the process exit code, or `None` if another thread reported
+    /// first.
     ///
     /// If the file cannot be written the result becomes an `io` failure (the printed line says
-    /// so), keeping the guest's result and output in the document.
+    /// so), keeping the guest's result and output in the document. The termination message never
+    /// changes the result. Everything that may log comes before the stdout line, because a pod
+    /// log interleaves stderr and stdout and the line must stay last.
     pub fn report(&self, mut envelope: ResultEnvelope) -> Option<i32> {
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
         if *reported {
@@ -45,12 +56,52 @@ impl Reporter {
                 message: format!("{e:#}; check that OUTPUT_PATH is writable"),
             });
         }
+        let line = envelope.to_line();
+        if let Some(path) = &self.termination_message_path {
+            write_termination_message(path, &line);
+        }
         let mut stdout = std::io::stdout().lock();
         // If stdout is gone there is nobody left to tell; the file and exit code remain.
-        let _ = writeln!(stdout, "{}", envelope.to_line());
+        let _ = writeln!(stdout, "{line}");
         let _ = stdout.flush();
         Some(envelope.exit_code_for_process())
     }
+}
+
+/// Writes `line` to the termination message file in place (it is a file the kubelet mounted, or a
+/// device: never replaced), if it fits in [`TERMINATION_MESSAGE_MAX_BYTES`]; otherwise writes
+/// nothing there. Returns whether it wrote; a failure is logged as a warning and ignored.
+pub fn write_termination_message(path: &Path, line: &str) -> bool {
+    if line.len() > TERMINATION_MESSAGE_MAX_BYTES {
+        tracing::info!(
+            bytes = line.len(),
+            limit = TERMINATION_MESSAGE_MAX_BYTES,
+            "result too large for the termination message; it is in the log and the output file"
+        );
+        return false;
+    }
+    match write_in_place(path, line) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "could not write TERMINATION_MESSAGE_PATH; the result is unchanged"
+            );
+            false
+        }
+    }
+}
+
+/// Opens `path` for writing (creating a regular file if missing, truncating one that exists) and
+/// writes `contents` into it: the inode stays, so bind mounts and devices keep working.
+fn write_in_place(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
 }
 
 /// The output file's contents: the document for `*.json`, else a report ending in the document.
@@ -104,10 +155,7 @@ pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
     if let Ok(meta) = std::fs::metadata(path)
         && !meta.is_file()
     {
-        return std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(contents.as_bytes()))
+        return write_in_place(path, contents)
             .with_context(|| format!("writing OUTPUT_PATH \"{}\"", path.display()));
     }
     let dir = match path.parent() {
@@ -165,6 +213,28 @@ mod tests {
                 .file_type()
                 .is_char_device()
         );
+    }
+
+    #[test]
+    fn termination_message_is_written_up_to_4096_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("termination-log");
+        let fits = "x".repeat(TERMINATION_MESSAGE_MAX_BYTES);
+        assert!(write_termination_message(&path, &fits));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), fits);
+        assert!(write_termination_message(&path, "short"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "short");
+        let too_big = "x".repeat(TERMINATION_MESSAGE_MAX_BYTES + 1);
+        assert!(!write_termination_message(&path, &too_big));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "short");
+    }
+
+    #[test]
+    fn termination_message_failure_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir/termination-log");
+        assert!(!write_termination_message(&path, "{}"));
+        assert!(!path.exists());
     }
 
     #[test]

@@ -8,3 +8,4 @@ mod inputs;
 mod kinds;
 mod numbers;
 mod samples;
+mod termination;

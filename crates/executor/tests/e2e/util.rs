@@ -32,6 +32,8 @@ pub struct Outcome {
     pub envelope: ResultEnvelope,
     /// The raw last stdout line, as JSON.
     pub line: Value,
+    /// The last stdout line, byte for byte.
+    pub last_line: String,
     /// The output file's contents.
     pub file: String,
     /// Its stderr (our logs).
@@ -76,6 +78,12 @@ pub fn exec_to(wasm: &str, file_name: &str) -> Exec {
 }
 
 impl Exec {
+    /// Runs the process in `dir` instead of the test's working directory.
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
     /// Sets an environment variable.
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.env(key, value);
@@ -101,6 +109,7 @@ impl Exec {
             code: out.status.code(),
             envelope,
             line,
+            last_line: last.to_owned(),
             file,
             stderr,
             elapsed,
