@@ -61,7 +61,37 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/readyz", get(readyz))
         .merge(protected)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            max_body,
+            reject_announced_oversize,
+        ))
         .with_state(api)
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over the cap, before any of its
+/// body is read (a body without a length is still cut at the cap as it is read).
+async fn reject_announced_oversize(
+    State(max_body): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max_body as u64) {
+        return body_too_large().into_response();
+    }
+    next.run(request).await
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+        "request body too large; the limit is COORDINATOR_MAX_BODY_KB",
+    )
 }
 
 /// An API error: status, the field at fault (if one), and a message saying what to fix.
@@ -175,11 +205,7 @@ async fn submit_task(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-                "request body too large; the limit is COORDINATOR_MAX_BODY_KB",
-            )
+            body_too_large()
         } else {
             ApiError::new(e.status(), None, e.body_text())
         }
