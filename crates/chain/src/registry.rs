@@ -93,3 +93,9 @@ pub fn connect_http(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, 
         .connect_http(url)
         .erased())
 }
+
+/// Sets how often `provider` polls the node for new blocks (receipts wait on them); alloy's
+/// default is 7 s for a remote node, 250 ms for a local one.
+pub fn set_poll_interval(provider: &DynProvider, every: std::time::Duration) {
+    provider.client().set_poll_interval(every);
+}

@@ -95,6 +95,8 @@ pub struct Step {
     pub rewound_to: Option<u64>,
     /// True when the scan reached the confirmed head (no need to step again at once).
     pub caught_up: bool,
+    /// The node's newest block.
+    pub head: u64,
 }
 
 /// Why a step failed.
@@ -130,6 +132,7 @@ pub async fn step<V: ChainView>(
             checkpoint: next,
             rewound_to,
             caught_up: true,
+            head,
         });
     };
     if confirmed < next.next_block {
@@ -138,6 +141,7 @@ pub async fn step<V: ChainView>(
             checkpoint: next,
             rewound_to,
             caught_up: true,
+            head,
         });
     }
     let to = confirmed.min(next.next_block.saturating_add(options.max_range.max(1) - 1));
@@ -159,6 +163,7 @@ pub async fn step<V: ChainView>(
         checkpoint: next,
         rewound_to,
         caught_up: to == confirmed,
+        head,
     })
 }
 

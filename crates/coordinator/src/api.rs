@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?}` |
 //! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result |
+//! | GET | `/v1/tasks/{id}/result` | the result document alone, as one compact JSON line: the bytes whose keccak-256 the chain source writes on chain |
 //! | GET | `/v1/tasks?state=&after=&limit=` | a page of tasks ordered by id |
 //! | GET | `/healthz`, `/readyz` | probes (never need the token) |
 //! | GET | `/metrics` | Prometheus text |
@@ -54,6 +55,7 @@ pub fn router(api: Api, max_body: usize) -> Router {
     let protected = Router::new()
         .route("/v1/tasks", get(list_tasks).post(submit_task))
         .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/result", get(get_result))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
@@ -154,10 +156,18 @@ async fn require_token(State(api): State<Api>, request: Request, next: Next) -> 
     }
 }
 
+/// Ready when the state store reads and the task source works (a failing source is named).
 async fn readyz(State(api): State<Api>) -> Response {
-    match api.state.counts() {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    if let Err(e) = api.state.counts() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response();
+    }
+    match api.metrics.source_problem() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the task source fails: {problem}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -315,6 +325,35 @@ fn new_task_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("t-{}-{n}", crate::state::now_ms())
+}
+
+async fn get_result(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let record = api
+        .state
+        .get(&id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                Some("task_id"),
+                format!("no task \"{id}\""),
+            )
+        })?;
+    match record.result {
+        Some(result) => Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            result.to_line(),
+        )
+            .into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            Some("task_id"),
+            format!(
+                "task \"{id}\" has no result yet (it is {})",
+                record.state.as_str()
+            ),
+        )),
+    }
 }
 
 async fn get_task(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -1,6 +1,6 @@
 //! The coordinator's configuration: the seed's variables and ours, each an env var and a flag.
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// The wasm-exec coordinator: takes tasks from a source, fetches their modules by CID with
@@ -12,6 +12,19 @@ pub struct Config {
     /// failed), instead of serving until stopped.
     #[arg(long)]
     pub once: bool,
+
+    /// Where tasks come from: `placeholder` (the samples, or `COORDINATOR_TASKS_FILE`) or
+    /// `chain` (a TaskRegistry contract; results written back on chain).
+    #[arg(long, env = "COORDINATOR_TASK_SOURCE", value_enum, default_value_t = SourceKind::Placeholder)]
+    pub task_source: SourceKind,
+
+    /// The chain source's settings (also used by `coordinator chain ...`).
+    #[command(flatten)]
+    pub chain: ChainArgs,
+
+    /// A chain command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
     /// Where tasks run: `local` (in-process, the default) or `kubernetes` (one Job per task).
     #[arg(long, env = "COORDINATOR_BACKEND", value_enum, default_value_t = BackendKind::Local)]
@@ -118,6 +131,140 @@ pub struct Config {
     /// Log format: `text` for people, `json` for machines.
     #[arg(long, env = "COORDINATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The chain: node, registry, key, and how to read and write.
+#[derive(Debug, Clone, Args)]
+pub struct ChainArgs {
+    /// The node's JSON-RPC URL (http or https).
+    #[arg(
+        long,
+        env = "COORDINATOR_CHAIN_RPC_URL",
+        default_value = "http://127.0.0.1:8545",
+        global = true
+    )]
+    pub chain_rpc_url: String,
+
+    /// Milliseconds between reads of new blocks once caught up (and between receipt checks).
+    #[arg(
+        long,
+        env = "COORDINATOR_CHAIN_POLL_MS",
+        default_value_t = 500,
+        global = true
+    )]
+    pub chain_poll_ms: u64,
+
+    /// The TaskRegistry's address (`coordinator chain deploy` prints one).
+    #[arg(long, env = "COORDINATOR_CONTRACT_ADDRESS", global = true)]
+    pub contract_address: Option<String>,
+
+    /// The chain id the node must report (31337 for anvil); checked at start.
+    #[arg(long, env = "COORDINATOR_CHAIN_ID", global = true)]
+    pub chain_id: Option<u64>,
+
+    /// File holding the account's private key (hex, one line; mode 600). The executor's key
+    /// when serving; the owner's or a requester's for `coordinator chain ...`.
+    #[arg(long, env = "COORDINATOR_CHAIN_KEY_FILE", global = true)]
+    pub chain_key_file: Option<PathBuf>,
+
+    /// Blocks that must follow a task's block before it is taken, and a result's block before
+    /// it counts as written.
+    #[arg(
+        long,
+        env = "COORDINATOR_CONFIRMATIONS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub confirmations: u64,
+
+    /// The first block scanned for tasks when the state directory has no cursor yet.
+    #[arg(
+        long,
+        env = "COORDINATOR_CHAIN_START_BLOCK",
+        default_value_t = 0,
+        global = true
+    )]
+    pub chain_start_block: u64,
+
+    /// Most blocks read in one `eth_getLogs` request.
+    #[arg(
+        long,
+        env = "COORDINATOR_CHAIN_MAX_RANGE",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub chain_max_range: u64,
+
+    /// Seconds a result transaction gets to be mined and confirmed before it is replaced with
+    /// a higher fee.
+    #[arg(
+        long,
+        env = "COORDINATOR_CHAIN_RECEIPT_TIMEOUT_SEC",
+        default_value_t = 60,
+        global = true
+    )]
+    pub chain_receipt_timeout_sec: u64,
+}
+
+/// Commands besides serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Work with the TaskRegistry contract (settings from the `COORDINATOR_CHAIN_*` variables).
+    #[command(subcommand)]
+    Chain(ChainCommand),
+}
+
+/// `coordinator chain ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ChainCommand {
+    /// Deploys a TaskRegistry owned by the key file's account and prints its address.
+    Deploy,
+    /// Authorises an executor account to write results (the owner's key file).
+    Authorize {
+        /// The executor's address (the coordinator logs it at start).
+        #[arg(long)]
+        executor: String,
+        /// Withdraws the authorisation instead.
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Submits a task from the key file's account and prints its id (and, with `--wait`, its
+    /// result).
+    Submit {
+        /// The module's IPFS CID.
+        #[arg(long)]
+        cid: String,
+        /// The entry function.
+        #[arg(long)]
+        entry: String,
+        /// The arguments, as a JSON array (`[12]`).
+        #[arg(long, conflicts_with = "input")]
+        args: Option<String>,
+        /// The whole input document, as JSON (`{"args": [12]}`).
+        #[arg(long)]
+        input: Option<String>,
+        /// Instruction budget (0: the coordinator's default).
+        #[arg(long, default_value_t = 0)]
+        fuel: u64,
+        /// Wall-clock limit in seconds (0: the coordinator's default).
+        #[arg(long, default_value_t = 0)]
+        timeout_sec: u32,
+        /// Waits for the task's `TaskCompleted` and prints the result.
+        #[arg(long)]
+        wait: bool,
+        /// Longest wait for the result, in seconds.
+        #[arg(long, default_value_t = 300)]
+        wait_timeout_sec: u64,
+    },
+}
+
+/// Where tasks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// The seed's placeholder: the samples, or a tasks file.
+    Placeholder,
+    /// A TaskRegistry contract on an EVM chain.
+    Chain,
 }
 
 /// Where tasks run.

@@ -6,13 +6,17 @@ use clap::Parser;
 use coordinator::backend::Backend;
 use coordinator::backend::kubernetes::{KubernetesBackend, KubernetesSettings};
 use coordinator::backend::local::{DefaultLimits, LocalBackend};
-use coordinator::config::{BackendKind, Config, LogFormat};
+use coordinator::config::{BackendKind, ChainArgs, Command, Config, LogFormat, SourceKind};
+use coordinator::metrics::Metrics;
 use coordinator::module::ModuleStore;
 use coordinator::module::gateway::{GatewayConfig, GatewayStore};
 use coordinator::module::mirror::MirrorStore;
 use coordinator::scheduler::Scheduler;
+use coordinator::source::TaskSource;
+use coordinator::source::chain::{ChainSettings, ChainSource};
 use coordinator::source::placeholder::{PlaceholderSource, samples};
 use coordinator::source::results_file::ResultsFile;
+use coordinator::state::StateStore;
 use coordinator::state::redb::RedbStore;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod commands;
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -60,14 +66,9 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
-    let mut source = match &config.tasks_file {
-        Some(path) => PlaceholderSource::from_file(path)?,
-        None => PlaceholderSource::new(samples()),
-    };
-    if let Some(path) = &config.results_file {
-        source = source.with_results_file(ResultsFile::open(path)?);
+    if let Some(Command::Chain(command)) = &config.command {
+        return commands::chain(command, &config.chain).await;
     }
-    let source = Arc::new(source);
     let max_module_bytes = config.max_module_mb.saturating_mul(1 << 20);
     let modules: Arc<dyn ModuleStore> = match &config.ipfs_endpoint {
         Some(endpoint) => {
@@ -100,7 +101,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             config.timeout_sec
         );
     }
-    let metrics = Arc::new(coordinator::metrics::Metrics::default());
+    let metrics = Arc::new(Metrics::default());
     // Cancelled when the shutdown grace runs out: the kubernetes backend then deletes the Jobs
     // still running, and their tasks stay unfinished, to run again after a restart.
     let abandon = CancellationToken::new();
@@ -138,8 +139,25 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             config.state_dir.display()
         )
     })?);
+    let source: Arc<dyn TaskSource> = match config.task_source {
+        SourceKind::Placeholder => {
+            let mut source = match &config.tasks_file {
+                Some(path) => PlaceholderSource::from_file(path)?,
+                None => PlaceholderSource::new(samples()),
+            };
+            if let Some(path) = &config.results_file {
+                source = source.with_results_file(ResultsFile::open(path)?);
+            }
+            Arc::new(source)
+        }
+        SourceKind::Chain => Arc::new(
+            chain_source(&config.chain, state.as_ref(), metrics.clone())
+                .await
+                .context("starting the chain source (COORDINATOR_TASK_SOURCE=chain)")?,
+        ),
+    };
     let scheduler = Scheduler {
-        source: source.clone(),
+        source,
         modules,
         backend,
         state: state.clone(),
@@ -211,6 +229,34 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The chain source from its settings, resuming from the cursor the state store kept.
+async fn chain_source(
+    args: &ChainArgs,
+    state: &dyn StateStore,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<ChainSource> {
+    let contract = commands::contract_address(args)?;
+    let chain_id = args.chain_id.context(
+        "set COORDINATOR_CHAIN_ID to the chain's id (31337 for anvil); it is checked against the node",
+    )?;
+    let key_file = args.chain_key_file.as_ref().context(
+        "set COORDINATOR_CHAIN_KEY_FILE to a file (mode 600) holding the executor account's private key",
+    )?;
+    let signer = wasm_exec_chain::key::read_key_file(key_file)?;
+    let settings = ChainSettings {
+        rpc_url: args.chain_rpc_url.clone(),
+        chain_id,
+        contract,
+        poll: Duration::from_millis(args.chain_poll_ms.max(10)),
+        confirmations: args.confirmations,
+        start_block: args.chain_start_block,
+        max_range: args.chain_max_range,
+        receipt_timeout: Duration::from_secs(args.chain_receipt_timeout_sec.max(1)),
+    };
+    let saved = state.cursor("chain")?;
+    Ok(ChainSource::connect(settings, signer, saved, metrics).await?)
 }
 
 /// Time abandoned tasks get to clean up (the kubernetes backend deletes their Jobs).

@@ -41,6 +41,20 @@ pub struct StageLabel {
     pub stage: &'static str,
 }
 
+/// An `op` label: what a task source was doing (`read` tasks, `write` a result back).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// `read` or `write`.
+    pub op: &'static str,
+}
+
+/// A `block` label: which block number a chain gauge shows.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BlockLabel {
+    /// `head` (the node's newest block) or `scanned` (the last block read for tasks).
+    pub block: &'static str,
+}
+
 /// Every metric the coordinator exports.
 pub struct Metrics {
     registry: Registry,
@@ -60,6 +74,20 @@ pub struct Metrics {
     pub fetched_bytes: Counter,
     /// Compiled-module cache lookups of the local backend, by outcome.
     pub module_cache: Family<OutcomeLabel, Counter>,
+    /// Failures of the task source, by operation.
+    pub source_errors: Family<OpLabel, Counter>,
+    /// 1 while the task source works, 0 while an operation is failing.
+    source_up: Gauge,
+    /// What is failing now, by operation (shown by `/readyz`).
+    source_problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
+    /// Chain sources: block numbers.
+    pub chain_block: Family<BlockLabel, Gauge>,
+    /// Chain sources: result transactions by outcome (`mined`, `already_completed`).
+    pub writebacks: Family<OutcomeLabel, Counter>,
+    /// Chain sources: result transactions sent again with a higher fee.
+    pub writeback_replacements: Counter,
+    /// Results being written back now.
+    pub writebacks_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -111,7 +139,51 @@ impl Default for Metrics {
             "Compiled-module cache lookups",
             module_cache.clone(),
         );
+        let source_errors = Family::<OpLabel, Counter>::default();
+        let source_up = Gauge::default();
+        source_up.set(1);
+        let chain_block = Family::<BlockLabel, Gauge>::default();
+        let writebacks = Family::<OutcomeLabel, Counter>::default();
+        let writeback_replacements = Counter::default();
+        let writebacks_in_flight = Gauge::default();
+        registry.register(
+            "source_errors",
+            "Failures of the task source, by operation (read tasks, write a result back)",
+            source_errors.clone(),
+        );
+        registry.register(
+            "source_up",
+            "1 while the task source works, 0 while it is failing",
+            source_up.clone(),
+        );
+        registry.register(
+            "chain_block",
+            "Chain source: the node's head and the last block scanned for tasks",
+            chain_block.clone(),
+        );
+        registry.register(
+            "chain_writebacks",
+            "Chain source: results written back, by outcome",
+            writebacks.clone(),
+        );
+        registry.register(
+            "chain_writeback_replacements",
+            "Chain source: result transactions replaced with a higher fee",
+            writeback_replacements.clone(),
+        );
+        registry.register(
+            "writebacks_in_flight",
+            "Results being written back to their source now",
+            writebacks_in_flight.clone(),
+        );
         Self {
+            source_errors,
+            source_up,
+            source_problems: std::sync::Mutex::default(),
+            chain_block,
+            writebacks,
+            writeback_replacements,
+            writebacks_in_flight,
             registry,
             tasks,
             results,
@@ -148,6 +220,44 @@ impl Metrics {
         if let Some(run) = run {
             self.run_seconds.observe(run.as_secs_f64());
         }
+    }
+
+    /// Records that the source failed at `op`: counted, and shown by `/readyz` until it works
+    /// again.
+    pub fn source_failed(&self, op: &'static str, problem: impl Into<String>) {
+        self.source_errors.get_or_create(&OpLabel { op }).inc();
+        let mut problems = self
+            .source_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        problems.insert(op, problem.into());
+        self.source_up.set(0);
+    }
+
+    /// Records that the source's `op` works (again).
+    pub fn source_worked(&self, op: &'static str) {
+        let mut problems = self
+            .source_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if problems.remove(op).is_some() && problems.is_empty() {
+            self.source_up.set(1);
+        }
+    }
+
+    /// What is failing in the source now, if anything (`op: problem; ...`).
+    pub fn source_problem(&self) -> Option<String> {
+        let problems = self
+            .source_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (!problems.is_empty()).then(|| {
+            problems
+                .iter()
+                .map(|(op, problem)| format!("{op}: {problem}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     /// Counts a compiled-module cache lookup.

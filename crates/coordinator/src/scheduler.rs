@@ -12,7 +12,7 @@
 use crate::backend::Backend;
 use crate::metrics::Metrics;
 use crate::module::ModuleStore;
-use crate::source::TaskSource;
+use crate::source::{Delivery, TaskSource};
 use crate::state::{API_ORIGIN, StateStore, TaskState};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -61,8 +61,6 @@ struct Job {
     origin: String,
 }
 
-/// How often the source is asked for tasks while serving.
-const SOURCE_POLL: Duration = Duration::from_millis(500);
 /// First and largest wait between retries of a failed write (state or source).
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
 
@@ -75,13 +73,22 @@ impl Scheduler {
     pub async fn run_once(&self) -> anyhow::Result<Vec<Outcome>> {
         let resumed = self.resume().await?;
         self.run_jobs(resumed).await;
-        let tasks = self.source.poll().await?;
+        let polled = self.source.poll().await?;
+        let tasks = polled.tasks;
         info!(
             source = self.source.name(),
             tasks = tasks.len(),
             "tasks taken"
         );
-        let fresh = self.state.admit(tasks.clone(), self.source.name()).await?;
+        let origin = self.source.name();
+        let fresh = match polled.cursor {
+            Some(cursor) => {
+                self.state
+                    .admit_with_cursor(tasks.clone(), origin, cursor)
+                    .await?
+            }
+            None => self.state.admit(tasks.clone(), origin).await?,
+        };
         let jobs = fresh.into_iter().map(|task| Job {
             task,
             origin: self.source.name().into(),
@@ -114,7 +121,7 @@ impl Scheduler {
         let mut queue: VecDeque<Job> = self.resume().await?.into();
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut running = JoinSet::new();
-        let mut poll = tokio::time::interval(SOURCE_POLL);
+        let mut poll = tokio::time::interval(self.source.poll_interval());
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
@@ -132,11 +139,18 @@ impl Scheduler {
                 }
                 Some(task) = inbox.recv() => queue.push_back(Job { task, origin: API_ORIGIN.into() }),
                 _ = poll.tick() => match self.source.poll().await {
-                    Ok(tasks) if !tasks.is_empty() => {
-                        let fresh = self.state.admit(tasks, self.source.name()).await?;
-                        queue.extend(fresh.into_iter().map(|task| Job { task, origin: self.source.name().into() }));
+                    Ok(polled) => {
+                        if polled.more {
+                            poll.reset_immediately();
+                        }
+                        let origin = self.source.name();
+                        let fresh = match polled.cursor {
+                            Some(cursor) => self.state.admit_with_cursor(polled.tasks, origin, cursor).await?,
+                            None if polled.tasks.is_empty() => Vec::new(),
+                            None => self.state.admit(polled.tasks, origin).await?,
+                        };
+                        queue.extend(fresh.into_iter().map(|task| Job { task, origin: origin.into() }));
                     }
-                    Ok(_) => {}
                     Err(e) => warn!(error = %e, source = self.source.name(), "the task source failed; retrying"),
                 },
             }
@@ -206,7 +220,13 @@ impl Scheduler {
         let span = info_span!("task", task_id = %job.task.task_id, cid = %job.task.wasm_cid);
         async move {
             let started = Instant::now();
-            let result = self.execute(&job.task).await;
+            let verdict = (job.origin == self.source.name())
+                .then(|| self.source.precheck(&job.task))
+                .flatten();
+            let result = match verdict {
+                Some(verdict) => verdict,
+                None => self.execute(&job.task).await,
+            };
             drop(permit);
             if result.kind() == Some(ErrorKind::Cancelled) {
                 // Stopped by a shutdown: not a result. The task stays unfinished and runs again.
@@ -281,12 +301,21 @@ impl Scheduler {
     /// it was. Tasks submitted through the API need no write-back: the API serves their result.
     async fn report(&self, job: &Job, result: &ResultEnvelope) {
         let id = job.task.task_id.as_str();
+        let mut note = None;
         if job.origin == self.source.name() {
             let source = self.source.as_ref();
-            retry("writing a result back", || source.report(id, result)).await;
+            let delivery =
+                retry("writing a result back", || source.report(&job.task, result)).await;
+            if let Delivery::Undeliverable(why) = delivery {
+                warn!(task_id = id, reason = %why, "the result cannot be written back; it stays in the API");
+                note = Some(why);
+            }
         }
         let state = self.state.as_ref();
-        retry("recording a write-back", || state.mark_reported(id)).await;
+        retry("recording a write-back", || {
+            state.mark_reported(id, note.clone())
+        })
+        .await;
     }
 }
 
@@ -297,17 +326,22 @@ fn wasm_time(result: &ResultEnvelope) -> Duration {
 
 /// Retries `attempt` with backoff (100 ms doubling to 30 s) until it succeeds: a task never
 /// moves past a step that did not happen.
-async fn retry<F, Fut, E>(what: &str, mut attempt: F)
+async fn retry<T, F, Fut, E>(what: &str, mut attempt: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), E>>,
+    Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
     let mut wait = BACKOFF.0;
-    while let Err(e) = attempt().await {
-        warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(BACKOFF.1);
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(BACKOFF.1);
+            }
+        }
     }
 }
 

@@ -1,23 +1,74 @@
 //! Task sources: where tasks come from and where their results go back (the seed's "write back to
-//! the task source"). The [`placeholder`] stands in for an on-chain contract.
+//! the task source"). The [`placeholder`] stands in for an on-chain contract; [`chain`] reads an
+//! EVM contract and writes results back on chain.
 
+pub mod chain;
 pub mod placeholder;
 pub mod results_file;
 
 use async_trait::async_trait;
+use std::time::Duration;
 use wasm_exec_task::{ResultEnvelope, TaskSpec};
+
+/// What one poll of a source gave.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Polled {
+    /// The tasks available now.
+    pub tasks: Vec<TaskSpec>,
+    /// The source's read position after them, to persist in the same commit as the tasks
+    /// (`None`: nothing to persist).
+    pub cursor: Option<String>,
+    /// True when the source has more to read at once (poll again without waiting).
+    pub more: bool,
+}
+
+impl Polled {
+    /// Just these tasks.
+    pub fn tasks(tasks: Vec<TaskSpec>) -> Self {
+        Self {
+            tasks,
+            ..Self::default()
+        }
+    }
+}
 
 /// Yields tasks and takes their results back.
 #[async_trait]
 pub trait TaskSource: Send + Sync {
     /// The tasks available now; a task is yielded once (a finite source then yields nothing).
-    async fn poll(&self) -> Result<Vec<TaskSpec>, SourceError>;
+    async fn poll(&self) -> Result<Polled, SourceError>;
 
-    /// Takes one task's result back. Called once per task; an error means "not accepted, retry".
-    async fn report(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), SourceError>;
+    /// A result that settles `task` without running it, when the source finds the request
+    /// itself malformed (it is then persisted and written back like any result).
+    fn precheck(&self, _task: &TaskSpec) -> Option<ResultEnvelope> {
+        None
+    }
+
+    /// How long to wait between polls that found nothing more to read.
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+
+    /// Takes one task's result back. Called once per task (again after a restart if the first
+    /// call's outcome was not recorded); an error means "not accepted, retry".
+    async fn report(
+        &self,
+        task: &TaskSpec,
+        result: &ResultEnvelope,
+    ) -> Result<Delivery, SourceError>;
 
     /// A short name for logs (`placeholder`, `chain`).
     fn name(&self) -> &'static str;
+}
+
+/// What became of a result handed back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The source has it (now or from an earlier call).
+    Accepted,
+    /// The source can never take it (e.g. its request vanished in a reorg); the reason is kept
+    /// with the task and shown by the API. Not retried.
+    Undeliverable(String),
 }
 
 /// A source that cannot yield tasks or take a result.

@@ -6,7 +6,7 @@
 //! run unchanged against the local mirror or a real IPFS node.
 
 use super::results_file::ResultsFile;
-use super::{SourceError, TaskSource};
+use super::{Delivery, Polled, SourceError, TaskSource};
 use async_trait::async_trait;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -98,13 +98,18 @@ impl PlaceholderSource {
 
 #[async_trait]
 impl TaskSource for PlaceholderSource {
-    async fn poll(&self) -> Result<Vec<TaskSpec>, SourceError> {
-        Ok(std::mem::take(
+    async fn poll(&self) -> Result<Polled, SourceError> {
+        Ok(Polled::tasks(std::mem::take(
             &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
-        ))
+        )))
     }
 
-    async fn report(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), SourceError> {
+    async fn report(
+        &self,
+        task: &TaskSpec,
+        result: &ResultEnvelope,
+    ) -> Result<Delivery, SourceError> {
+        let task_id = task.task_id.as_str();
         if let Some(sink) = &self.sink {
             sink.write(task_id, result)?;
         }
@@ -113,7 +118,7 @@ impl TaskSource for PlaceholderSource {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(task_id.to_owned(), result.clone());
-        Ok(())
+        Ok(Delivery::Accepted)
     }
 
     fn name(&self) -> &'static str {
@@ -158,10 +163,11 @@ mod tests {
     #[tokio::test]
     async fn yields_its_tasks_once_and_keeps_results() {
         let source = PlaceholderSource::new(samples());
-        assert_eq!(source.poll().await.unwrap().len(), 3);
-        assert!(source.poll().await.unwrap().is_empty());
+        assert_eq!(source.poll().await.unwrap().tasks.len(), 3);
+        assert!(source.poll().await.unwrap().tasks.is_empty());
         let result = ResultEnvelope::failure(wasm_exec_task::ErrorKind::Trap, "x");
-        source.report("fib", &result).await.unwrap();
+        let fib = &samples()[1];
+        source.report(fib, &result).await.unwrap();
         assert_eq!(source.results()["fib"], result);
     }
 }

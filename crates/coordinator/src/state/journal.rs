@@ -30,6 +30,10 @@ pub enum Change {
         tasks: Vec<TaskSpec>,
         /// Where they came from.
         origin: String,
+        /// The origin's read position after these tasks, kept with them (see
+        /// [`StateStore::admit_with_cursor`](super::StateStore::admit_with_cursor)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// A task moved to `fetching` or `running`.
     Progress {
@@ -47,10 +51,13 @@ pub enum Change {
         /// True when nothing is left to report.
         reported: bool,
     },
-    /// A task's result was written back to its source.
+    /// A task's result was written back to its source (or never can be: `note` says why).
     Reported {
         /// The task's id.
         id: String,
+        /// Why the result was not written back, if it was not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
 }
 
@@ -205,12 +212,16 @@ mod tests {
                 Change::Admit {
                     tasks: vec![TaskSpec::new(id, "add.wasm", json!([1, 2]))],
                     origin: "api".into(),
+                    cursor: Some("block-9".into()),
                 },
                 Change::Progress {
                     id: id.into(),
                     state: TaskState::Running,
                 },
-                Change::Reported { id: id.into() },
+                Change::Reported {
+                    id: id.into(),
+                    note: None,
+                },
             ],
         }
     }

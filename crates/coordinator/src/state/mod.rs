@@ -80,6 +80,10 @@ pub struct TaskRecord {
     /// Its result document, once finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultEnvelope>,
+    /// Why its result was not written back, when its source could never take it (e.g. the
+    /// on-chain request was reorganised away).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_written_back: Option<String>,
 }
 
 /// Persists tasks. Every mutation is durable when its future resolves.
@@ -88,6 +92,18 @@ pub trait StateStore: Send + Sync {
     /// Records tasks from `origin` as pending; returns the ones that were new (a known
     /// `task_id` is never taken twice, so a duplicate submission does not run again).
     async fn admit(&self, tasks: Vec<TaskSpec>, origin: &str) -> Result<Vec<TaskSpec>, StateError>;
+
+    /// Like [`admit`](Self::admit), and records `cursor` as `origin`'s read position in the same
+    /// commit: a source that restarts from its cursor neither misses nor re-reads a task.
+    async fn admit_with_cursor(
+        &self,
+        tasks: Vec<TaskSpec>,
+        origin: &str,
+        cursor: String,
+    ) -> Result<Vec<TaskSpec>, StateError>;
+
+    /// The read position last recorded for `origin`.
+    fn cursor(&self, origin: &str) -> Result<Option<String>, StateError>;
 
     /// Records that a task moved to `state` (fetching or running; `running` counts an attempt)
     /// without waiting for it to be durable: it lands with the next commit, and a crash before
@@ -103,8 +119,12 @@ pub trait StateStore: Send + Sync {
         reported: bool,
     ) -> Result<(), StateError>;
 
-    /// Records that the source accepted the result.
-    async fn mark_reported(&self, task_id: &str) -> Result<(), StateError>;
+    /// Records that the source accepted the result, or (`not_written_back`) why it never can.
+    async fn mark_reported(
+        &self,
+        task_id: &str,
+        not_written_back: Option<String>,
+    ) -> Result<(), StateError>;
 
     /// One task's record.
     fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError>;

@@ -32,6 +32,8 @@ const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
 /// Bookkeeping: [`JOURNAL_SEQ`] -> the number of the last journaled batch applied.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOURNAL_SEQ: &str = "journal_seq";
+/// origin -> its read position (a source's opaque cursor), kept with the tasks it yielded.
+const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("cursors");
 
 /// Changes to the per-state counts within one batch, indexed like [`TaskState::ALL`].
 type Deltas = [i64; 5];
@@ -205,8 +207,36 @@ impl StateStore for RedbStore {
         let change = Change::Admit {
             tasks,
             origin: origin.to_owned(),
+            cursor: None,
         };
         answer(self.send(change, Waiter::Admit)).await
+    }
+
+    async fn admit_with_cursor(
+        &self,
+        tasks: Vec<TaskSpec>,
+        origin: &str,
+        cursor: String,
+    ) -> Result<Vec<TaskSpec>, StateError> {
+        let change = Change::Admit {
+            tasks,
+            origin: origin.to_owned(),
+            cursor: Some(cursor),
+        };
+        answer(self.send(change, Waiter::Admit)).await
+    }
+
+    fn cursor(&self, origin: &str) -> Result<Option<String>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = match txn.open_table(CURSORS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        Ok(table
+            .get(origin)
+            .map_err(err)?
+            .map(|v| v.value().to_owned()))
     }
 
     fn record_progress(&self, task_id: &str, state: TaskState) {
@@ -236,9 +266,14 @@ impl StateStore for RedbStore {
         answer(self.send(change, Waiter::Done)).await
     }
 
-    async fn mark_reported(&self, task_id: &str) -> Result<(), StateError> {
+    async fn mark_reported(
+        &self,
+        task_id: &str,
+        not_written_back: Option<String>,
+    ) -> Result<(), StateError> {
         let change = Change::Reported {
             id: task_id.to_owned(),
+            note: not_written_back,
         };
         answer(self.send(change, Waiter::Done)).await
     }
@@ -507,6 +542,25 @@ fn commit(
         for change in &batch.changes {
             outcomes.push(apply(&mut table, change, batch.at_ms, &mut deltas));
         }
+        let cursors = batch.changes.iter().filter_map(|c| match c {
+            Change::Admit {
+                origin,
+                cursor: Some(cursor),
+                ..
+            } => Some((origin, cursor)),
+            _ => None,
+        });
+        let mut cursor_table = None;
+        for (origin, cursor) in cursors {
+            let table = match &mut cursor_table {
+                Some(table) => table,
+                None => cursor_table.insert(txn.open_table(CURSORS).map_err(err)?),
+            };
+            table
+                .insert(origin.as_str(), cursor.as_str())
+                .map_err(err)?;
+        }
+        drop(cursor_table);
         let mut counts = txn.open_table(COUNTS).map_err(err)?;
         apply_deltas(&mut counts, &deltas)?;
         let mut meta = txn.open_table(META).map_err(err)?;
@@ -524,7 +578,7 @@ fn apply(
     deltas: &mut Deltas,
 ) -> Result<Applied, StateError> {
     match change {
-        Change::Admit { tasks, origin } => {
+        Change::Admit { tasks, origin, .. } => {
             admit(table, tasks, origin, now, deltas).map(Applied::Admitted)
         }
         Change::Progress { id, state } => {
@@ -555,9 +609,11 @@ fn apply(
             r.result = Some((**result).clone());
         })
         .map(|()| Applied::Done),
-        Change::Reported { id } => {
-            update(table, id, now, deltas, |r| r.reported = true).map(|()| Applied::Done)
-        }
+        Change::Reported { id, note } => update(table, id, now, deltas, |r| {
+            r.reported = true;
+            r.not_written_back.clone_from(note);
+        })
+        .map(|()| Applied::Done),
     }
 }
 
@@ -603,6 +659,7 @@ fn admit(
             created_at_ms: now,
             updated_at_ms: now,
             result: None,
+            not_written_back: None,
         };
         let bytes = serde_json::to_vec(&record).map_err(err)?;
         table
@@ -645,6 +702,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cursor_is_kept_with_its_tasks_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            assert_eq!(store.cursor("chain").unwrap(), None);
+            store
+                .admit_with_cursor(vec![task("a")], "chain", "10".into())
+                .await
+                .unwrap();
+            let again = store
+                .admit_with_cursor(vec![task("a")], "chain", "11".into())
+                .await
+                .unwrap();
+            assert!(again.is_empty(), "a known task is not taken twice");
+            assert_eq!(store.cursor("chain").unwrap().as_deref(), Some("11"));
+            assert_eq!(store.cursor("other").unwrap(), None);
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.cursor("chain").unwrap().as_deref(), Some("11"));
+        assert_eq!(store.get("a").unwrap().unwrap().origin, "chain");
+    }
+
+    #[tokio::test]
     async fn admits_once_and_persists_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -667,7 +747,7 @@ mod tests {
             result.ok = true;
             result.error = None;
             store.finish("a", &result, false).await.unwrap();
-            store.mark_reported("a").await.unwrap();
+            store.mark_reported("a", None).await.unwrap();
             store
                 .finish(
                     "b",
@@ -723,6 +803,7 @@ mod tests {
         let stale = Change::Admit {
             tasks: vec![task("stale")],
             origin: "test".into(),
+            cursor: None,
         };
         journal.append(seq, &batch(stale)).unwrap();
         let finish = Change::Finish {
@@ -737,6 +818,7 @@ mod tests {
         let admit = Change::Admit {
             tasks: vec![task("b")],
             origin: "test".into(),
+            cursor: Some("after-b".into()),
         };
         journal.append(seq + 2, &batch(admit)).unwrap();
         drop(journal);
@@ -745,6 +827,7 @@ mod tests {
         assert_eq!(store.get("a").unwrap().unwrap().state, TaskState::Failed);
         assert_eq!(store.get("b").unwrap().unwrap().updated_at_ms, 5);
         assert!(store.get("stale").unwrap().is_none());
+        assert_eq!(store.cursor("test").unwrap().as_deref(), Some("after-b"));
         let counts = store.counts().unwrap();
         assert_eq!(
             (counts[&TaskState::Pending], counts[&TaskState::Failed]),
@@ -758,7 +841,7 @@ mod tests {
             "replayed batches are checkpointed"
         );
         // New batches are numbered after the replayed ones.
-        store.mark_reported("a").await.unwrap();
+        store.mark_reported("a", None).await.unwrap();
         drop(store);
         let db = Database::create(dir.path().join("state.redb")).unwrap();
         assert_eq!(applied_seq(&db).unwrap(), seq + 3);
@@ -773,14 +856,14 @@ mod tests {
             .await
             .unwrap();
         store.record_progress("t3", TaskState::Running);
-        store.mark_reported("t3").await.unwrap();
+        store.mark_reported("t3", None).await.unwrap();
         let page = store.list(None, None, 4).unwrap();
         assert_eq!(page.len(), 4);
         let next = store.list(None, Some(&page[3].task.task_id), 100).unwrap();
         assert_eq!(page.len() + next.len(), 10);
         let running = store.list(Some(TaskState::Running), None, 100).unwrap();
         assert_eq!(running.len(), 1);
-        assert!(store.mark_reported("nope").await.is_err());
+        assert!(store.mark_reported("nope", None).await.is_err());
     }
 
     #[tokio::test]
@@ -799,7 +882,7 @@ mod tests {
             let store = store.clone();
             joins.push(tokio::spawn(async move {
                 store.record_progress(&format!("t{i:03}"), TaskState::Running);
-                store.mark_reported(&format!("t{i:03}")).await
+                store.mark_reported(&format!("t{i:03}"), None).await
             }));
         }
         for j in joins {

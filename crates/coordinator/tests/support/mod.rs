@@ -148,6 +148,16 @@ pub fn get(base: &str, path: &str, token: Option<&str>) -> Reply {
     reply(req.call())
 }
 
+/// `GET base+path` as status and raw text (for bytes that must not be re-encoded).
+pub fn get_text(base: &str, path: &str) -> (u16, String) {
+    let mut resp = agent()
+        .get(format!("{base}{path}"))
+        .call()
+        .expect("HTTP request");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
 /// `POST base+path` with a body, with a bearer token if given.
 pub fn post(base: &str, path: &str, body: &str, token: Option<&str>) -> Reply {
     let mut req = agent()

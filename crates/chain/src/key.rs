@@ -1,0 +1,99 @@
+//! The executor's private key, read from a file that only its owner may read: never from the
+//! command line (where `ps` shows it) and never logged.
+
+use alloy::signers::local::PrivateKeySigner;
+use std::path::Path;
+
+/// Why a key file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("reading the key file \"{path}\": {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Others may read or write the file.
+    #[error(
+        "the key file \"{path}\" is readable or writable by others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    Exposed {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file does not hold a key.
+    #[error(
+        "the key file \"{path}\" does not hold a private key: expected 64 hex digits (with or without 0x) on one line"
+    )]
+    Malformed {
+        /// The file.
+        path: String,
+    },
+}
+
+/// Reads a hex private key from `path`, refusing a file that group or others may access.
+pub fn read_key_file(path: &Path) -> Result<PrivateKeySigner, KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display().to_string();
+    let read = |source| KeyError::Read {
+        path: shown.clone(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Exposed { path: shown, mode });
+    }
+    let text = std::fs::read_to_string(path).map_err(read)?;
+    text.trim()
+        .parse()
+        .map_err(|_| KeyError::Malformed { path: shown })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+    fn write(dir: &Path, text: &str, mode: u32) -> std::path::PathBuf {
+        let path = dir.join("key");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_private_file_gives_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = read_key_file(&write(dir.path(), &format!("{KEY}\n"), 0o600)).unwrap();
+        assert_eq!(
+            signer.address().to_string(),
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        );
+    }
+
+    #[test]
+    fn a_file_others_can_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_key_file(&write(dir.path(), KEY, 0o644))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains(&KEY[2..]), "the key leaked: {err}");
+    }
+
+    #[test]
+    fn a_file_without_a_key_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_key_file(&write(dir.path(), "0xnot-a-key-secret", 0o600))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("64 hex digits"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
+}

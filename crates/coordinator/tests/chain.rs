@@ -1,0 +1,381 @@
+//! The chain source end to end on a real anvil: tasks submitted to the TaskRegistry run on the
+//! local backend and get exactly one `TaskCompleted` each, through confirmations, reorgs, a
+//! SIGKILL and an unauthorised key.
+
+#[path = "../../chain/tests/support/mod.rs"]
+mod anvil;
+mod support;
+
+use anvil::{Anvil, KEYS};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use support::{Service, command, get};
+use wasm_exec_chain::requester::{Completion, TaskRequest, completions, set_executor, submit_task};
+use wasm_exec_chain::{
+    Address, DynProvider, PrivateKeySigner, Registry, U256, connect_http, deploy, keccak256,
+};
+
+const ADD: &str = "bafkreic4y3temla33obbacyznk4penucufbdtaq5mcfju3jljlgm2lvhbi";
+const FIB: &str = "bafkreiesibz2ybgnmbptk3uq4lwwd2yh7njf2oqidqoxczgs6fvdqlv4je";
+const AFFINE: &str = "bafkreih3zqdpzwgscygcphpnxxmbabqpqncebxwbnzqwy2wplcbvwhj5ty";
+
+/// anvil with a deployed registry, an authorised executor (KEYS[1]) and a requester (KEYS[2]).
+struct Chain {
+    anvil: Anvil,
+    rt: tokio::runtime::Runtime,
+    contract: Address,
+    requester: Registry<DynProvider>,
+    reader: DynProvider,
+    dir: tempfile::TempDir,
+}
+
+fn signer(key: &str) -> PrivateKeySigner {
+    key.parse().expect("key")
+}
+
+impl Chain {
+    fn start() -> Chain {
+        let anvil = Anvil::start();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let owner = connect_http(&anvil.url, signer(KEYS[0])).expect("owner");
+        let contract = rt.block_on(deploy(&owner)).expect("deploy");
+        rt.block_on(set_executor(
+            &Registry::new(contract, owner),
+            signer(KEYS[1]).address(),
+            true,
+        ))
+        .expect("authorise");
+        let requester = Registry::new(
+            contract,
+            connect_http(&anvil.url, signer(KEYS[2])).expect("requester"),
+        );
+        let reader = connect_http(&anvil.url, signer(KEYS[0])).expect("reader");
+        let dir = tempfile::tempdir().expect("tempdir");
+        Chain {
+            anvil,
+            rt,
+            contract,
+            requester,
+            reader,
+            dir,
+        }
+    }
+
+    /// A key file (mode 600) holding `key`.
+    fn key_file(&self, key: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(format!("{}.key", &key[2..10]));
+        std::fs::write(&path, format!("{key}\n")).expect("write the key file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    }
+
+    /// The coordinator serving this registry with `key`, state in `state`.
+    fn coordinator(&self, state: &Path, key: &str, confirmations: u64) -> std::process::Command {
+        let mut cmd = command(state);
+        cmd.env("COORDINATOR_TASK_SOURCE", "chain")
+            .env("COORDINATOR_CHAIN_RPC_URL", &self.anvil.url)
+            .env("COORDINATOR_CHAIN_ID", "31337")
+            .env("COORDINATOR_CONTRACT_ADDRESS", self.contract.to_string())
+            .env("COORDINATOR_CHAIN_KEY_FILE", self.key_file(key))
+            .env("COORDINATOR_CONFIRMATIONS", confirmations.to_string())
+            .env("COORDINATOR_CHAIN_POLL_MS", "100")
+            .env("COORDINATOR_CONCURRENCY", "2");
+        cmd
+    }
+
+    fn submit(&self, cid: &str, entry: &str, input: &str) -> (U256, u64) {
+        let submitted = self
+            .rt
+            .block_on(submit_task(
+                &self.requester,
+                &TaskRequest {
+                    wasm_cid: cid.into(),
+                    entry: entry.into(),
+                    input: input.into(),
+                    fuel: 0,
+                    timeout_sec: 0,
+                },
+            ))
+            .expect("submit");
+        (submitted.task_id, submitted.block)
+    }
+
+    fn completions(&self, id: U256) -> Vec<Completion> {
+        self.rt
+            .block_on(completions(&self.reader, self.contract, id, 0))
+            .expect("completions")
+    }
+
+    /// Waits (20 s at most) for task `id`'s `TaskCompleted`; returns every one it has.
+    fn wait_completed(&self, id: U256) -> Vec<Completion> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self.completions(id);
+            if !found.is_empty() {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} has no result on chain"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn rpc(&self, method: &str, params: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let reply = support::post(&self.anvil.url, "", &body.to_string(), None);
+        assert_eq!(reply.status, 200, "{method}: {reply:?}");
+        reply.body["result"].clone()
+    }
+
+    fn mine(&self, blocks: usize) {
+        for _ in 0..blocks {
+            self.rpc("evm_mine", json!([]));
+        }
+    }
+
+    /// The coordinator's id of on-chain task `id`.
+    fn task_id(&self, id: U256) -> String {
+        format!(
+            "eip155-31337-{}-{id}",
+            self.contract.to_string().to_ascii_lowercase()
+        )
+    }
+
+    /// Mines a block every `every` until the returned flag is cleared.
+    fn keep_mining(&self, every: Duration) -> Arc<AtomicBool> {
+        let on = Arc::new(AtomicBool::new(true));
+        let flag = on.clone();
+        let url = self.anvil.url.clone();
+        std::thread::spawn(move || {
+            while flag.load(Ordering::Relaxed) {
+                let body = json!({"jsonrpc": "2.0", "id": 1, "method": "evm_mine", "params": []});
+                let _ = support::post(&url, "", &body.to_string(), None);
+                std::thread::sleep(every);
+            }
+        });
+        on
+    }
+}
+
+#[test]
+fn samples_submitted_on_chain_get_one_result_each_and_the_hash_pins_the_document() {
+    let chain = Chain::start();
+    let state = tempfile::tempdir().unwrap();
+    let miner = chain.keep_mining(Duration::from_millis(200));
+    let svc = Service::start(chain.coordinator(state.path(), KEYS[1], 2));
+    let tasks = [
+        (chain.submit(FIB, "fib", "[12]"), "144"),
+        (
+            chain.submit(AFFINE, "affine", r#"{"args": [13, 9, 2]}"#),
+            "35",
+        ),
+        (chain.submit(ADD, "add", "[5, 7]"), "12"),
+    ];
+    let malformed = [
+        (chain.submit(FIB, "fib", "{oops"), "not JSON"),
+        (chain.submit("not-a-cid!", "fib", "[1]"), "not a CID"),
+    ];
+    for ((id, _), expected) in tasks {
+        let done = chain.wait_completed(id);
+        assert_eq!(done.len(), 1, "one TaskCompleted for task {id}");
+        assert!(done[0].ok, "{:?}", done[0]);
+        assert_eq!(done[0].result, expected);
+        assert_eq!(done[0].executor, signer(KEYS[1]).address());
+        let document = support::get(
+            &svc.base,
+            &format!("/v1/tasks/{}/result", chain.task_id(id)),
+            None,
+        );
+        assert_eq!(document.status, 200, "{document:?}");
+        let text = serde_json::to_string(&document.body).unwrap();
+        assert_eq!(document.body["result"], expected.parse::<Value>().unwrap());
+        // The API's bytes are what was hashed: compare against the raw body, re-read as text.
+        let raw = raw_get(
+            &svc.base,
+            &format!("/v1/tasks/{}/result", chain.task_id(id)),
+        );
+        assert_eq!(
+            keccak256(raw.as_bytes()),
+            done[0].envelope_hash,
+            "the hash on chain is of the API's document {text}"
+        );
+    }
+    for ((id, _), why) in malformed {
+        let done = chain.wait_completed(id);
+        assert_eq!(done.len(), 1);
+        assert!(!done[0].ok, "{:?}", done[0]);
+        assert!(
+            done[0].result.starts_with("bad_input: "),
+            "{}",
+            done[0].result
+        );
+        assert!(done[0].result.contains(why), "{}", done[0].result);
+    }
+    let ready = get(&svc.base, "/readyz", None);
+    assert_eq!(ready.status, 200, "{ready:?}");
+    miner.store(false, Ordering::Relaxed);
+}
+
+/// The body of `GET base+path`, as sent.
+fn raw_get(base: &str, path: &str) -> String {
+    let (status, text) = support::get_text(base, path);
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+#[test]
+fn a_task_is_taken_only_at_the_confirmation_depth() {
+    let chain = Chain::start();
+    let state = tempfile::tempdir().unwrap();
+    let svc = Service::start(chain.coordinator(state.path(), KEYS[1], 3));
+    let (id, _) = chain.submit(FIB, "fib", "[10]");
+    let path = format!("/v1/tasks/{}", chain.task_id(id));
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(800));
+        assert_eq!(get(&svc.base, &path, None).status, 404, "taken too early");
+        chain.mine(1);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        get(&svc.base, &path, None).status,
+        404,
+        "taken at 2 of 3 confirmations"
+    );
+    chain.mine(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&svc.base, &path, None).status == 404 {
+        assert!(Instant::now() < deadline, "not taken at 3 confirmations");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its result is mined at once (anvil mines each transaction), then confirmed by 3 more.
+    let miner = chain.keep_mining(Duration::from_millis(100));
+    let done = chain.wait_completed(id);
+    assert_eq!(done[0].result, "55");
+    let task = support::wait_finished(&svc.base, &chain.task_id(id));
+    assert_eq!(task["reported"], true);
+    miner.store(false, Ordering::Relaxed);
+}
+
+#[test]
+fn a_task_reorganised_away_before_its_confirmations_never_runs() {
+    let chain = Chain::start();
+    let state = tempfile::tempdir().unwrap();
+    let svc = Service::start(chain.coordinator(state.path(), KEYS[1], 2));
+    let snapshot = chain.rpc("evm_snapshot", json!([]));
+    let (vanished, _) = chain.submit(FIB, "fib", "[20]");
+    std::thread::sleep(Duration::from_millis(500));
+    chain.rpc("evm_revert", json!([snapshot]));
+    // The same id now names another request, on the chain that stays.
+    let (id, _) = chain.submit(FIB, "fib", "[11]");
+    assert_eq!(id, vanished, "the reverted id is given again");
+    chain.mine(2);
+    let miner = chain.keep_mining(Duration::from_millis(100));
+    let done = chain.wait_completed(id);
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        done[0].result, "89",
+        "the request that stayed ran, not fib(20)"
+    );
+    let listed = get(&svc.base, "/v1/tasks", None);
+    let tasks = listed.body["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 1, "{listed:?}");
+    assert_eq!(tasks[0]["task"]["input"], json!([11]));
+    assert!(
+        !svc.log.lock().unwrap().contains("fib(20)")
+            && !svc.log.lock().unwrap().contains("result=6765"),
+        "the vanished task ran"
+    );
+    miner.store(false, Ordering::Relaxed);
+}
+
+#[test]
+fn an_unauthorised_key_refuses_to_start_and_says_how_to_authorise_it() {
+    let chain = Chain::start();
+    let state = tempfile::tempdir().unwrap();
+    let out = chain
+        .coordinator(state.path(), KEYS[2], 2)
+        .output()
+        .expect("run coordinator");
+    assert_eq!(out.status.code(), Some(2), "refused to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let requester = signer(KEYS[2]).address().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "coordinator chain authorize --executor {requester}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&KEYS[2][2..]), "the key leaked: {stderr}");
+}
+
+#[test]
+fn a_key_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let chain = Chain::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = chain.coordinator(state.path(), KEYS[1], 2);
+    let key = chain.key_file(KEYS[1]);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cmd.output().expect("run coordinator");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}
+
+#[test]
+fn sigkill_after_a_result_is_sent_and_before_it_is_confirmed_writes_it_once() {
+    let chain = Chain::start();
+    let state = tempfile::tempdir().unwrap();
+    let svc = Service::start(chain.coordinator(state.path(), KEYS[1], 2));
+    let ids: Vec<U256> = (0..4)
+        .map(|n| chain.submit(FIB, "fib", &format!("[{}]", 10 + n)).0)
+        .collect();
+    // Confirm the requests; then no more blocks, so the results (mined at once by anvil) never
+    // reach their confirmation depth in this run.
+    chain.mine(2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ids.iter().any(|id| chain.completions(*id).is_empty()) {
+        assert!(Instant::now() < deadline, "results not sent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for id in &ids {
+        let task = get(
+            &svc.base,
+            &format!("/v1/tasks/{}", chain.task_id(*id)),
+            None,
+        );
+        assert_eq!(
+            task.body["reported"], false,
+            "confirmed too early: {task:?}"
+        );
+    }
+    assert_eq!(svc.signal_and_wait("KILL"), None);
+
+    let miner = chain.keep_mining(Duration::from_millis(100));
+    let svc = Service::start(chain.coordinator(state.path(), KEYS[1], 2));
+    for (n, id) in ids.iter().enumerate() {
+        let task = support::wait_finished(&svc.base, &chain.task_id(*id));
+        assert_eq!(task["attempts"], 1, "not run again: {task}");
+        let done = chain.completions(*id);
+        assert_eq!(done.len(), 1, "one TaskCompleted for task {id}");
+        let expected = [55, 89, 144, 233][n];
+        assert_eq!(done[0].result, expected.to_string());
+    }
+    let log = svc.log.lock().unwrap().clone();
+    assert!(
+        log.contains("reporting a result persisted before a restart"),
+        "{log}"
+    );
+    assert!(!log.contains("retrying"), "no retry loop: {log}");
+    miner.store(false, Ordering::Relaxed);
+}
