@@ -10,6 +10,7 @@
 
 pub mod key;
 pub mod node;
+pub mod receipts;
 pub mod registry;
 pub mod requester;
 pub mod scan;

@@ -37,6 +37,8 @@ pub struct Submitted {
 /// A task's result as the registry recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
+    /// The task's id.
+    pub task_id: U256,
     /// Whether the task succeeded.
     pub ok: bool,
     /// The result value.
@@ -80,18 +82,20 @@ pub async fn submit_task(
     })
 }
 
-/// Every `TaskCompleted` event of task `task_id` from block `from` on.
+/// Every `TaskCompleted` event from block `from` on, of task `task_id` or of all tasks.
 pub async fn completions(
     provider: &DynProvider,
     contract: Address,
-    task_id: U256,
+    task_id: Option<U256>,
     from: u64,
 ) -> Result<Vec<Completion>, ChainError> {
-    let filter = Filter::new()
+    let mut filter = Filter::new()
         .address(contract)
         .event_signature(TaskRegistry::TaskCompleted::SIGNATURE_HASH)
-        .topic1(B256::from(task_id))
         .from_block(from);
+    if let Some(id) = task_id {
+        filter = filter.topic1(B256::from(id));
+    }
     let logs = provider
         .get_logs(&filter)
         .await
@@ -105,6 +109,7 @@ pub async fn completions(
                 })?;
             let event = decoded.inner.data;
             Ok(Completion {
+                task_id: event.taskId,
                 ok: event.ok,
                 result: event.result,
                 envelope_hash: event.envelopeHash,
@@ -127,7 +132,10 @@ pub async fn wait_completed(
 ) -> Result<Completion, ChainError> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(done) = completions(provider, contract, task_id, from).await?.pop() {
+        if let Some(done) = completions(provider, contract, Some(task_id), from)
+            .await?
+            .pop()
+        {
             return Ok(done);
         }
         if Instant::now() >= deadline {

@@ -12,11 +12,12 @@
 //! mined in time (dropped from the pool, or priced under the market) is sent again with the same
 //! nonce and fees raised by a quarter, which replaces it.
 
+use crate::receipts::{Followed, ReceiptTracker};
 use crate::registry::{Registry, TaskRegistry::TaskRegistryErrors};
-use alloy::network::{Ethereum, TransactionBuilder};
+use alloy::eips::eip1559::Eip1559Estimation;
+use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::WatchTxError;
-use alloy::providers::{DynProvider, PendingTransactionBuilder, PendingTransactionError, Provider};
+use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionRequest;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -105,24 +106,49 @@ pub struct ResultWriter {
     from: Address,
     /// The next nonce to use, if known (unknown after a failed send).
     nonce: Mutex<Option<u64>>,
+    /// Follows sent transactions to their depth.
+    tracker: ReceiptTracker,
+    /// The last fee estimate and when it was made (reused for a second).
+    fees: Mutex<Option<(std::time::Instant, Eip1559Estimation)>>,
     options: WriteOptions,
 }
 
 impl ResultWriter {
-    /// A writer to the registry at `contract`, signing as `from` (the provider's signer).
+    /// A writer to the registry at `contract`, signing as `from` (the provider's signer),
+    /// following the chain every `poll`. Must be called within a Tokio runtime.
     pub fn new(
         provider: DynProvider,
         contract: Address,
         from: Address,
         options: WriteOptions,
+        poll: Duration,
     ) -> Self {
         Self {
             registry: Registry::new(contract, provider.clone()),
+            tracker: ReceiptTracker::start(provider.clone(), poll),
             provider,
             from,
             nonce: Mutex::new(None),
+            fees: Mutex::new(None),
             options,
         }
+    }
+
+    /// EIP-1559 fees from the node, asked at most once a second.
+    async fn fees(&self) -> Result<Eip1559Estimation, WriteError> {
+        let mut cached = self.fees.lock().await;
+        if let Some((at, fees)) = *cached
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return Ok(fees);
+        }
+        let fees = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(|e| WriteError::Node(format!("estimating fees: {e}")))?;
+        *cached = Some((std::time::Instant::now(), fees));
+        Ok(fees)
     }
 
     /// The account results are sent from.
@@ -145,75 +171,86 @@ impl ResultWriter {
             Ok(gas) => gas,
             Err(e) => return self.refusal(result.task_id, e),
         };
-        let fees = self
-            .provider
-            .estimate_eip1559_fees()
-            .await
-            .map_err(|e| WriteError::Node(format!("estimating fees: {e}")))?;
+        let fees = self.fees().await?;
         let mut request = call
             .into_transaction_request()
             .with_gas_limit(gas.saturating_add(gas / 5))
             .with_max_fee_per_gas(fees.max_fee_per_gas)
             .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        let mut pending = self.send_next(&mut request).await?;
+        let mut tx = self.send_next(&mut request).await?;
         let mut replacements = 0;
         loop {
-            let tx = *pending.tx_hash();
-            let waited = pending
-                .with_required_confirmations(self.options.confirmations + 1)
-                .with_timeout(Some(self.options.receipt_timeout))
-                .get_receipt()
+            let followed = self
+                .tracker
+                .follow(tx, self.options.confirmations, self.options.receipt_timeout)
                 .await;
-            match waited {
-                Ok(receipt) if receipt.status() => {
-                    return Ok(Written::Mined {
-                        tx,
-                        block: receipt.block_number.unwrap_or_default(),
-                        replacements,
-                    });
-                }
+            match followed {
+                // Checked once more against the node: a reorg may have dropped it since.
+                Followed::Deep { .. } => match self.confirmed_receipt(tx).await? {
+                    Receipt::Confirmed { block } => {
+                        return Ok(Written::Mined {
+                            tx,
+                            block,
+                            replacements,
+                        });
+                    }
+                    Receipt::Reverted => return self.recheck(result).await,
+                    Receipt::Shallow => continue,
+                    Receipt::Missing => {}
+                },
                 // Reverted on chain: another write for this task landed first.
-                Ok(_) => return self.recheck(result).await,
-                Err(PendingTransactionError::TxWatcher(WatchTxError::Timeout)) => {
-                    if let Some(receipt) = self
-                        .provider
-                        .get_transaction_receipt(tx)
-                        .await
-                        .map_err(|e| WriteError::Node(format!("reading a receipt: {e}")))?
-                    {
-                        // Mined but not yet deep enough: wait again, without replacing it.
-                        if receipt.status() {
-                            pending =
-                                PendingTransactionBuilder::new(self.provider.root().clone(), tx);
-                            continue;
-                        }
-                        return self.recheck(result).await;
-                    }
-                    if replacements >= self.options.max_replacements {
-                        return Err(WriteError::Node(format!(
-                            "result transaction {tx} not mined after {replacements} replacements with higher fees"
-                        )));
-                    }
-                    replacements += 1;
-                    bump_fees(&mut request);
-                    tracing::warn!(%tx, replacements, "result transaction not mined in time; replacing it with a higher fee");
-                    pending = match self.provider.send_transaction(request.clone()).await {
-                        Ok(pending) => pending,
-                        // The original was mined meanwhile, or the replacement was refused:
-                        // the state on chain decides.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the replacement was not accepted; checking the task on chain");
-                            return self.recheck(result).await;
-                        }
-                    };
-                }
-                Err(e) => {
-                    return Err(WriteError::Node(format!(
-                        "waiting for the result transaction {tx}: {e}"
-                    )));
-                }
+                Followed::Reverted => return self.recheck(result).await,
+                // Included, not yet deep: the chain is slow, the fee is not the problem.
+                Followed::TimedOut { included: Some(_) } => continue,
+                Followed::TimedOut { included: None } => {}
             }
+            if replacements >= self.options.max_replacements {
+                return Err(WriteError::Node(format!(
+                    "result transaction {tx} not mined after {replacements} replacements with higher fees"
+                )));
+            }
+            replacements += 1;
+            bump_fees(&mut request);
+            tracing::warn!(%tx, replacements, "result transaction not mined in time; replacing it with a higher fee");
+            tx = match self.provider.send_transaction(request.clone()).await {
+                Ok(pending) => *pending.tx_hash(),
+                // The original was mined meanwhile, or the replacement was refused: the state on
+                // chain decides.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the replacement was not accepted; checking the task on chain");
+                    return self.recheck(result).await;
+                }
+            };
         }
+    }
+
+    /// Where transaction `tx` stands, read from its receipt and the head.
+    async fn confirmed_receipt(&self, tx: B256) -> Result<Receipt, WriteError> {
+        let node = |e: &dyn std::fmt::Display| {
+            WriteError::Node(format!("reading the receipt of {tx}: {e}"))
+        };
+        let Some(receipt) = self
+            .provider
+            .get_transaction_receipt(tx)
+            .await
+            .map_err(|e| node(&e))?
+        else {
+            return Ok(Receipt::Missing);
+        };
+        if !receipt.status() {
+            return Ok(Receipt::Reverted);
+        }
+        let block = receipt.block_number.unwrap_or_default();
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| node(&e))?;
+        Ok(if head >= block + self.options.confirmations {
+            Receipt::Confirmed { block }
+        } else {
+            Receipt::Shallow
+        })
     }
 
     /// After our transaction reverted or could not be replaced: done if the task has its result,
@@ -250,10 +287,7 @@ impl ResultWriter {
 
     /// Sends `request` with the next local nonce (recorded in it); a failed send forgets the
     /// local count so that the next one asks the node.
-    async fn send_next(
-        &self,
-        request: &mut TransactionRequest,
-    ) -> Result<PendingTransactionBuilder<Ethereum>, WriteError> {
+    async fn send_next(&self, request: &mut TransactionRequest) -> Result<B256, WriteError> {
         let mut next = self.nonce.lock().await;
         let nonce = match *next {
             Some(n) => n,
@@ -268,7 +302,7 @@ impl ResultWriter {
         match self.provider.send_transaction(request.clone()).await {
             Ok(pending) => {
                 *next = Some(nonce + 1);
-                Ok(pending)
+                Ok(*pending.tx_hash())
             }
             Err(e) => {
                 *next = None;
@@ -287,6 +321,18 @@ impl ResultWriter {
             WriteError::Node(message.to_owned())
         }
     }
+}
+
+/// A result transaction's receipt, as far as it goes.
+enum Receipt {
+    /// Mined, succeeded, and deep enough.
+    Confirmed { block: u64 },
+    /// Mined and succeeded, not yet deep enough (a reorg moved it).
+    Shallow,
+    /// Mined and reverted.
+    Reverted,
+    /// Not mined (yet, or dropped).
+    Missing,
 }
 
 /// Raises both fee caps by a quarter (a replacement must pay at least a tenth more).

@@ -110,7 +110,7 @@ impl Chain {
 
     fn completions(&self, id: U256) -> Vec<Completion> {
         self.rt
-            .block_on(completions(&self.reader, self.contract, id, 0))
+            .block_on(completions(&self.reader, self.contract, Some(id), 0))
             .expect("completions")
     }
 
@@ -348,17 +348,20 @@ fn sigkill_after_a_result_is_sent_and_before_it_is_confirmed_writes_it_once() {
         assert!(Instant::now() < deadline, "results not sent");
         std::thread::sleep(Duration::from_millis(50));
     }
-    for id in &ids {
-        let task = get(
-            &svc.base,
-            &format!("/v1/tasks/{}", chain.task_id(*id)),
-            None,
-        );
-        assert_eq!(
-            task.body["reported"], false,
-            "confirmed too early: {task:?}"
-        );
-    }
+    // Each result is mined in its own block, which confirms the earlier ones: the last two
+    // stay short of their depth.
+    let unconfirmed = ids
+        .iter()
+        .filter(|id| {
+            let task = get(
+                &svc.base,
+                &format!("/v1/tasks/{}", chain.task_id(**id)),
+                None,
+            );
+            task.body["reported"] == false
+        })
+        .count();
+    assert!(unconfirmed >= 2, "results confirmed without their depth");
     assert_eq!(svc.signal_and_wait("KILL"), None);
 
     let miner = chain.keep_mining(Duration::from_millis(100));

@@ -1,5 +1,7 @@
 //! A real anvil node for the tests, started on a free loopback port and killed on drop.
 
+#![allow(dead_code)] // each test binary uses a different part of this helper
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,11 @@ pub struct Anvil {
 impl Anvil {
     /// Starts anvil (chain id 31337, one block per transaction) and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts anvil with extra arguments (e.g. `--block-time 1`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../peers/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
         assert!(
@@ -34,6 +41,7 @@ impl Anvil {
         let child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--chain-id", "31337", "--quiet"])
             .args(["--port", &port.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

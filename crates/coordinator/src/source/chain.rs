@@ -167,6 +167,7 @@ impl ChainSource {
                 receipt_timeout: settings.receipt_timeout,
                 ..WriteOptions::default()
             },
+            settings.poll,
         );
         let options = ScanOptions {
             confirmations: settings.confirmations,

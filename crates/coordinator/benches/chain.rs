@@ -1,0 +1,280 @@
+//! Chain source figures on a real anvil, with the real `coordinator` binary (local backend, the
+//! sample mirror, `COORDINATOR_CONCURRENCY=2`):
+//! 1. latency: anvil `--block-time 1`, `COORDINATOR_CONFIRMATIONS=2`; `LATENCY_TASKS` (default
+//!    100) `fib` tasks submitted a few per block; for each, the blocks and seconds (block
+//!    timestamps) from its `TaskSubmitted` block to its `TaskCompleted` block. The goal: at most
+//!    one block beyond the confirmations (3 blocks here).
+//! 2. throughput: anvil mining each transaction at once, `COORDINATOR_CONFIRMATIONS=0`;
+//!    `BURST_TASKS` (default 1000) tasks submitted in a burst from 4 requesters; tasks/s from the
+//!    last submission mined until every `TaskCompleted` is on chain.
+//!
+//! Run: `cargo bench -p coordinator --bench chain` (needs `scripts/install-test-peers`). Prints
+//! a markdown table.
+
+#[path = "../../chain/tests/support/mod.rs"]
+mod anvil;
+
+use anvil::{Anvil, KEYS};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wasm_exec_chain::requester::{TaskRequest, completions, set_executor, submit_task};
+use wasm_exec_chain::{Address, DynProvider, PrivateKeySigner, Registry, connect_http, deploy};
+
+/// The anvil keys beyond the test trio: extra requesters for the burst.
+const MORE_KEYS: [&str; 2] = [
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+];
+const FIB: &str = "bafkreiesibz2ybgnmbptk3uq4lwwd2yh7njf2oqidqoxczgs6fvdqlv4je";
+
+/// The `p`-quantile of sorted `values`.
+fn quantile(values: &[f64], p: f64) -> f64 {
+    let index = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[index.min(values.len() - 1)]
+}
+
+fn signer(key: &str) -> PrivateKeySigner {
+    key.parse().expect("key")
+}
+
+struct Setup {
+    anvil: Anvil,
+    contract: Address,
+    reader: DynProvider,
+    dir: tempfile::TempDir,
+}
+
+async fn setup(anvil_args: &[&str]) -> Setup {
+    let anvil = Anvil::start_with(anvil_args);
+    let owner = connect_http(&anvil.url, signer(KEYS[0])).expect("owner");
+    let contract = deploy(&owner).await.expect("deploy");
+    set_executor(
+        &Registry::new(contract, owner.clone()),
+        signer(KEYS[1]).address(),
+        true,
+    )
+    .await
+    .expect("authorise");
+    Setup {
+        anvil,
+        contract,
+        reader: owner,
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+/// Starts the coordinator on the registry; killed on drop.
+struct Coordinator(Child);
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn coordinator(setup: &Setup, confirmations: u64, poll_ms: u64) -> Coordinator {
+    use std::os::unix::fs::PermissionsExt;
+    let key = setup.dir.path().join("executor.key");
+    std::fs::write(&key, KEYS[1]).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let child = Command::new(env!("CARGO_BIN_EXE_coordinator"))
+        .env_clear()
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or("warn".into()),
+        )
+        .env("COORDINATOR_IPFS_MIRROR", repo.join("host/wasm"))
+        .env("COORDINATOR_STATE_DIR", setup.dir.path().join("state"))
+        .env("COORDINATOR_LISTEN", "127.0.0.1:0")
+        .env("COORDINATOR_CONCURRENCY", "2")
+        .env("COORDINATOR_TASK_SOURCE", "chain")
+        .env("COORDINATOR_CHAIN_RPC_URL", &setup.anvil.url)
+        .env("COORDINATOR_CHAIN_ID", "31337")
+        .env("COORDINATOR_CONTRACT_ADDRESS", setup.contract.to_string())
+        .env("COORDINATOR_CHAIN_KEY_FILE", &key)
+        .env("COORDINATOR_CONFIRMATIONS", confirmations.to_string())
+        .env("COORDINATOR_CHAIN_POLL_MS", poll_ms.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start coordinator");
+    Coordinator(child)
+}
+
+async fn block_time(provider: &DynProvider, number: u64) -> u64 {
+    use alloy::providers::Provider;
+    provider
+        .get_block_by_number(number.into())
+        .await
+        .expect("block")
+        .expect("block exists")
+        .header
+        .timestamp
+}
+
+async fn latency(tasks: usize) -> (Vec<f64>, Vec<f64>) {
+    let setup = setup(&["--block-time", "1"]).await;
+    let _coordinator = coordinator(&setup, 2, 100);
+    let requester = Registry::new(
+        setup.contract,
+        connect_http(&setup.anvil.url, signer(KEYS[2])).expect("requester"),
+    );
+    let mut submitted = Vec::new();
+    for n in 0..tasks {
+        let request = TaskRequest {
+            wasm_cid: FIB.into(),
+            entry: "fib".into(),
+            input: format!("[{}]", 10 + n % 10),
+            fuel: 0,
+            timeout_sec: 0,
+        };
+        // One at a time (each waits for its block): a few tasks per block.
+        submitted.push(submit_task(&requester, &request).await.expect("submit"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let done = completions(&setup.reader, setup.contract, None, 0)
+            .await
+            .expect("completions");
+        if done.len() >= tasks || Instant::now() > deadline {
+            break done;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(done.len(), tasks, "every task completed");
+    let (mut blocks, mut seconds) = (Vec::new(), Vec::new());
+    for s in &submitted {
+        let c = done
+            .iter()
+            .find(|c| c.task_id == s.task_id)
+            .expect("completed");
+        blocks.push((c.block - s.block) as f64);
+        let (t0, t1) = (
+            block_time(&setup.reader, s.block).await,
+            block_time(&setup.reader, c.block).await,
+        );
+        seconds.push((t1 - t0) as f64);
+    }
+    blocks.sort_by(f64::total_cmp);
+    seconds.sort_by(f64::total_cmp);
+    (blocks, seconds)
+}
+
+/// Sends `count` submissions from `key` with local nonces, without waiting between them;
+/// returns once the last is mined.
+async fn burst(url: &str, contract: Address, key: &str, count: usize, offset: usize) {
+    use alloy::providers::Provider;
+    let provider = connect_http(url, signer(key)).expect("requester");
+    let from = signer(key).address();
+    let registry = Registry::new(contract, provider.clone());
+    let mut nonce = provider
+        .get_transaction_count(from)
+        .pending()
+        .await
+        .expect("nonce");
+    let last = nonce + count as u64;
+    for n in 0..count {
+        // Not awaited one by one: the burst is measured by the account's nonce below.
+        let _pending = registry
+            .submitTask(
+                FIB.into(),
+                "fib".into(),
+                format!("[{}]", (offset + n) % 20),
+                0,
+                0,
+            )
+            .nonce(nonce)
+            .gas(300_000)
+            .max_fee_per_gas(20_000_000_000)
+            .max_priority_fee_per_gas(1_000_000_000)
+            .send()
+            .await
+            .expect("send");
+        nonce += 1;
+    }
+    // Mined once the account's mined nonce reaches the last one sent.
+    while provider.get_transaction_count(from).await.expect("nonce") < last {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn throughput(tasks: usize) -> (f64, f64, f64) {
+    let setup = setup(&[]).await;
+    let _coordinator = coordinator(&setup, 0, 50);
+    // Let it start (its checks) before the burst.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let keys = [KEYS[0], KEYS[2], MORE_KEYS[0], MORE_KEYS[1]];
+    let share = tasks / keys.len();
+    let started = Instant::now();
+    let sends = keys.iter().enumerate().map(|(i, key)| {
+        let count = if i == keys.len() - 1 {
+            tasks - share * (keys.len() - 1)
+        } else {
+            share
+        };
+        burst(&setup.anvil.url, setup.contract, key, count, i * share)
+    });
+    futures_util::future::join_all(sends).await;
+    let submitted = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done = completions(&setup.reader, setup.contract, None, 0)
+            .await
+            .expect("completions");
+        if done.len() >= tasks {
+            assert!(done.iter().all(|c| c.ok), "every task succeeded");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {tasks} completed",
+            done.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = started.elapsed();
+    (
+        submitted.as_secs_f64(),
+        all.as_secs_f64(),
+        tasks as f64 / all.as_secs_f64(),
+    )
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let latency_tasks = env_count("LATENCY_TASKS", 100);
+    let burst_tasks = env_count("BURST_TASKS", 1000);
+    let (submitted, all, rate) = rt.block_on(throughput(burst_tasks));
+    let (blocks, seconds) = rt.block_on(latency(latency_tasks));
+    println!("| figure | value |");
+    println!("| --- | --- |");
+    println!(
+        "| latency, `TaskSubmitted` to `TaskCompleted`, blocks (block time 1 s, 2 confirmations; {latency_tasks} tasks) | p50 {:.0}, p95 {:.0}, max {:.0} |",
+        quantile(&blocks, 0.5),
+        quantile(&blocks, 0.95),
+        quantile(&blocks, 1.0)
+    );
+    println!(
+        "| latency, seconds (block timestamps) | p50 {:.0}, p95 {:.0} |",
+        quantile(&seconds, 0.5),
+        quantile(&seconds, 0.95)
+    );
+    println!(
+        "| burst of {burst_tasks} tasks (instant mining, 0 confirmations): all submitted | {submitted:.2} s |"
+    );
+    println!("| burst: every `TaskCompleted` on chain, from the first submission | {all:.2} s |");
+    println!(
+        "| burst throughput (tasks / time from first submission to last result) | {rate:.0} tasks/s |"
+    );
+}
