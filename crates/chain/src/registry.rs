@@ -80,7 +80,14 @@ pub async fn deploy<P: Provider<Ethereum>>(provider: &P) -> Result<Address, Chai
 /// Nonces are asked of the node for every transaction (alloy's default caches them, and a send
 /// that fails after taking one leaves a gap that stalls every later transaction), gas is
 /// estimated, and the chain id is read from the node.
+///
+/// Only `http://` URLs are taken: this client has no TLS stack yet, nor WebSocket transport.
 pub fn connect_http(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, ChainError> {
+    if !url.starts_with("http://") {
+        return Err(ChainError::Other(format!(
+            "the RPC URL \"{url}\" is not http://: https and ws endpoints are not supported yet; use a node reached over http (a local node, or a TLS-terminating proxy)"
+        )));
+    }
     let url = url
         .parse()
         .map_err(|e| ChainError::Other(format!("the RPC URL \"{url}\" does not parse: {e}")))?;
@@ -98,4 +105,26 @@ pub fn connect_http(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, 
 /// default is 7 s for a remote node, 250 ms for a local one.
 pub fn set_poll_interval(provider: &DynProvider, every: std::time::Duration) {
     provider.client().set_poll_interval(every);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_urls_are_taken_and_the_error_says_why() {
+        let signer: PrivateKeySigner =
+            "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+                .parse()
+                .unwrap();
+        for url in [
+            "https://rpc.example",
+            "ws://127.0.0.1:8546",
+            "127.0.0.1:8545",
+        ] {
+            let err = connect_http(url, signer.clone()).unwrap_err().to_string();
+            assert!(err.contains("not http://"), "{url}: {err}");
+        }
+        assert!(connect_http("http://127.0.0.1:8545", signer).is_ok());
+    }
 }

@@ -287,3 +287,34 @@ impl Metrics {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_source_is_named_until_every_operation_works_again() {
+        let metrics = Metrics::default();
+        assert_eq!(metrics.source_problem(), None);
+        metrics.source_failed("read", "the node at http://x is down");
+        metrics.source_failed("write", "no funds");
+        assert_eq!(metrics.source_up.get(), 0);
+        let problem = metrics.source_problem().unwrap();
+        assert!(problem.contains("read: the node") && problem.contains("write: no funds"));
+        metrics.source_worked("read");
+        assert_eq!(metrics.source_problem().as_deref(), Some("write: no funds"));
+        assert_eq!(metrics.source_up.get(), 0);
+        metrics.source_worked("write");
+        assert_eq!(
+            (metrics.source_problem(), metrics.source_up.get()),
+            (None, 1)
+        );
+        assert_eq!(
+            metrics
+                .source_errors
+                .get_or_create(&OpLabel { op: "read" })
+                .get(),
+            1
+        );
+    }
+}
