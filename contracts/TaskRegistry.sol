@@ -65,6 +65,7 @@ contract TaskRegistry {
     error ResultTooLarge(uint256 size, uint256 max);
     error UnknownTask(uint256 taskId);
     error AlreadyCompleted(uint256 taskId);
+    error LengthMismatch();
 
     constructor() {
         owner = msg.sender;
@@ -109,8 +110,42 @@ contract TaskRegistry {
     {
         if (!executors[msg.sender]) revert NotExecutor(msg.sender);
         Task storage task = tasks[taskId];
-        if (task.status == Status.None) revert UnknownTask(taskId);
         if (task.status == Status.Completed) revert AlreadyCompleted(taskId);
+        _complete(taskId, task, ok, result, envelopeHash);
+    }
+
+    /// @notice Records many results in one transaction (authorised executors only), by the rules
+    /// of `submitResult` except one: a task already completed is skipped instead of reverting the
+    /// batch, so a batch sent again after a crash writes only what is missing. Returns how many
+    /// results it wrote; each one written emits its `TaskCompleted`.
+    function submitResults(
+        uint256[] calldata taskIds,
+        bool[] calldata oks,
+        string[] calldata results,
+        bytes32[] calldata envelopeHashes
+    ) external returns (uint256 written) {
+        if (!executors[msg.sender]) revert NotExecutor(msg.sender);
+        uint256 count = taskIds.length;
+        if (oks.length != count || results.length != count || envelopeHashes.length != count) {
+            revert LengthMismatch();
+        }
+        for (uint256 i = 0; i < count; i++) {
+            Task storage task = tasks[taskIds[i]];
+            if (task.status == Status.Completed) continue;
+            _complete(taskIds[i], task, oks[i], results[i], envelopeHashes[i]);
+            written++;
+        }
+    }
+
+    /// Stores a result for a task that is not completed yet.
+    function _complete(
+        uint256 taskId,
+        Task storage task,
+        bool ok,
+        string calldata result,
+        bytes32 envelopeHash
+    ) private {
+        if (task.status == Status.None) revert UnknownTask(taskId);
         if (bytes(result).length > MAX_RESULT_BYTES) {
             revert ResultTooLarge(bytes(result).length, MAX_RESULT_BYTES);
         }

@@ -251,3 +251,87 @@ async fn every_rule_reverts_with_its_own_error() {
             .expect("executors")
     );
 }
+
+#[tokio::test]
+async fn a_batch_writes_what_is_missing_and_skips_what_is_completed() {
+    let f = fixture().await;
+    for cid in ["a", "b", "c"] {
+        send!(
+            f.requester
+                .submitTask(cid.into(), "e".into(), String::new(), 0, 0)
+        )
+        .await
+        .expect("submit");
+    }
+    send!(
+        f.executor
+            .submitResult(U256::from(2), true, "first".into(), B256::ZERO)
+    )
+    .await
+    .expect("one result alone");
+    let ids = vec![U256::from(1), U256::from(2), U256::from(3)];
+    let receipt = send!(f.executor.submitResults(
+        ids.clone(),
+        vec![true, true, false],
+        vec!["1".into(), "again".into(), "trap: x".into()],
+        vec![
+            B256::repeat_byte(1),
+            B256::repeat_byte(2),
+            B256::repeat_byte(3)
+        ]
+    ))
+    .await
+    .expect("batch");
+    let completed: Vec<U256> = receipt
+        .inner
+        .logs()
+        .iter()
+        .filter_map(|log| log.log_decode::<TaskRegistry::TaskCompleted>().ok())
+        .map(|log| log.inner.data.taskId)
+        .collect();
+    assert_eq!(completed, [U256::from(1), U256::from(3)], "task 2 skipped");
+    let two = f.owner.getTask(U256::from(2)).call().await.expect("task");
+    assert_eq!(
+        two.result, "first",
+        "a completed task keeps its first result"
+    );
+    let three = f.owner.getTask(U256::from(3)).call().await.expect("task");
+    assert_eq!((three.status, three.ok), (2, false));
+
+    // The other rules hold for the whole batch.
+    let unknown = send!(f.executor.submitResults(
+        vec![U256::from(3), U256::from(9)],
+        vec![true, true],
+        vec!["x".into(), "y".into()],
+        vec![B256::ZERO, B256::ZERO]
+    ))
+    .await;
+    assert_eq!(
+        reverted(unknown),
+        TaskRegistryErrors::UnknownTask(TaskRegistry::UnknownTask {
+            taskId: U256::from(9)
+        })
+    );
+    let mismatch = send!(f.executor.submitResults(
+        vec![U256::from(1)],
+        vec![],
+        vec!["x".into()],
+        vec![B256::ZERO]
+    ))
+    .await;
+    assert!(matches!(
+        reverted(mismatch),
+        TaskRegistryErrors::LengthMismatch(_)
+    ));
+    let unauthorised = send!(f.requester.submitResults(
+        ids,
+        vec![true; 3],
+        vec![String::new(); 3],
+        vec![B256::ZERO; 3]
+    ))
+    .await;
+    assert!(matches!(
+        reverted(unauthorised),
+        TaskRegistryErrors::NotExecutor(_)
+    ));
+}

@@ -17,6 +17,8 @@ pub struct Anvil {
     child: Child,
     /// Its HTTP JSON-RPC endpoint.
     pub url: String,
+    port: u16,
+    extra: Vec<String>,
 }
 
 impl Anvil {
@@ -27,6 +29,31 @@ impl Anvil {
 
     /// Starts anvil with extra arguments (e.g. `--block-time 1`).
     pub fn start_with(extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        Self {
+            child: Self::spawn(port, &extra),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            extra,
+        }
+    }
+
+    /// Stops anvil with SIGTERM (so that `--state` is written), keeps it down for `down`, and
+    /// starts it again on the same port with the same arguments.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = Self::spawn(self.port, &self.extra);
+    }
+
+    fn spawn(port: u16, extra: &[String]) -> Child {
         let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../peers/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
         assert!(
@@ -34,10 +61,6 @@ impl Anvil {
             "anvil is not installed at {}; run scripts/install-test-peers",
             bin.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--chain-id", "31337", "--quiet"])
             .args(["--port", &port.to_string()])
@@ -51,10 +74,7 @@ impl Anvil {
             assert!(Instant::now() < deadline, "anvil did not start within 20 s");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
+        child
     }
 }
 
