@@ -75,19 +75,20 @@ pub async fn deploy<P: Provider<Ethereum>>(provider: &P) -> Result<Address, Chai
     })
 }
 
-/// A provider over HTTP that signs with `signer`.
+/// A provider over HTTP or HTTPS that signs with `signer`.
 ///
 /// Nonces are asked of the node for every transaction (alloy's default caches them, and a send
 /// that fails after taking one leaves a gap that stalls every later transaction), gas is
-/// estimated, and the chain id is read from the node.
-///
-/// Only `http://` URLs are taken: this client has no TLS stack yet, nor WebSocket transport.
+/// estimated, and the chain id is read from the node. HTTPS uses rustls with the ring provider
+/// and the system's certificate store; WebSocket URLs are not taken yet.
 pub fn connect_http(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, ChainError> {
-    if !url.starts_with("http://") {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ChainError::Other(format!(
-            "the RPC URL \"{url}\" is not http://: https and ws endpoints are not supported yet; use a node reached over http (a local node, or a TLS-terminating proxy)"
+            "the RPC URL \"{url}\" is not http:// or https://: WebSocket endpoints are not supported yet; use the node's HTTP endpoint"
         )));
     }
+    // The process-wide TLS provider: ring (kube uses it too); a second install is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let url = url
         .parse()
         .map_err(|e| ChainError::Other(format!("the RPC URL \"{url}\" does not parse: {e}")))?;

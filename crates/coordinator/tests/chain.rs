@@ -501,3 +501,126 @@ fn a_node_restarted_mid_batch_is_caught_up_with_and_no_task_is_lost_or_doubled()
     );
     miner.store(false, Ordering::Relaxed);
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (scripts/install-test-peers installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_https_rpc_url_works_and_its_certificate_is_verified() {
+    let chain = Chain::start();
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=wasm-exec test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    // TLS in front of the real node (anvil speaks plain HTTP).
+    let mut proxy = std::process::Command::new("python3")
+        .arg(support::repo("testdata/chain/tls-proxy.py"))
+        .args([dir.join("server.pem"), dir.join("server.key")])
+        .arg(&chain.anvil.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the TLS proxy");
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.stdout.take().expect("stdout")),
+        &mut port,
+    )
+    .expect("the proxy's port");
+    let url = format!("https://127.0.0.1:{}", port.trim());
+    let submit = |trusted: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"));
+        cmd.env_clear()
+            .env("COORDINATOR_CHAIN_RPC_URL", &url)
+            .env("COORDINATOR_CONTRACT_ADDRESS", chain.contract.to_string())
+            .env("COORDINATOR_CHAIN_KEY_FILE", chain.key_file(KEYS[2]))
+            .args([
+                "chain", "submit", "--cid", FIB, "--entry", "fib", "--args", "[7]",
+            ]);
+        if trusted {
+            cmd.env("SSL_CERT_FILE", dir.join("ca.pem"));
+        }
+        cmd.output().expect("run coordinator chain submit")
+    };
+    let untrusted = submit(false);
+    assert!(
+        !untrusted.status.success(),
+        "a certificate from an unknown CA was accepted"
+    );
+    let trusted = submit(true);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&trusted.stdout).expect("one JSON line");
+    assert_eq!(printed["task_id"], "1", "{printed}");
+}
