@@ -113,19 +113,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_http_urls_are_taken_and_the_error_says_why() {
+    fn only_http_and_https_urls_are_taken_and_the_error_says_why() {
         let signer: PrivateKeySigner =
             "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
                 .parse()
                 .unwrap();
-        for url in [
-            "https://rpc.example",
-            "ws://127.0.0.1:8546",
-            "127.0.0.1:8545",
-        ] {
+        for url in ["ws://127.0.0.1:8546", "wss://rpc.example", "127.0.0.1:8545"] {
             let err = connect_http(url, signer.clone()).unwrap_err().to_string();
-            assert!(err.contains("not http://"), "{url}: {err}");
+            assert!(err.contains("not http:// or https://"), "{url}: {err}");
         }
-        assert!(connect_http("http://127.0.0.1:8545", signer).is_ok());
+        assert!(connect_http("http://127.0.0.1:8545", signer.clone()).is_ok());
+        assert!(connect_http("https://rpc.example", signer).is_ok());
     }
 }
