@@ -1,37 +1,46 @@
 #!/usr/bin/env python3
-"""TLS in front of a JSON-RPC node, for the test of https RPC URLs: terminates TLS with the given
-certificate and forwards each POST to the node over plain HTTP, answering with the node's reply.
+"""TLS in front of a JSON-RPC node, for the tests of https:// and wss:// RPC URLs: terminates TLS
+with the given certificate and relays the bytes of each connection to the node's plain port, so
+HTTP requests and WebSocket sessions both pass.
 
 Usage: tls-proxy.py CERT KEY UPSTREAM_URL   (prints the port it listens on, then serves)
 """
-import http.server
+import asyncio
 import ssl
 import sys
-import urllib.request
+import urllib.parse
 
 
-class Forward(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        request = urllib.request.Request(
-            UPSTREAM, data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as reply:
-            answer = reply.read()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args):
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, ssl.SSLError):
         pass
+    finally:
+        writer.close()
 
 
-cert, key, UPSTREAM = sys.argv[1:4]
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(cert, key)
-server.socket = context.wrap_socket(server.socket, server_side=True)
-print(server.server_address[1], flush=True)
-server.serve_forever()
+async def relay(client_reader, client_writer):
+    try:
+        node_reader, node_writer = await asyncio.open_connection(HOST, PORT)
+    except OSError:
+        client_writer.close()
+        return
+    await asyncio.gather(pipe(client_reader, node_writer), pipe(node_reader, client_writer))
+
+
+async def main():
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(CERT, KEY)
+    server = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=context)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+CERT, KEY, UPSTREAM = sys.argv[1:4]
+upstream = urllib.parse.urlsplit(UPSTREAM)
+HOST, PORT = upstream.hostname, upstream.port
+asyncio.run(main())

@@ -2,12 +2,15 @@
 //! the committed ABI and bytecode (`contracts/out`, rebuilt and checked by
 //! `scripts/build-contracts`): the only crate that names alloy's contract types.
 //!
-//! - [`registry`]: the binding, deployment, typed reverts, an HTTP provider.
+//! - [`registry`]: the binding, deployment, typed reverts; [`connect`]: providers over HTTP(S)
+//!   or WebSocket; [`heads`]: following the chain's head, pushed or polled.
 //! - [`scan`]: reading `TaskSubmitted` events at a confirmation depth, noticing reorgs;
 //!   [`node`]: the scanner's view of a real node.
 //! - [`writer`]: writing results back exactly once, pipelined, with fee bumps.
 //! - [`setup`]: the checks before serving; [`key`]: the key file.
 
+pub mod connect;
+pub mod heads;
 pub mod key;
 pub mod node;
 pub mod receipts;
@@ -20,4 +23,5 @@ pub mod writer;
 pub use alloy::primitives::{Address, B256, U256, keccak256};
 pub use alloy::providers::DynProvider;
 pub use alloy::signers::local::PrivateKeySigner;
-pub use registry::{ChainError, Registry, TaskRegistry, connect_http, deploy};
+pub use connect::{Transport, connect, connect_http};
+pub use registry::{ChainError, Registry, TaskRegistry, deploy};

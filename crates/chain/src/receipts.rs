@@ -2,10 +2,11 @@
 //!
 //! Polling each transaction's receipt costs a request per transaction per tick, and alloy's own
 //! watcher fetches one block per tick, which falls behind when a burst of results fills a block
-//! per transaction. Here one task follows the head and, only while transactions are being
-//! followed, reads each new block's receipts once (`eth_getBlockReceipts`) and marks the ones
-//! followed; waiters wake on every new head.
+//! per transaction. Here one task wakes on each new head ([`Heads`]: pushed or polled) and, only
+//! while transactions are being followed, reads each new block's receipts once
+//! (`eth_getBlockReceipts`) and marks the ones followed; waiters wake on every new head.
 
+use crate::heads::Heads;
 use alloy::eips::BlockId;
 use alloy::primitives::B256;
 use alloy::providers::{DynProvider, Provider};
@@ -13,6 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// Wait before reading a block's receipts again after the node could not give them.
+const RETRY: Duration = Duration::from_millis(200);
 
 /// Where a followed transaction was included: its block and whether it succeeded.
 pub type Inclusion = (u64, bool);
@@ -61,13 +65,13 @@ impl Drop for ReceiptTracker {
 }
 
 impl ReceiptTracker {
-    /// Starts following the head of `provider`'s chain, every `every`.
-    pub fn start(provider: DynProvider, every: Duration) -> Self {
+    /// Starts reading the receipts of the blocks `heads` announces.
+    pub fn start(provider: DynProvider, heads: Heads) -> Self {
         let shared = Arc::new(Shared {
             head: watch::Sender::new(0),
             followed: Mutex::default(),
         });
-        let poller = tokio::spawn(poll(provider.clone(), shared.clone(), every));
+        let poller = tokio::spawn(track(provider.clone(), shared.clone(), heads));
         Self {
             provider,
             shared,
@@ -108,11 +112,15 @@ impl ReceiptTracker {
     }
 }
 
-/// The poller: new heads, and the receipts of new blocks while anything is followed.
-async fn poll(provider: DynProvider, shared: Arc<Shared>, every: Duration) {
+/// The poller: on each new head, the receipts of the new blocks while anything is followed (a
+/// block whose receipts could not be read is tried again after [`RETRY`]).
+async fn track(provider: DynProvider, shared: Arc<Shared>, heads: Heads) {
+    let mut announced = heads.watch();
     let mut next: Option<u64> = None;
     loop {
-        if let Ok(head) = provider.get_block_number().await {
+        let head = announced.borrow_and_update().number;
+        let mut behind = false;
+        if head > 0 {
             let mut block = next.unwrap_or(head).min(head + 1);
             // After a reorg the head may go back: read from there again.
             if next.is_some_and(|n| n > head + 1) {
@@ -129,8 +137,11 @@ async fn poll(provider: DynProvider, shared: Arc<Shared>, every: Duration) {
                         }
                         block += 1;
                     }
-                    // Not there yet, or the node failed: next tick.
-                    Ok(None) | Err(_) => break,
+                    // Not there yet, or the node failed: try again shortly.
+                    Ok(None) | Err(_) => {
+                        behind = true;
+                        break;
+                    }
                 }
             }
             if shared.followed().is_empty() {
@@ -139,6 +150,13 @@ async fn poll(provider: DynProvider, shared: Arc<Shared>, every: Duration) {
             next = Some(block);
             shared.head.send_replace(head);
         }
-        tokio::time::sleep(every).await;
+        if behind {
+            tokio::select! {
+                _ = announced.changed() => {}
+                () = tokio::time::sleep(RETRY) => {}
+            }
+        } else if announced.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -2,9 +2,8 @@
 
 use alloy::network::{Ethereum, TransactionBuilder};
 use alloy::primitives::{Address, Bytes};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionRequest;
-use alloy::signers::local::PrivateKeySigner;
 
 /// The generated types: the contract's calls, events, errors and its instance type.
 mod binding {
@@ -31,6 +30,12 @@ pub enum ChainError {
     /// The contract reverted with one of its own errors.
     #[error("the TaskRegistry reverted: {0:?}")]
     Reverted(TaskRegistry::TaskRegistryErrors),
+    /// The RPC URL cannot be used as given (the message says why and what to give instead).
+    #[error("{0}")]
+    Url(String),
+    /// TLS cannot be set up (no certificate store to check the node against).
+    #[error("{0}")]
+    Tls(String),
     /// Any other failure: the node, the transport, a revert without a known reason.
     #[error("{0}")]
     Other(String),
@@ -75,54 +80,8 @@ pub async fn deploy<P: Provider<Ethereum>>(provider: &P) -> Result<Address, Chai
     })
 }
 
-/// A provider over HTTP or HTTPS that signs with `signer`.
-///
-/// Nonces are asked of the node for every transaction (alloy's default caches them, and a send
-/// that fails after taking one leaves a gap that stalls every later transaction), gas is
-/// estimated, and the chain id is read from the node. HTTPS uses rustls with the ring provider
-/// and the system's certificate store; WebSocket URLs are not taken yet.
-pub fn connect_http(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, ChainError> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ChainError::Other(format!(
-            "the RPC URL \"{url}\" is not http:// or https://: WebSocket endpoints are not supported yet; use the node's HTTP endpoint"
-        )));
-    }
-    // The process-wide TLS provider: ring (kube uses it too); a second install is a no-op.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let url = url
-        .parse()
-        .map_err(|e| ChainError::Other(format!("the RPC URL \"{url}\" does not parse: {e}")))?;
-    Ok(ProviderBuilder::new()
-        .disable_recommended_fillers()
-        .with_gas_estimation()
-        .with_simple_nonce_management()
-        .fetch_chain_id()
-        .wallet(signer)
-        .connect_http(url)
-        .erased())
-}
-
 /// Sets how often `provider` polls the node for new blocks (receipts wait on them); alloy's
 /// default is 7 s for a remote node, 250 ms for a local one.
 pub fn set_poll_interval(provider: &DynProvider, every: std::time::Duration) {
     provider.client().set_poll_interval(every);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_http_and_https_urls_are_taken_and_the_error_says_why() {
-        let signer: PrivateKeySigner =
-            "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
-                .parse()
-                .unwrap();
-        for url in ["ws://127.0.0.1:8546", "wss://rpc.example", "127.0.0.1:8545"] {
-            let err = connect_http(url, signer.clone()).unwrap_err().to_string();
-            assert!(err.contains("not http:// or https://"), "{url}: {err}");
-        }
-        assert!(connect_http("http://127.0.0.1:8545", signer.clone()).is_ok());
-        assert!(connect_http("https://rpc.example", signer).is_ok());
-    }
 }

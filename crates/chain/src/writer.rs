@@ -17,6 +17,7 @@
 //! from the node. A transaction that is not mined in time (dropped from the pool, or priced under
 //! the market) is sent again with the same nonce and fees raised by a quarter, which replaces it.
 
+use crate::heads::Heads;
 use crate::receipts::{Followed, ReceiptTracker};
 use crate::registry::{Registry, TaskRegistry, TaskRegistry::TaskRegistryErrors};
 use alloy::eips::eip1559::Eip1559Estimation;
@@ -136,17 +137,18 @@ impl Drop for ResultWriter {
 
 impl ResultWriter {
     /// A writer to the registry at `contract`, signing as `from` (the provider's signer),
-    /// following the chain every `poll`. Must be called within a Tokio runtime.
+    /// following confirmations as `heads` announces new blocks. Must be called within a Tokio
+    /// runtime.
     pub fn new(
         provider: DynProvider,
         contract: Address,
         from: Address,
         options: WriteOptions,
-        poll: Duration,
+        heads: Heads,
     ) -> Self {
         let sender = Arc::new(BatchSender {
             registry: Registry::new(contract, provider.clone()),
-            tracker: ReceiptTracker::start(provider.clone(), poll),
+            tracker: ReceiptTracker::start(provider.clone(), heads),
             provider,
             from,
             nonce: Mutex::new(None),

@@ -8,11 +8,11 @@ use serde_json::json;
 use std::process::ExitCode;
 use std::time::Duration;
 use wasm_exec_chain::requester::{TaskRequest, set_executor, submit_task, wait_completed};
-use wasm_exec_chain::{Address, DynProvider, Registry, connect_http, deploy};
+use wasm_exec_chain::{Address, DynProvider, Registry, deploy};
 
 /// Runs one chain command; prints its outcome as one JSON line on stdout.
 pub async fn chain(command: &ChainCommand, args: &ChainArgs) -> anyhow::Result<ExitCode> {
-    let provider = connect(args)?;
+    let provider = connect(args).await?;
     match command {
         ChainCommand::Deploy => {
             let address = deploy(&provider)
@@ -117,13 +117,15 @@ pub async fn chain(command: &ChainCommand, args: &ChainArgs) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn connect(args: &ChainArgs) -> anyhow::Result<DynProvider> {
+async fn connect(args: &ChainArgs) -> anyhow::Result<DynProvider> {
     let path = args
         .chain_key_file
         .as_ref()
         .context("set COORDINATOR_CHAIN_KEY_FILE (or --chain-key-file) to a file holding the account's private key")?;
     let signer = wasm_exec_chain::key::read_key_file(path)?;
-    connect_http(&args.chain_rpc_url, signer).context("COORDINATOR_CHAIN_RPC_URL")
+    wasm_exec_chain::connect(&args.chain_rpc_url, signer)
+        .await
+        .with_context(|| format!("COORDINATOR_CHAIN_RPC_URL={}", args.chain_rpc_url))
 }
 
 fn registry(args: &ChainArgs, provider: &DynProvider) -> anyhow::Result<Registry<DynProvider>> {

@@ -136,7 +136,8 @@ pub struct Config {
 /// The chain: node, registry, key, and how to read and write.
 #[derive(Debug, Clone, Args)]
 pub struct ChainArgs {
-    /// The node's JSON-RPC URL (http or https).
+    /// The node's JSON-RPC URL: `http(s)://` (new blocks polled every COORDINATOR_CHAIN_POLL_MS)
+    /// or `ws(s)://` (new blocks pushed by the node over one socket, reopened when it drops).
     #[arg(
         long,
         env = "COORDINATOR_CHAIN_RPC_URL",
@@ -145,7 +146,8 @@ pub struct ChainArgs {
     )]
     pub chain_rpc_url: String,
 
-    /// Milliseconds between reads of new blocks once caught up (and between receipt checks).
+    /// Over http(s): milliseconds between asking for new blocks once caught up (reads and receipt
+    /// checks follow them). Unused over ws(s), where the node pushes them.
     #[arg(
         long,
         env = "COORDINATOR_CHAIN_POLL_MS",

@@ -55,6 +55,13 @@ pub struct BlockLabel {
     pub block: &'static str,
 }
 
+/// A `via` label: how the chain source learnt of a new head.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViaLabel {
+    /// `pushed` (a WebSocket subscription) or `polled` (`eth_blockNumber` over HTTP).
+    pub via: &'static str,
+}
+
 /// Every metric the coordinator exports.
 pub struct Metrics {
     registry: Registry,
@@ -82,6 +89,8 @@ pub struct Metrics {
     source_problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
     /// Chain sources: block numbers.
     pub chain_block: Family<BlockLabel, Gauge>,
+    /// Chain sources: new heads that woke the source, by how they came.
+    pub chain_heads: Family<ViaLabel, Counter>,
     /// Chain sources: result transactions by outcome (`mined`, `already_completed`).
     pub writebacks: Family<OutcomeLabel, Counter>,
     /// Chain sources: result transactions sent again with a higher fee.
@@ -143,6 +152,7 @@ impl Default for Metrics {
         let source_up = Gauge::default();
         source_up.set(1);
         let chain_block = Family::<BlockLabel, Gauge>::default();
+        let chain_heads = Family::<ViaLabel, Counter>::default();
         let writebacks = Family::<OutcomeLabel, Counter>::default();
         let writeback_replacements = Counter::default();
         let writebacks_in_flight = Gauge::default();
@@ -160,6 +170,11 @@ impl Default for Metrics {
             "chain_block",
             "Chain source: the node's head and the last block scanned for tasks",
             chain_block.clone(),
+        );
+        registry.register(
+            "chain_heads",
+            "Chain source: new heads that woke it, pushed by the node (ws) or polled (http)",
+            chain_heads.clone(),
         );
         registry.register(
             "chain_writebacks",
@@ -181,6 +196,7 @@ impl Default for Metrics {
             source_up,
             source_problems: std::sync::Mutex::default(),
             chain_block,
+            chain_heads,
             writebacks,
             writeback_replacements,
             writebacks_in_flight,

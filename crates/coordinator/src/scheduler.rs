@@ -138,6 +138,7 @@ impl Scheduler {
                     }
                 }
                 Some(task) = inbox.recv() => queue.push_back(Job { task, origin: API_ORIGIN.into() }),
+                () = self.source.news() => poll.reset_immediately(),
                 _ = poll.tick() => match self.source.poll().await {
                     Ok(polled) => {
                         if polled.more {

@@ -1,11 +1,12 @@
 //! The chain source end to end on a real anvil: tasks submitted to the TaskRegistry run on the
 //! local backend and get exactly one `TaskCompleted` each, through confirmations, reorgs, a
-//! SIGKILL and an unauthorised key.
+//! SIGKILL, node restarts, an unauthorised key, over HTTP(S) and WebSocket.
 
 #[path = "../../chain/tests/support/mod.rs"]
 mod anvil;
 mod support;
 
+use alloy::providers::Provider as _;
 use anvil::{Anvil, KEYS};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ use wasm_exec_chain::{
 const ADD: &str = "bafkreic4y3temla33obbacyznk4penucufbdtaq5mcfju3jljlgm2lvhbi";
 const FIB: &str = "bafkreiesibz2ybgnmbptk3uq4lwwd2yh7njf2oqidqoxczgs6fvdqlv4je";
 const AFFINE: &str = "bafkreih3zqdpzwgscygcphpnxxmbabqpqncebxwbnzqwy2wplcbvwhj5ty";
+/// `testdata/wasm/hostile.wasm` by CID (`ipfs add --cid-version 1`); its `spin` never returns.
+const HOSTILE: &str = "bafkreiee7qpmxvbhget6dxy7vydbf4kpe6qqm7ixlt2f7tw7mcnmf2qe3m";
 
 /// anvil with a deployed registry, an authorised executor (KEYS[1]) and a requester (KEYS[2]).
 struct Chain {
@@ -84,9 +87,25 @@ impl Chain {
 
     /// The coordinator serving this registry with `key`, state in `state`.
     fn coordinator(&self, state: &Path, key: &str, confirmations: u64) -> std::process::Command {
+        self.coordinator_at(&self.anvil.url, state, key, confirmations)
+    }
+
+    /// The node's WebSocket endpoint (anvil serves it on its HTTP port).
+    fn ws_url(&self) -> String {
+        self.anvil.url.replacen("http://", "ws://", 1)
+    }
+
+    /// [`Chain::coordinator`] reaching the node at `url`.
+    fn coordinator_at(
+        &self,
+        url: &str,
+        state: &Path,
+        key: &str,
+        confirmations: u64,
+    ) -> std::process::Command {
         let mut cmd = command(state);
         cmd.env("COORDINATOR_TASK_SOURCE", "chain")
-            .env("COORDINATOR_CHAIN_RPC_URL", &self.anvil.url)
+            .env("COORDINATOR_CHAIN_RPC_URL", url)
             .env("COORDINATOR_CHAIN_ID", "31337")
             .env("COORDINATOR_CONTRACT_ADDRESS", self.contract.to_string())
             .env("COORDINATOR_CHAIN_KEY_FILE", self.key_file(key))
@@ -231,6 +250,15 @@ fn samples_submitted_on_chain_get_one_result_each_and_the_hash_pins_the_document
     }
     let ready = get(&svc.base, "/readyz", None);
     assert_eq!(ready.status, 200, "{ready:?}");
+    assert!(
+        heads_seen(&svc.base, "polled") > 0,
+        "no head was polled over HTTP"
+    );
+    assert_eq!(
+        heads_seen(&svc.base, "pushed"),
+        0,
+        "a head pushed over HTTP?"
+    );
     miner.store(false, Ordering::Relaxed);
 }
 
@@ -302,6 +330,83 @@ fn a_task_reorganised_away_before_its_confirmations_never_runs() {
         !svc.log.lock().unwrap().contains("fib(20)")
             && !svc.log.lock().unwrap().contains("result=6765"),
         "the vanished task ran"
+    );
+    miner.store(false, Ordering::Relaxed);
+}
+
+#[test]
+fn a_task_reorganised_away_after_it_was_taken_is_not_written_back_and_the_api_says_why() {
+    let chain = Chain::start();
+    let state = tempfile::tempdir().unwrap();
+    let mirror = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        support::repo("testdata/wasm/hostile.wasm"),
+        mirror.path().join("hostile.wasm"),
+    )
+    .expect("copy hostile.wasm");
+    let mut cmd = chain.coordinator(state.path(), KEYS[1], 1);
+    cmd.env("COORDINATOR_IPFS_MIRROR", mirror.path());
+    let svc = Service::start(cmd);
+    // `spin` loops until its 3 s timeout: time to reorganise its request away while it runs.
+    let submitted = chain
+        .rt
+        .block_on(submit_task(
+            &chain.requester,
+            &TaskRequest {
+                wasm_cid: HOSTILE.into(),
+                entry: "spin".into(),
+                input: "[]".into(),
+                fuel: 0,
+                timeout_sec: 3,
+            },
+        ))
+        .expect("submit");
+    let id = submitted.task_id;
+    chain.mine(1);
+    let path = format!("/v1/tasks/{}", chain.task_id(id));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&svc.base, &path, None).body["state"] != "running" {
+        assert!(Instant::now() < deadline, "the task was not taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Replace every block from the request's on with empty ones: deeper than the confirmations.
+    let head = chain
+        .rt
+        .block_on(chain.reader.get_block_number())
+        .expect("head");
+    chain.rpc("anvil_reorg", json!([head - submitted.block + 1, []]));
+    let record = chain
+        .rt
+        .block_on(async { chain.requester.getTask(id).call().await })
+        .expect("getTask");
+    assert_eq!(
+        record.status, 0,
+        "the request is still on chain after the reorg"
+    );
+    let miner = chain.keep_mining(Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let task = loop {
+        let task = get(&svc.base, &path, None).body;
+        if task["reported"] == true {
+            break task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the result was never settled: {task}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(task["result"]["error"]["kind"], "timeout", "{task}");
+    let why = task["not_written_back"].as_str().unwrap_or_default();
+    assert!(why.contains("reorganised off the chain"), "{task}");
+    assert!(
+        chain.completions(id).is_empty(),
+        "a result was written for a vanished request"
+    );
+    let log = svc.log.lock().unwrap().clone();
+    assert!(
+        log.contains("the chain was reorganised under blocks already read"),
+        "the reorg was not noticed: {log}"
     );
     miner.store(false, Ordering::Relaxed);
 }
@@ -447,13 +552,30 @@ fn a_result_transaction_dropped_from_the_pool_is_replaced_with_a_higher_fee() {
 
 #[test]
 fn a_node_restarted_mid_batch_is_caught_up_with_and_no_task_is_lost_or_doubled() {
-    let state_file = tempfile::tempdir().unwrap();
+    restart_the_node_mid_batch(false);
+}
+
+#[test]
+fn over_a_websocket_a_node_restarted_mid_batch_is_caught_up_with() {
+    restart_the_node_mid_batch(true);
+}
+
+/// Six tasks, three submitted before anvil restarts (down 1.5 s) and three after: each gets one
+/// `TaskCompleted`. Over HTTP `/readyz` shows the outage; over a WebSocket requests wait for the
+/// socket to be reopened instead (an outage counts as one once a read takes 10 s).
+fn restart_the_node_mid_batch(websocket: bool) {
+    let state_file = tempfile::tempdir().expect("tempdir");
     let anvil_state = state_file.path().join("anvil.json");
-    let anvil_state = anvil_state.to_str().unwrap();
+    let anvil_state = anvil_state.to_str().expect("a UTF-8 path");
     let mut chain = Chain::start_with(&["--state", anvil_state, "--state-interval", "1"]);
-    let state = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().expect("tempdir");
     let miner = chain.keep_mining(Duration::from_millis(150));
-    let svc = Service::start(chain.coordinator(state.path(), KEYS[1], 2));
+    let url = if websocket {
+        chain.ws_url()
+    } else {
+        chain.anvil.url.clone()
+    };
+    let svc = Service::start(chain.coordinator_at(&url, state.path(), KEYS[1], 2));
     let mut ids: Vec<U256> = (0..3)
         .map(|n| chain.submit(FIB, "fib", &format!("[{}]", 10 + n)).0)
         .collect();
@@ -472,10 +594,10 @@ fn a_node_restarted_mid_batch_is_caught_up_with_and_no_task_is_lost_or_doubled()
         })
     };
     chain.anvil.restart(Duration::from_millis(1500));
-    assert!(
-        readiness.join().unwrap(),
-        "/readyz never said the node was down"
-    );
+    let noticed = readiness.join().expect("the readiness watcher");
+    if !websocket {
+        assert!(noticed, "/readyz never said the node was down");
+    }
     ids.extend((0..3).map(|n| chain.submit(FIB, "fib", &format!("[{}]", 13 + n)).0));
     for (n, id) in ids.iter().enumerate() {
         let done = chain.wait_completed(*id);
@@ -494,12 +616,50 @@ fn a_node_restarted_mid_batch_is_caught_up_with_and_no_task_is_lost_or_doubled()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = svc.log.lock().unwrap().clone();
+    if !websocket {
+        let log = svc.log.lock().expect("the log").clone();
+        assert!(
+            log.contains("reading tasks from the chain"),
+            "the outage was logged: {log}"
+        );
+    }
+    miner.store(false, Ordering::Relaxed);
+}
+
+#[test]
+fn over_a_websocket_tasks_are_read_on_pushed_heads() {
+    let chain = Chain::start();
+    let state = tempfile::tempdir().unwrap();
+    let miner = chain.keep_mining(Duration::from_millis(200));
+    let mut cmd = chain.coordinator_at(&chain.ws_url(), state.path(), KEYS[1], 2);
+    // Over HTTP this would be a read a minute; over a WebSocket the node's pushes set the pace.
+    cmd.env("COORDINATOR_CHAIN_POLL_MS", "60000");
+    let svc = Service::start(cmd);
+    let tasks = [
+        (chain.submit(FIB, "fib", "[12]").0, "144"),
+        (chain.submit(AFFINE, "affine", "[13, 9, 2]").0, "35"),
+        (chain.submit(ADD, "add", "[5, 7]").0, "12"),
+    ];
+    for (id, expected) in tasks {
+        let done = chain.wait_completed(id);
+        assert_eq!(done.len(), 1, "one TaskCompleted for task {id}");
+        assert_eq!(done[0].result, expected);
+    }
     assert!(
-        log.contains("reading tasks from the chain"),
-        "the outage was logged: {log}"
+        heads_seen(&svc.base, "pushed") > 0,
+        "no head was pushed over the WebSocket"
     );
     miner.store(false, Ordering::Relaxed);
+}
+
+/// The count of `wasm_exec_chain_heads_total{via}` in the coordinator's metrics.
+fn heads_seen(base: &str, via: &str) -> u64 {
+    let (_, metrics) = support::get_text(base, "/metrics");
+    let name = format!("wasm_exec_chain_heads_total{{via=\"{via}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&name))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
 }
 
 /// Runs `openssl` with `args` in `dir`.
@@ -517,7 +677,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 #[test]
-fn an_https_rpc_url_works_and_its_certificate_is_verified() {
+fn https_and_wss_rpc_urls_work_and_their_certificates_are_verified() {
     let chain = Chain::start();
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
@@ -593,11 +753,12 @@ fn an_https_rpc_url_works_and_its_certificate_is_verified() {
         &mut port,
     )
     .expect("the proxy's port");
-    let url = format!("https://127.0.0.1:{}", port.trim());
-    let submit = |trusted: bool| {
+    let port = port.trim().to_string();
+    let submit = |scheme: &str, trusted: bool| {
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"));
         cmd.env_clear()
-            .env("COORDINATOR_CHAIN_RPC_URL", &url)
+            .env("COORDINATOR_CHAIN_RPC_URL", url)
             .env("COORDINATOR_CONTRACT_ADDRESS", chain.contract.to_string())
             .env("COORDINATOR_CHAIN_KEY_FILE", chain.key_file(KEYS[2]))
             .args([
@@ -608,19 +769,25 @@ fn an_https_rpc_url_works_and_its_certificate_is_verified() {
         }
         cmd.output().expect("run coordinator chain submit")
     };
-    let untrusted = submit(false);
-    assert!(
-        !untrusted.status.success(),
-        "a certificate from an unknown CA was accepted"
-    );
-    let trusted = submit(true);
+    for (n, scheme) in ["https", "wss"].into_iter().enumerate() {
+        let untrusted = submit(scheme, false);
+        assert!(
+            !untrusted.status.success(),
+            "{scheme}: a certificate from an unknown CA was accepted"
+        );
+        let trusted = submit(scheme, true);
+        assert!(
+            trusted.status.success(),
+            "{scheme}: {}",
+            String::from_utf8_lossy(&trusted.stderr)
+        );
+        let printed: Value = serde_json::from_slice(&trusted.stdout).expect("one JSON line");
+        assert_eq!(
+            printed["task_id"],
+            (n + 1).to_string(),
+            "{scheme}: {printed}"
+        );
+    }
     let _ = proxy.kill();
     let _ = proxy.wait();
-    assert!(
-        trusted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trusted.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&trusted.stdout).expect("one JSON line");
-    assert_eq!(printed["task_id"], "1", "{printed}");
 }

@@ -17,7 +17,7 @@
 //!   `/metrics` and shown by `/readyz`; reads back off and write-backs wait, none lost.
 
 use super::{Delivery, Polled, SourceError, TaskSource};
-use crate::metrics::{BlockLabel, Metrics, OutcomeLabel};
+use crate::metrics::{BlockLabel, Metrics, OutcomeLabel, ViaLabel};
 use crate::module::cid::parse_cid;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -25,11 +25,14 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasm_exec_chain::TaskRegistry::TaskSubmitted;
+use wasm_exec_chain::heads::{Head, Heads};
 use wasm_exec_chain::node::NodeView;
 use wasm_exec_chain::scan::{self, Checkpoint, Found, ScanOptions};
 use wasm_exec_chain::setup::{SetupError, check_registry};
 use wasm_exec_chain::writer::{OnChainResult, ResultWriter, WriteError, WriteOptions, Written};
-use wasm_exec_chain::{Address, DynProvider, PrivateKeySigner, Registry, U256, keccak256};
+use wasm_exec_chain::{
+    Address, ChainError, DynProvider, PrivateKeySigner, Registry, Transport, U256, keccak256,
+};
 use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput, TaskLimits, TaskSpec};
 
 /// Largest result value written on chain, in bytes (the contract's `MAX_RESULT_BYTES`).
@@ -42,17 +45,22 @@ pub const MAX_NAME_BYTES: usize = 256;
 const IDLE_PERSIST: Duration = Duration::from_secs(10);
 /// Longest wait between reads while the node fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest a read (one scan step) may take before it counts as a failure.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Over a WebSocket reads follow pushed heads; this is the longest time between reads when the
+/// node pushes none (a safety net, not the pace).
+const PUSHED_SAFETY_READ: Duration = Duration::from_secs(10);
 
 /// Where the registry is and how to read and write it.
 #[derive(Debug, Clone)]
 pub struct ChainSettings {
-    /// The node's JSON-RPC URL (http or https).
+    /// The node's JSON-RPC URL: http(s), polled every `poll`, or ws(s), which pushes new heads.
     pub rpc_url: String,
     /// The chain id the node must report.
     pub chain_id: u64,
     /// The registry's address.
     pub contract: Address,
-    /// Time between reads once caught up.
+    /// Time between reads once caught up, over HTTP.
     pub poll: Duration,
     /// Blocks that must follow a block before its tasks are taken (and a result counts as
     /// written).
@@ -80,6 +88,11 @@ pub struct ChainSource {
     writer: ResultWriter,
     settings: ChainSettings,
     options: ScanOptions,
+    transport: Transport,
+    /// New heads, which wake the scheduler to read ([`TaskSource::news`]).
+    announced: tokio::sync::Mutex<tokio::sync::watch::Receiver<Head>>,
+    /// Keeps the head follower running.
+    _heads: Heads,
     /// `eip155-<chain>-<contract>-`: every task id of this registry starts with it.
     prefix: String,
     metrics: Arc<Metrics>,
@@ -117,22 +130,29 @@ impl ChainSource {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ChainSourceError> {
         let executor = signer.address();
-        let provider = wasm_exec_chain::connect_http(&settings.rpc_url, signer)
-            .map_err(|e| ChainSourceError::Settings(format!("COORDINATOR_CHAIN_RPC_URL: {e}")))?;
-        wasm_exec_chain::registry::set_poll_interval(&provider, settings.poll);
+        let url_problem = |e| ChainSourceError::Settings(format!("COORDINATOR_CHAIN_RPC_URL: {e}"));
+        let transport = Transport::of(&settings.rpc_url).map_err(url_problem)?;
         let mut wait = Duration::from_millis(200);
-        loop {
-            match check_registry(&provider, settings.contract, settings.chain_id, executor).await {
-                Ok(()) => break,
-                Err(SetupError::Node(e)) => {
-                    metrics.source_failed("read", e.clone());
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "waiting for the chain node");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(MAX_BACKOFF);
+        let provider = loop {
+            let problem = match wasm_exec_chain::connect(&settings.rpc_url, signer.clone()).await {
+                Ok(provider) => {
+                    match check_registry(&provider, settings.contract, settings.chain_id, executor)
+                        .await
+                    {
+                        Ok(()) => break provider,
+                        Err(SetupError::Node(e)) => e,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                Err(e) => return Err(e.into()),
-            }
-        }
+                Err(e @ (ChainError::Url(_) | ChainError::Tls(_))) => return Err(url_problem(e)),
+                Err(e) => e.to_string(),
+            };
+            metrics.source_failed("read", problem.clone());
+            tracing::warn!(error = %problem, retry_in_ms = wait.as_millis() as u64, "waiting for the chain node");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_BACKOFF);
+        };
+        wasm_exec_chain::registry::set_poll_interval(&provider, settings.poll);
         metrics.source_worked("read");
         let checkpoint = match saved {
             None => Checkpoint::starting_at(settings.start_block),
@@ -158,6 +178,7 @@ impl ChainSource {
             from_block = checkpoint.next_block, confirmations = settings.confirmations,
             "reading tasks from the TaskRegistry"
         );
+        let heads = Heads::follow(provider.clone(), transport, settings.poll);
         let writer = ResultWriter::new(
             provider.clone(),
             settings.contract,
@@ -167,7 +188,7 @@ impl ChainSource {
                 receipt_timeout: settings.receipt_timeout,
                 ..WriteOptions::default()
             },
-            settings.poll,
+            heads.clone(),
         );
         let options = ScanOptions {
             confirmations: settings.confirmations,
@@ -181,6 +202,9 @@ impl ChainSource {
             writer,
             prefix: task_id_prefix(settings.chain_id, settings.contract),
             options,
+            transport,
+            announced: tokio::sync::Mutex::new(heads.watch()),
+            _heads: heads,
             settings,
             metrics,
             reading: Mutex::new(ReadState {
@@ -349,7 +373,18 @@ impl TaskSource for ChainSource {
             }
             state.checkpoint.clone()
         };
-        let step = match scan::step(&self.view, &checkpoint, self.options).await {
+        let step = tokio::time::timeout(
+            READ_TIMEOUT,
+            scan::step(&self.view, &checkpoint, self.options),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(scan::ScanError::Node(format!(
+                "the node did not answer within {} s",
+                READ_TIMEOUT.as_secs()
+            )))
+        });
+        let step = match step {
             Ok(step) => step,
             Err(e) => {
                 let mut state = self.read_state();
@@ -425,7 +460,27 @@ impl TaskSource for ChainSource {
     }
 
     fn poll_interval(&self) -> Duration {
-        self.settings.poll
+        match self.transport {
+            Transport::Http => self.settings.poll,
+            Transport::WebSocket => PUSHED_SAFETY_READ,
+        }
+    }
+
+    async fn news(&self) {
+        let mut announced = self.announced.lock().await;
+        if announced.changed().await.is_err() {
+            // The follower stopped (never while the source lives): only the polls remain.
+            std::future::pending::<()>().await;
+        }
+        let via = if announced.borrow_and_update().pushed {
+            "pushed"
+        } else {
+            "polled"
+        };
+        self.metrics
+            .chain_heads
+            .get_or_create(&ViaLabel { via })
+            .inc();
     }
 
     async fn report(

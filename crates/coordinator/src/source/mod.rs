@@ -49,6 +49,12 @@ pub trait TaskSource: Send + Sync {
         Duration::from_millis(500)
     }
 
+    /// Resolves when the source has news worth a poll before the interval is up (a chain's new
+    /// head). Cancel-safe; the default never resolves, leaving the pace to the interval.
+    async fn news(&self) {
+        std::future::pending::<()>().await;
+    }
+
     /// Takes one task's result back. Called once per task (again after a restart if the first
     /// call's outcome was not recorded); an error means "not accepted, retry".
     async fn report(
