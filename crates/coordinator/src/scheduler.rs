@@ -351,6 +351,7 @@ mod tests {
     use super::*;
     use crate::module::ModuleError;
     use crate::source::placeholder::PlaceholderSource;
+    use crate::source::{Polled, SourceError};
     use crate::state::redb::RedbStore;
     use async_trait::async_trait;
     use std::sync::Mutex;
@@ -420,5 +421,83 @@ mod tests {
         scheduler(state, vec![]).run_once().await.unwrap();
         let reconciled = backend.reconciled.lock().unwrap().clone();
         assert_eq!(reconciled, [vec![], vec!["t1".to_owned()]]);
+    }
+
+    /// A source that polls hourly, counts its polls, and has news when told.
+    #[derive(Default)]
+    struct NewsSource {
+        polls: std::sync::atomic::AtomicUsize,
+        news: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl TaskSource for NewsSource {
+        async fn poll(&self) -> Result<Polled, SourceError> {
+            self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Polled::default())
+        }
+
+        fn poll_interval(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+
+        async fn news(&self) {
+            self.news.notified().await;
+        }
+
+        async fn report(
+            &self,
+            _task: &TaskSpec,
+            _result: &ResultEnvelope,
+        ) -> Result<Delivery, SourceError> {
+            Ok(Delivery::Accepted)
+        }
+
+        fn name(&self) -> &'static str {
+            "news"
+        }
+    }
+
+    #[tokio::test]
+    async fn news_from_the_source_brings_its_next_poll_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(NewsSource::default());
+        let scheduler = Scheduler {
+            source: source.clone(),
+            modules: Arc::new(AnyModule),
+            backend: Arc::new(StoppedBackend::default()),
+            state: Arc::new(RedbStore::open(dir.path()).unwrap()),
+            metrics: Arc::new(Metrics::default()),
+            concurrency: 1,
+        };
+        let polls = || source.polls.load(std::sync::atomic::Ordering::SeqCst);
+        let until = |want: usize| async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while polls() < want {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} polls, want {want}",
+                    polls()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let (_api, inbox) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { scheduler.serve(inbox, shutdown).await }
+        });
+        until(1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            polls(),
+            1,
+            "polled again before the hour was up, with no news"
+        );
+        source.news.notify_one();
+        until(2).await;
+        shutdown.cancel();
+        serving.await.unwrap().unwrap();
     }
 }
