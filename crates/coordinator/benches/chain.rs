@@ -5,11 +5,15 @@
 //!    timestamps) from its `TaskSubmitted` block to its `TaskCompleted` block. The goal: at most
 //!    one block beyond the confirmations (3 blocks here).
 //! 2. throughput: anvil mining each transaction at once, `COORDINATOR_CONFIRMATIONS=0`;
-//!    `BURST_TASKS` (default 1000) tasks submitted in a burst from 4 requesters; tasks/s from the
-//!    last submission mined until every `TaskCompleted` is on chain.
+//!    `BURST_TASKS` (default 1000) tasks, signed ahead, submitted in a burst from 4 requesters;
+//!    tasks/s from the first submission sent until every `TaskCompleted` is on chain.
+//!
+//! Both run with the coordinator reaching anvil over HTTP (new blocks polled every 100 ms for
+//! the latency run, 50 ms for the burst) and over a WebSocket (new blocks pushed); `TRANSPORTS`
+//! (default `http,ws`) picks.
 //!
 //! Run: `cargo bench -p coordinator --bench chain` (needs `scripts/install-test-peers`). Prints
-//! a markdown table.
+//! a markdown table, a column per transport.
 
 #[path = "../../chain/tests/support/mod.rs"]
 mod anvil;
@@ -73,7 +77,8 @@ impl Drop for Coordinator {
     }
 }
 
-fn coordinator(setup: &Setup, confirmations: u64, poll_ms: u64) -> Coordinator {
+/// The coordinator on `setup`'s registry, reaching anvil over `transport` (`http` or `ws`).
+fn coordinator(setup: &Setup, transport: &str, confirmations: u64, poll_ms: u64) -> Coordinator {
     use std::os::unix::fs::PermissionsExt;
     let key = setup.dir.path().join("executor.key");
     std::fs::write(&key, KEYS[1]).expect("key");
@@ -90,7 +95,10 @@ fn coordinator(setup: &Setup, confirmations: u64, poll_ms: u64) -> Coordinator {
         .env("COORDINATOR_LISTEN", "127.0.0.1:0")
         .env("COORDINATOR_CONCURRENCY", "2")
         .env("COORDINATOR_TASK_SOURCE", "chain")
-        .env("COORDINATOR_CHAIN_RPC_URL", &setup.anvil.url)
+        .env(
+            "COORDINATOR_CHAIN_RPC_URL",
+            setup.anvil.url.replacen("http", transport, 1),
+        )
         .env("COORDINATOR_CHAIN_ID", "31337")
         .env("COORDINATOR_CONTRACT_ADDRESS", setup.contract.to_string())
         .env("COORDINATOR_CHAIN_KEY_FILE", &key)
@@ -113,9 +121,9 @@ async fn block_time(provider: &DynProvider, number: u64) -> u64 {
         .timestamp
 }
 
-async fn latency(tasks: usize) -> (Vec<f64>, Vec<f64>) {
+async fn latency(transport: &str, tasks: usize) -> (Vec<f64>, Vec<f64>) {
     let setup = setup(&["--block-time", "1"]).await;
-    let _coordinator = coordinator(&setup, 2, 100);
+    let _coordinator = coordinator(&setup, transport, 2, 100);
     let requester = Registry::new(
         setup.contract,
         connect_http(&setup.anvil.url, signer(KEYS[2])).expect("requester"),
@@ -161,22 +169,30 @@ async fn latency(tasks: usize) -> (Vec<f64>, Vec<f64>) {
     (blocks, seconds)
 }
 
-/// Sends `count` submissions from `key` with local nonces, without waiting between them;
-/// returns once the last is mined.
-async fn burst(url: &str, contract: Address, key: &str, count: usize, offset: usize) {
+/// `count` submissions from `key`, signed ahead (local nonces, fixed gas and fees), so that the
+/// burst measures the node and the coordinator rather than the signing.
+async fn presign(
+    url: &str,
+    contract: Address,
+    key: &str,
+    count: usize,
+    offset: usize,
+) -> (DynProvider, Vec<alloy::primitives::Bytes>) {
+    use alloy::eips::eip2718::Encodable2718;
+    use alloy::network::{Ethereum, EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
     use alloy::providers::Provider;
     let provider = connect_http(url, signer(key)).expect("requester");
     let from = signer(key).address();
+    let wallet = EthereumWallet::from(signer(key));
     let registry = Registry::new(contract, provider.clone());
-    let mut nonce = provider
+    let first = provider
         .get_transaction_count(from)
         .pending()
         .await
         .expect("nonce");
-    let last = nonce + count as u64;
+    let mut raw = Vec::with_capacity(count);
     for n in 0..count {
-        // Not awaited one by one: the burst is measured by the account's nonce below.
-        let _pending = registry
+        let request = registry
             .submitTask(
                 FIB.into(),
                 "fib".into(),
@@ -184,14 +200,33 @@ async fn burst(url: &str, contract: Address, key: &str, count: usize, offset: us
                 0,
                 0,
             )
-            .nonce(nonce)
-            .gas(300_000)
-            .max_fee_per_gas(20_000_000_000)
-            .max_priority_fee_per_gas(1_000_000_000)
-            .send()
+            .into_transaction_request()
+            .with_from(from)
+            .with_nonce(first + n as u64)
+            .with_chain_id(31337)
+            .with_gas_limit(300_000)
+            .with_max_fee_per_gas(20_000_000_000)
+            .with_max_priority_fee_per_gas(1_000_000_000);
+        let envelope = <_ as NetworkTransactionBuilder<Ethereum>>::build(request, &wallet)
             .await
-            .expect("send");
-        nonce += 1;
+            .expect("sign");
+        raw.push(envelope.encoded_2718().into());
+    }
+    (provider, raw)
+}
+
+/// Sends pre-signed submissions in order; returns once the last is mined.
+async fn send_all(provider: DynProvider, raw: Vec<alloy::primitives::Bytes>, from: Address) {
+    use alloy::providers::Provider;
+    let last = provider
+        .get_transaction_count(from)
+        .pending()
+        .await
+        .expect("nonce")
+        + raw.len() as u64;
+    for tx in &raw {
+        // Not awaited to inclusion: the burst is measured by the account's nonce below.
+        let _pending = provider.send_raw_transaction(tx).await.expect("send");
     }
     // Mined once the account's mined nonce reaches the last one sent.
     while provider.get_transaction_count(from).await.expect("nonce") < last {
@@ -199,22 +234,28 @@ async fn burst(url: &str, contract: Address, key: &str, count: usize, offset: us
     }
 }
 
-async fn throughput(tasks: usize) -> (f64, f64, f64) {
+async fn throughput(transport: &str, tasks: usize) -> (f64, f64, f64) {
     let setup = setup(&[]).await;
-    let _coordinator = coordinator(&setup, 0, 50);
+    let _coordinator = coordinator(&setup, transport, 0, 50);
     // Let it start (its checks) before the burst.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let keys = [KEYS[0], KEYS[2], MORE_KEYS[0], MORE_KEYS[1]];
     let share = tasks / keys.len();
-    let started = Instant::now();
-    let sends = keys.iter().enumerate().map(|(i, key)| {
+    let mut signed = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
         let count = if i == keys.len() - 1 {
             tasks - share * (keys.len() - 1)
         } else {
             share
         };
-        burst(&setup.anvil.url, setup.contract, key, count, i * share)
-    });
+        let (provider, raw) =
+            presign(&setup.anvil.url, setup.contract, key, count, i * share).await;
+        signed.push((provider, raw, signer(key).address()));
+    }
+    let started = Instant::now();
+    let sends = signed
+        .into_iter()
+        .map(|(provider, raw, from)| send_all(provider, raw, from));
     futures_util::future::join_all(sends).await;
     let submitted = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -248,6 +289,15 @@ fn env_count(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// One transport's figures.
+struct Figures {
+    blocks: Vec<f64>,
+    seconds: Vec<f64>,
+    submitted: f64,
+    all: f64,
+    rate: f64,
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -255,26 +305,61 @@ fn main() {
         .expect("runtime");
     let latency_tasks = env_count("LATENCY_TASKS", 100);
     let burst_tasks = env_count("BURST_TASKS", 1000);
-    let (submitted, all, rate) = rt.block_on(throughput(burst_tasks));
-    let (blocks, seconds) = rt.block_on(latency(latency_tasks));
-    println!("| figure | value |");
-    println!("| --- | --- |");
-    println!(
-        "| latency, `TaskSubmitted` to `TaskCompleted`, blocks (block time 1 s, 2 confirmations; {latency_tasks} tasks) | p50 {:.0}, p95 {:.0}, max {:.0} |",
-        quantile(&blocks, 0.5),
-        quantile(&blocks, 0.95),
-        quantile(&blocks, 1.0)
+    let transports: Vec<String> = std::env::var("TRANSPORTS")
+        .unwrap_or_else(|_| "http,ws".into())
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .collect();
+    let figures: Vec<Figures> = transports
+        .iter()
+        .map(|transport| {
+            let (submitted, all, rate) = rt.block_on(throughput(transport, burst_tasks));
+            let (blocks, seconds) = rt.block_on(latency(transport, latency_tasks));
+            Figures {
+                blocks,
+                seconds,
+                submitted,
+                all,
+                rate,
+            }
+        })
+        .collect();
+    let row = |figure: &str, cell: &dyn Fn(&Figures) -> String| {
+        let cells: Vec<String> = figures.iter().map(cell).collect();
+        println!("| {figure} | {} |", cells.join(" | "));
+    };
+    println!("| figure | {} |", transports.join(" | "));
+    println!("| --- |{}", " --- |".repeat(transports.len()));
+    row(
+        &format!(
+            "latency, `TaskSubmitted` to `TaskCompleted`, blocks (block time 1 s, 2 confirmations; {latency_tasks} tasks)"
+        ),
+        &|f| {
+            format!(
+                "p50 {:.0}, p95 {:.0}, max {:.0}",
+                quantile(&f.blocks, 0.5),
+                quantile(&f.blocks, 0.95),
+                quantile(&f.blocks, 1.0)
+            )
+        },
     );
-    println!(
-        "| latency, seconds (block timestamps) | p50 {:.0}, p95 {:.0} |",
-        quantile(&seconds, 0.5),
-        quantile(&seconds, 0.95)
+    row("latency, seconds (block timestamps)", &|f| {
+        format!(
+            "p50 {:.0}, p95 {:.0}",
+            quantile(&f.seconds, 0.5),
+            quantile(&f.seconds, 0.95)
+        )
+    });
+    row(
+        &format!("burst of {burst_tasks} tasks (instant mining, 0 confirmations): all submitted"),
+        &|f| format!("{:.2} s", f.submitted),
     );
-    println!(
-        "| burst of {burst_tasks} tasks (instant mining, 0 confirmations): all submitted | {submitted:.2} s |"
+    row(
+        "burst: every `TaskCompleted` on chain, from the first submission",
+        &|f| format!("{:.2} s", f.all),
     );
-    println!("| burst: every `TaskCompleted` on chain, from the first submission | {all:.2} s |");
-    println!(
-        "| burst throughput (tasks / time from first submission to last result) | {rate:.0} tasks/s |"
+    row(
+        "burst throughput (tasks / time from first submission to last result)",
+        &|f| format!("{:.0} tasks/s", f.rate),
     );
 }
