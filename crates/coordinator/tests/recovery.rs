@@ -47,10 +47,7 @@ fn sigkill_mid_batch_then_restart_gives_every_task_one_result() {
 
     let svc = start(dir.path());
     assert!(
-        svc.log
-            .lock()
-            .unwrap()
-            .contains("resuming tasks left unfinished"),
+        svc.logged("resuming tasks left unfinished", Duration::from_secs(10)),
         "resumed on start"
     );
     for i in 0..TASKS {

@@ -97,6 +97,21 @@ impl Service {
         }
     }
 
+    /// Whether the log has a line containing `text` within `within` (the log is read as the
+    /// process writes it, and the API listens before the scheduler starts).
+    pub fn logged(&self, text: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.log.lock().expect("the log").contains(text) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit code.
     pub fn signal_and_wait(mut self, signal: &str) -> Option<i32> {
         let _ = Command::new("kill")
