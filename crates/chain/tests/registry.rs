@@ -1,13 +1,11 @@
 //! The TaskRegistry contract on a real anvil: deployment, tasks, results, and every revert.
 
-mod support;
-
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
-use support::{Anvil, KEYS};
 use wasm_exec_chain::registry::TaskRegistry::{self, TaskRegistryErrors};
 use wasm_exec_chain::{ChainError, Registry, connect_http, deploy};
+use wasm_exec_test_peers::{Anvil, KEYS};
 
 fn provider(anvil: &Anvil, key: &str) -> (DynProvider, Address) {
     let signer: PrivateKeySigner = key.parse().expect("key");

@@ -1,15 +1,13 @@
 //! The scanner on a real anvil: confirmations counted in mined blocks, and a reorg (snapshot,
 //! revert, new blocks) that removes a task before it was confirmed.
 
-mod support;
-
 use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
-use support::{Anvil, KEYS};
 use wasm_exec_chain::node::NodeView;
 use wasm_exec_chain::scan::{Checkpoint, ScanOptions, step};
 use wasm_exec_chain::{TaskRegistry, connect_http, deploy};
+use wasm_exec_test_peers::{Anvil, KEYS};
 
 fn provider(anvil: &Anvil) -> DynProvider {
     let signer: PrivateKeySigner = KEYS[0].parse().expect("key");

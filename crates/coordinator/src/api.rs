@@ -14,7 +14,6 @@
 //! not run again; the same id with another body is a 409. Errors are JSON naming the field.
 
 use crate::metrics::Metrics;
-use crate::module::cid::parse_cid;
 use crate::module::is_plain_name;
 use crate::state::{StateStore, TaskRecord, TaskState};
 use axum::Router;
@@ -28,9 +27,9 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
+use wasm_exec_ipfs::parse_cid;
 use wasm_exec_task::{TaskInput, TaskLimits, TaskSpec};
 
 /// Largest page of `GET /v1/tasks`.
@@ -41,8 +40,9 @@ pub const MAX_PAGE: usize = 1000;
 pub struct Api {
     /// Where tasks are persisted and read back.
     pub state: Arc<dyn StateStore>,
-    /// Hands accepted tasks to the scheduler.
-    pub submit: mpsc::UnboundedSender<TaskSpec>,
+    /// Hands accepted tasks to the scheduler (bounded: [`crate::scheduler::INBOX_CAPACITY`]);
+    /// `None` when nothing would run them (a `--once` run), so submissions are refused.
+    pub submit: Option<mpsc::Sender<TaskSpec>>,
     /// Bearer token every request but the probes must carry, if set.
     pub token: Option<Arc<str>>,
     /// The metrics rendered by `/metrics`.
@@ -134,6 +134,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 7235), so `bearer` and `BEARER` work too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
 async fn require_token(State(api): State<Api>, request: Request, next: Next) -> Response {
     let Some(token) = &api.token else {
         return next.run(request).await;
@@ -142,7 +151,7 @@ async fn require_token(State(api): State<Api>, request: Request, next: Next) -> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         next.run(request).await
@@ -220,23 +229,27 @@ async fn submit_task(
             ApiError::new(e.status(), None, e.body_text())
         }
     })?;
-    let spec = validate(&body)?;
-    let fresh = api
-        .state
-        .admit(vec![spec.clone()], crate::state::API_ORIGIN)
-        .await
-        .map_err(ApiError::internal)?;
-    if !fresh.is_empty() {
+    let Some(submit) = &api.submit else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "this coordinator runs with --once: it runs its source's tasks and exits, and takes \
+             no submissions; start it without --once to submit tasks",
+        ));
+    };
+    let (spec, generated) = validate(&body)?;
+    let (spec, fresh) = admit_submission(api.state.as_ref(), spec, generated, new_task_id).await?;
+    if fresh {
         tracing::info!(task_id = %spec.task_id, cid = %spec.wasm_cid, state = "pending", "task submitted");
         // The scheduler is gone only during shutdown; the task is persisted and resumes on start.
-        let _ = api.submit.send(spec.clone());
+        let _ = submit.send(spec.clone()).await;
     }
     let record = api
         .state
         .get(&spec.task_id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal("an admitted task vanished"))?;
-    if fresh.is_empty() && record.task != spec {
+    if !fresh && record.task != spec {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             Some("task_id"),
@@ -246,16 +259,43 @@ async fn submit_task(
             ),
         ));
     }
-    let status = if fresh.is_empty() {
-        StatusCode::OK
-    } else {
+    let status = if fresh {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
     Ok((status, axum::Json(TaskView::from(record))).into_response())
 }
 
-/// Parses and checks a submission; every error names its field.
-fn validate(body: &[u8]) -> Result<TaskSpec, ApiError> {
+/// Persists a submission; returns the task as admitted and whether it is new. A task whose id
+/// was generated (`generated`) must be new: if its id is taken, however unlikely with 74 random
+/// bits, it gets another from `new_id` rather than being answered with someone else's task.
+async fn admit_submission(
+    state: &dyn StateStore,
+    mut spec: TaskSpec,
+    generated: bool,
+    mut new_id: impl FnMut() -> String,
+) -> Result<(TaskSpec, bool), ApiError> {
+    for _ in 0..GENERATED_ID_TRIES {
+        let fresh = state
+            .admit(vec![spec.clone()], crate::state::API_ORIGIN)
+            .await
+            .map_err(ApiError::internal)?;
+        if !fresh.is_empty() || !generated {
+            return Ok((spec, !fresh.is_empty()));
+        }
+        tracing::warn!(task_id = %spec.task_id, "a generated task id was taken; drawing another");
+        spec.task_id = new_id();
+    }
+    Err(ApiError::internal("could not draw an unused task id"))
+}
+
+/// Draws of a fresh id before a submission is refused (each collision has odds of 2^-74).
+const GENERATED_ID_TRIES: usize = 4;
+
+/// Parses and checks a submission; every error names its field. Also says whether the task id
+/// was generated here (the submission had none).
+fn validate(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let sub: Submission = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -268,6 +308,7 @@ fn validate(body: &[u8]) -> Result<TaskSpec, ApiError> {
             ),
         )
     })?;
+    let sub_had_no_id = sub.task_id.is_none();
     let task_id = match sub.task_id {
         Some(id) => {
             let valid = !id.is_empty()
@@ -285,6 +326,7 @@ fn validate(body: &[u8]) -> Result<TaskSpec, ApiError> {
         }
         None => new_task_id(),
     };
+    let generated = sub_had_no_id;
     if parse_cid(&sub.wasm_cid).is_err() && !is_plain_name(&sub.wasm_cid) {
         return Err(ApiError::bad(
             "wasm_cid",
@@ -311,20 +353,26 @@ fn validate(body: &[u8]) -> Result<TaskSpec, ApiError> {
     if sub.limits.max_memory_mb == Some(0) {
         return Err(ApiError::bad("limits.max_memory_mb", "must be at least 1"));
     }
-    Ok(TaskSpec {
+    let spec = TaskSpec {
         task_id,
         wasm_cid: sub.wasm_cid,
         entry: sub.entry,
         input: sub.input,
         limits: sub.limits,
-    })
+    };
+    Ok((spec, generated))
 }
 
-/// A fresh id for a submission without one: time and a process counter, unique per coordinator.
+/// A fresh id for a submission without one: a UUIDv7 (its time, then 74 random bits), so an id
+/// drawn after a restart or after the clock stepped back does not repeat an old one; ids drawn
+/// later sort later while the clock moves forward.
 fn new_task_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("t-{}-{n}", crate::state::now_ms())
+    task_id_at(uuid::Timestamp::now(uuid::NoContext))
+}
+
+/// A UUIDv7 task id for the time `at` (random in every bit that is not the time).
+fn task_id_at(at: uuid::Timestamp) -> String {
+    uuid::Uuid::new_v7(at).to_string()
 }
 
 async fn get_result(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -399,4 +447,61 @@ async fn list_tasks(
         .flatten();
     let tasks: Vec<TaskView> = page.into_iter().map(TaskView::from).collect();
     Ok(axum::Json(json!({"tasks": tasks, "next": next})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::API_ORIGIN;
+    use crate::state::redb::RedbStore;
+    use std::collections::HashSet;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        for value in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret"] {
+            assert_eq!(bearer_token(value), Some("s3cret"), "{value}");
+        }
+        assert_eq!(bearer_token("Basic s3cret"), None);
+        assert_eq!(bearer_token("Bearers3cret"), None);
+    }
+
+    #[test]
+    fn ids_drawn_after_the_clock_stepped_back_never_meet_the_old_ones() {
+        let at = |ms: u64| uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, 0);
+        // Before a restart: 50,000 ids in the same millisecond. After it, the clock stepped back
+        // to that very millisecond and 50,000 more are drawn.
+        let before: HashSet<String> = (0..50_000)
+            .map(|_| task_id_at(at(1_700_000_000_000)))
+            .collect();
+        assert_eq!(before.len(), 50_000, "ids repeated within one millisecond");
+        let met = (0..50_000)
+            .map(|_| task_id_at(at(1_700_000_000_000)))
+            .filter(|id| before.contains(id))
+            .count();
+        assert_eq!(met, 0, "an id drawn after the step back met an old one");
+        assert_ne!(new_task_id(), new_task_id());
+    }
+
+    #[tokio::test]
+    async fn a_generated_id_already_taken_is_drawn_again_never_answered_with_the_old_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = RedbStore::open(dir.path()).unwrap();
+        let old = TaskSpec::new("taken", "fib.wasm", json!([12]));
+        state.admit(vec![old.clone()], API_ORIGIN).await.unwrap();
+
+        let same_body = old.clone();
+        let (spec, fresh) = admit_submission(&state, same_body, true, || "drawn-again".into())
+            .await
+            .unwrap();
+        assert!(fresh, "the submission was answered with the old task");
+        assert_eq!(spec.task_id, "drawn-again");
+        assert!(state.get("drawn-again").unwrap().is_some());
+
+        // An id the submitter chose keeps its meaning: the same body again is the same task.
+        let (spec, fresh) = admit_submission(&state, old, false, || unreachable!())
+            .await
+            .unwrap();
+        assert!(!fresh);
+        assert_eq!(spec.task_id, "taken");
+    }
 }

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::module::ModuleStore;
 use crate::source::{Delivery, TaskSource};
 use crate::state::{API_ORIGIN, StateStore, TaskState};
+use anyhow::Context as _;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
@@ -60,6 +61,14 @@ struct Job {
     task: TaskSpec,
     origin: String,
 }
+
+/// Most batches of admitted source tasks waiting for `serve` to queue them: the pump waits
+/// (and so polls no further) while `serve` is this far behind.
+const SOURCE_BATCHES: usize = 4;
+
+/// Most API submissions waiting for `serve` to queue them; a submission beyond it waits for room
+/// (it is persisted already, so nothing is lost while it waits).
+pub const INBOX_CAPACITY: usize = 1024;
 
 /// First and largest wait between retries of a failed write (state or source).
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
@@ -113,16 +122,20 @@ impl Scheduler {
     /// Serves until `shutdown` is cancelled: runs tasks from the source (polled) and from the
     /// API (`inbox`, already persisted). On shutdown it stops taking tasks and waits for the
     /// running ones to be finished and written back (the caller bounds the wait).
+    ///
+    /// The source is polled by a task of its own ([`Scheduler::pump`]), so a slow poll (a chain
+    /// node taking its time) never holds up the API's tasks or the start of the next one. An
+    /// error from the pump (its admissions could not be persisted) ends `serve` with that error.
     pub async fn serve(
         &self,
-        mut inbox: mpsc::UnboundedReceiver<TaskSpec>,
+        mut inbox: mpsc::Receiver<TaskSpec>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut queue: VecDeque<Job> = self.resume().await?.into();
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut running = JoinSet::new();
-        let mut poll = tokio::time::interval(self.source.poll_interval());
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let (admitted, mut from_source) = mpsc::channel(SOURCE_BATCHES);
+        let mut pump = tokio::spawn(self.clone().pump(admitted, shutdown.clone()));
         loop {
             tokio::select! {
                 biased;
@@ -138,22 +151,11 @@ impl Scheduler {
                     }
                 }
                 Some(task) = inbox.recv() => queue.push_back(Job { task, origin: API_ORIGIN.into() }),
-                () = self.source.news() => poll.reset_immediately(),
-                _ = poll.tick() => match self.source.poll().await {
-                    Ok(polled) => {
-                        if polled.more {
-                            poll.reset_immediately();
-                        }
-                        let origin = self.source.name();
-                        let fresh = match polled.cursor {
-                            Some(cursor) => self.state.admit_with_cursor(polled.tasks, origin, cursor).await?,
-                            None if polled.tasks.is_empty() => Vec::new(),
-                            None => self.state.admit(polled.tasks, origin).await?,
-                        };
-                        queue.extend(fresh.into_iter().map(|task| Job { task, origin: origin.into() }));
-                    }
-                    Err(e) => warn!(error = %e, source = self.source.name(), "the task source failed; retrying"),
-                },
+                Some(jobs) = from_source.recv() => queue.extend(jobs),
+                ended = &mut pump => {
+                    ended.context("the source's poller panicked")??;
+                    break;
+                }
             }
         }
         info!(
@@ -163,6 +165,65 @@ impl Scheduler {
         );
         while running.join_next().await.is_some() {}
         Ok(())
+    }
+
+    /// Polls the source on its interval (or at once when it has news), persists what it gives
+    /// and hands the fresh tasks to `serve`, until `shutdown`. A failed poll is logged and
+    /// retried on the next tick; a failed admission ends the pump with the error (nothing was
+    /// acknowledged to the source, so the tasks are read again after a restart).
+    async fn pump(
+        self,
+        admitted: mpsc::Sender<Vec<Job>>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut poll = tokio::time::interval(self.source.poll_interval());
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let origin = self.source.name();
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                () = self.source.news() => {
+                    poll.reset_immediately();
+                    continue;
+                }
+                _ = poll.tick() => {}
+            }
+            let polled = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                polled = self.source.poll() => polled,
+            };
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(e) => {
+                    warn!(error = %e, source = origin, "the task source failed; retrying");
+                    continue;
+                }
+            };
+            if polled.more {
+                poll.reset_immediately();
+            }
+            let fresh = match polled.cursor {
+                Some(cursor) => {
+                    self.state
+                        .admit_with_cursor(polled.tasks, origin, cursor)
+                        .await?
+                }
+                None if polled.tasks.is_empty() => Vec::new(),
+                None => self.state.admit(polled.tasks, origin).await?,
+            };
+            if fresh.is_empty() {
+                continue;
+            }
+            let jobs = fresh.into_iter().map(|task| Job {
+                task,
+                origin: origin.into(),
+            });
+            if admitted.send(jobs.collect()).await.is_err() {
+                return Ok(()); // `serve` has stopped taking tasks
+            }
+        }
     }
 
     /// Reports results persisted but not reported before a restart; lets the backend remove what
@@ -482,7 +543,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
-        let (_api, inbox) = mpsc::unbounded_channel();
+        let (_api, inbox) = mpsc::channel(INBOX_CAPACITY);
         let shutdown = CancellationToken::new();
         let serving = tokio::spawn({
             let shutdown = shutdown.clone();
@@ -499,5 +560,66 @@ mod tests {
         until(2).await;
         shutdown.cancel();
         serving.await.unwrap().unwrap();
+    }
+
+    /// A source whose poll never returns (a node that accepted the connection and went quiet).
+    struct SilentSource;
+
+    #[async_trait]
+    impl TaskSource for SilentSource {
+        async fn poll(&self) -> Result<Polled, SourceError> {
+            std::future::pending().await
+        }
+
+        async fn report(
+            &self,
+            _task: &TaskSpec,
+            _result: &ResultEnvelope,
+        ) -> Result<Delivery, SourceError> {
+            Ok(Delivery::Accepted)
+        }
+
+        fn name(&self) -> &'static str {
+            "silent"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poll_that_never_returns_holds_up_neither_the_api_nor_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let scheduler = Scheduler {
+            source: Arc::new(SilentSource),
+            modules: Arc::new(AnyModule),
+            backend: Arc::new(StoppedBackend::default()),
+            state: state.clone(),
+            metrics: Arc::new(Metrics::default()),
+            concurrency: 1,
+        };
+        let (api, inbox) = mpsc::channel(INBOX_CAPACITY);
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { scheduler.serve(inbox, shutdown).await }
+        });
+        let task = TaskSpec::new("api-1", "x.wasm", serde_json::Value::Null);
+        state.admit(vec![task.clone()], API_ORIGIN).await.unwrap();
+        api.send(task).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // The stopped backend answers `cancelled`, which leaves the task pending again: what
+        // shows that it ran is its attempt count.
+        while state.get("api-1").unwrap().unwrap().attempts == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the API's task did not start while the source's poll hung"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("serve did not stop while the poll hung")
+            .unwrap()
+            .unwrap();
     }
 }

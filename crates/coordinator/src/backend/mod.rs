@@ -1,8 +1,7 @@
 //! Backends run one task to a result document: in-process ([`local`]) or as a Kubernetes Job
-//! ([`kubernetes`]). Every backend returns the executor's [`ResultEnvelope`], unchanged, so a task gives the
+//! (the kube-backend crate). Every backend returns the executor's [`ResultEnvelope`], unchanged, so a task gives the
 //! same document wherever it ran.
 
-pub mod kubernetes;
 pub mod local;
 
 use async_trait::async_trait;

@@ -10,16 +10,16 @@
 //! 5xx answers, timeouts and connection errors are retried with backoff, 4xx answers are not.
 //! Verified modules are kept on disk by CID (optional), and checked again when read back.
 
-use super::car::{CarLimits, file_from_car};
-use super::cid::{parse_cid, verify_file, verify_raw_block};
 use super::{ModuleError, ModuleStore};
-use ::cid::Cid;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use wasm_exec_ipfs::Cid;
+use wasm_exec_ipfs::{CarLimits, file_from_car};
+use wasm_exec_ipfs::{parse_cid, verify_file, verify_raw_block};
 
 /// Multicodec of a raw block.
 const RAW: u64 = 0x55;

@@ -5,13 +5,13 @@
 //! without a path (`fib.wasm`, the seed's old style) is looked up as a file. Bytes are verified
 //! against the CID again when served, so a file changed after indexing is never run by mistake.
 
-use super::cid::{file_cids, parse_cid, verify_file};
 use super::{ModuleError, ModuleStore, is_plain_name};
-use ::cid::Cid;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use wasm_exec_ipfs::Cid;
+use wasm_exec_ipfs::{file_cids, parse_cid, verify_file};
 
 /// A directory of modules indexed by CID.
 #[derive(Debug)]
@@ -130,7 +130,7 @@ impl ModuleStore for MirrorStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::cid::file_cids;
+    use wasm_exec_ipfs::file_cids;
 
     fn mirror_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, MirrorStore) {
         let dir = tempfile::tempdir().unwrap();

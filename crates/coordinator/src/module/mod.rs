@@ -1,10 +1,7 @@
 //! The module store: finds a module's bytes by its IPFS CID and verifies them against it.
 
-pub mod car;
-pub mod cid;
 pub mod gateway;
 pub mod mirror;
-mod unixfs;
 
 use async_trait::async_trait;
 use std::sync::Arc;

@@ -18,7 +18,6 @@
 
 use super::{Delivery, Polled, SourceError, TaskSource};
 use crate::metrics::{BlockLabel, Metrics, OutcomeLabel, ViaLabel};
-use crate::module::cid::parse_cid;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,6 +32,7 @@ use wasm_exec_chain::writer::{OnChainResult, ResultWriter, WriteError, WriteOpti
 use wasm_exec_chain::{
     Address, ChainError, DynProvider, PrivateKeySigner, Registry, Transport, U256, keccak256,
 };
+use wasm_exec_ipfs::parse_cid;
 use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput, TaskLimits, TaskSpec};
 
 /// Largest result value written on chain, in bytes (the contract's `MAX_RESULT_BYTES`).

@@ -129,7 +129,7 @@ impl TaskSource for PlaceholderSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::cid::file_cids;
+    use wasm_exec_ipfs::file_cids;
 
     #[test]
     fn sample_cids_are_the_real_cids_of_the_committed_modules() {

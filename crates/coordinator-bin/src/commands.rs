@@ -1,0 +1,145 @@
+//! `coordinator chain ...`: deploy a TaskRegistry, authorise an executor, submit a task and wait
+//! for its result. Settings come from the same `COORDINATOR_CHAIN_*` variables as the chain
+//! source; the key file is the owner's (deploy, authorize) or a requester's (submit).
+
+use crate::config::{ChainArgs, ChainCommand};
+use anyhow::{Context, bail};
+use serde_json::json;
+use std::process::ExitCode;
+use std::time::Duration;
+use wasm_exec_chain::requester::{TaskRequest, set_executor, submit_task, wait_completed};
+use wasm_exec_chain::{Address, DynProvider, Registry, deploy};
+
+/// Runs one chain command; prints its outcome as one JSON line on stdout.
+pub async fn chain(command: &ChainCommand, args: &ChainArgs) -> anyhow::Result<ExitCode> {
+    let provider = connect(args).await?;
+    match command {
+        ChainCommand::Deploy => {
+            let address = deploy(&provider)
+                .await
+                .context("deploying the TaskRegistry")?;
+            eprintln!("deployed; serve it with COORDINATOR_CONTRACT_ADDRESS={address}");
+            println!("{}", json!({ "contract": address.to_string() }));
+        }
+        ChainCommand::Authorize { executor, revoke } => {
+            let executor: Address = executor.parse().with_context(|| {
+                format!("--executor \"{executor}\" is not an address (0x and 40 hex digits)")
+            })?;
+            let registry = registry(args, &provider)?;
+            let tx = set_executor(&registry, executor, !revoke)
+                .await
+                .context("calling setExecutor (is the key file the registry owner's?)")?;
+            println!(
+                "{}",
+                json!({ "executor": executor.to_string(), "allowed": !revoke, "tx": tx.to_string() })
+            );
+        }
+        ChainCommand::Submit {
+            cid,
+            entry,
+            args: call_args,
+            input,
+            fuel,
+            timeout_sec,
+            wait,
+            wait_timeout_sec,
+        } => {
+            let input = match (call_args, input) {
+                (Some(a), _) => {
+                    let parsed: serde_json::Value = serde_json::from_str(a).with_context(|| {
+                        format!("--args \"{a}\" is not JSON; give an array, e.g. '[12]'")
+                    })?;
+                    if !parsed.is_array() {
+                        bail!("--args must be a JSON array, e.g. '[12]'; got {a}");
+                    }
+                    a.clone()
+                }
+                (None, Some(i)) => {
+                    serde_json::from_str::<serde_json::Value>(i)
+                        .with_context(|| format!("--input \"{i}\" is not JSON"))?;
+                    i.clone()
+                }
+                (None, None) => String::new(),
+            };
+            let registry = registry(args, &provider)?;
+            let submitted = submit_task(
+                &registry,
+                &TaskRequest {
+                    wasm_cid: cid.clone(),
+                    entry: entry.clone(),
+                    input,
+                    fuel: *fuel,
+                    timeout_sec: *timeout_sec,
+                },
+            )
+            .await
+            .context("submitting the task")?;
+            if !wait {
+                println!(
+                    "{}",
+                    json!({
+                        "task_id": submitted.task_id.to_string(),
+                        "tx": submitted.tx.to_string(),
+                        "block": submitted.block,
+                    })
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!(
+                "task {} submitted in block {}; waiting for its result",
+                submitted.task_id, submitted.block
+            );
+            let done = wait_completed(
+                &provider,
+                *registry.address(),
+                submitted.task_id,
+                submitted.block,
+                Duration::from_millis(args.chain_poll_ms.max(50)),
+                Duration::from_secs(*wait_timeout_sec),
+            )
+            .await?;
+            println!(
+                "{}",
+                json!({
+                    "task_id": submitted.task_id.to_string(),
+                    "ok": done.ok,
+                    "result": done.result,
+                    "envelope_hash": done.envelope_hash.to_string(),
+                    "executor": done.executor.to_string(),
+                    "block": done.block,
+                })
+            );
+            if !done.ok {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn connect(args: &ChainArgs) -> anyhow::Result<DynProvider> {
+    let path = args
+        .chain_key_file
+        .as_ref()
+        .context("set COORDINATOR_CHAIN_KEY_FILE (or --chain-key-file) to a file holding the account's private key")?;
+    let signer = wasm_exec_chain::key::read_key_file(path)?;
+    wasm_exec_chain::connect(&args.chain_rpc_url, signer)
+        .await
+        .with_context(|| format!("COORDINATOR_CHAIN_RPC_URL={}", args.chain_rpc_url))
+}
+
+fn registry(args: &ChainArgs, provider: &DynProvider) -> anyhow::Result<Registry<DynProvider>> {
+    let address = contract_address(args)?;
+    Ok(Registry::new(address, provider.clone()))
+}
+
+/// The registry's address from `COORDINATOR_CONTRACT_ADDRESS`.
+pub fn contract_address(args: &ChainArgs) -> anyhow::Result<Address> {
+    let text = args
+        .contract_address
+        .as_deref()
+        .context("set COORDINATOR_CONTRACT_ADDRESS to the TaskRegistry's address (`coordinator chain deploy` prints one)")?;
+    text.parse().with_context(|| {
+        format!("COORDINATOR_CONTRACT_ADDRESS \"{text}\" is not an address (0x and 40 hex digits)")
+    })
+}

@@ -1,0 +1,58 @@
+//! The real `coordinator` binary of this crate, started by the test peers' [`Service`] on a free
+//! port; the peers' HTTP helpers talk to its API.
+
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of this helper
+
+pub use wasm_exec_test_peers::http::{Reply, get, get_text, post};
+pub use wasm_exec_test_peers::{JsIpfs, Service, repo};
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The line of `coordinator --once`'s table whose first column is `task`; panics with the whole
+/// output if there is none.
+pub fn table_row<'a>(out: &'a std::process::Output, task: &str) -> &'a str {
+    let stdout = std::str::from_utf8(&out.stdout).expect("utf-8 table");
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(task))
+        .unwrap_or_else(|| {
+            panic!(
+                "no row for {task} in:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// The coordinator command with a clean environment, the sample mirror and a free API port.
+pub fn command(state_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+    cmd.env_clear()
+        .env("COORDINATOR_IPFS_MIRROR", repo("host/wasm"))
+        .env("COORDINATOR_STATE_DIR", state_dir)
+        .env("COORDINATOR_LISTEN", "127.0.0.1:0")
+        .env(
+            "COORDINATOR_TASKS_FILE",
+            repo("testdata/input/no-tasks.json"),
+        );
+    cmd
+}
+
+/// Polls `GET /v1/tasks/{id}` until the task is finished and its write-back recorded (10 s at
+/// most); returns it.
+pub fn wait_finished(base: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(base, &format!("/v1/tasks/{id}"), None);
+        if r.status == 200
+            && matches!(r.body["state"].as_str(), Some("succeeded" | "failed"))
+            && r.body["reported"] == Value::Bool(true)
+        {
+            return r.body;
+        }
+        assert!(Instant::now() < deadline, "task {id} not finished: {r:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,414 @@
+//! The kubernetes backend: each task runs as a hardened Job built from the operator's template,
+//! tracked by watch, its result read from the pod, and the Job deleted, whatever happened.
+//!
+//! Per task, in the success path, 5 requests (6 when the result must come from the log):
+//! create Job, create ConfigMap (owned by the Job), watch the Job, watch its pod, delete the Job.
+//! The Job is created first so the ConfigMap can name it as owner (the garbage collector then
+//! removes it with the Job); the pod waits for its ConfigMap volume meanwhile, which the
+//! coordinator creates a few milliseconds later, before the pod is even scheduled as a rule.
+//!
+//! # Layout
+//! - [`names`]: deterministic names and labels from the task id.
+//! - [`render`]: the Job (from the template) and the ConfigMap of a task.
+//! - [`watch`] and [`track`]: waiting for the Job by watch, and the phases of the wait.
+//! - [`result`]: the result document, from the termination message or the log.
+//! - [`cleanup`]: deleting a task's Job; removing orphans at start.
+//! - [`retry`] and [`errors`]: bounded retries and messages that say how to fix a failure.
+
+pub mod cleanup;
+pub mod errors;
+pub mod names;
+pub mod render;
+pub mod result;
+pub mod retry;
+pub mod track;
+pub mod watch;
+
+use async_trait::async_trait;
+use errors::{ApiFailure, Call, KubeError, status_code};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, PostParams, WatchParams};
+use kube::{Client, Config};
+use names::TaskNames;
+use render::{JobTemplate, RunSettings};
+use retry::RetryPolicy;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use track::{Ended, Limits};
+use wasm_exec_coordinator::backend::Backend;
+use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskSpec};
+
+/// The backend's settings: the seed's `COORDINATOR_*` variables and the task defaults.
+#[derive(Debug, Clone)]
+pub struct KubernetesSettings {
+    /// Namespace of the Jobs and ConfigMaps (`COORDINATOR_NAMESPACE`).
+    pub namespace: String,
+    /// Executor image (`COORDINATOR_EXECUTOR_IMAGE`).
+    pub image: String,
+    /// Job template (`COORDINATOR_JOB_TEMPLATE`).
+    pub job_template: PathBuf,
+    /// Wall-clock limit of a task that sets none, in seconds (`TIMEOUT_SEC`).
+    pub timeout_sec: f64,
+    /// Memory limit of a task that sets none, in MiB (`MAX_MEMORY_MB`).
+    pub max_memory_mb: u64,
+    /// Bytes of a guest's stdout, and of its stderr, kept in its result (`MAX_OUTPUT_BYTES`).
+    pub max_output_bytes: usize,
+    /// Time a Job gets beyond the task's timeout to be scheduled, pull and start (120 s).
+    pub start_allowance: Duration,
+    /// Time the coordinator waits beyond the Job's `activeDeadlineSeconds` (30 s).
+    pub deadline_grace: Duration,
+    /// How long a pod may stay unschedulable before its task fails (60 s).
+    pub unschedulable_grace: Duration,
+    /// How long to wait for the pod's last status after the Job ended (5 s).
+    pub pod_lag: Duration,
+    /// Retries of API requests.
+    pub retry: RetryPolicy,
+}
+
+impl KubernetesSettings {
+    /// Settings with the default waits and retries.
+    pub fn new(namespace: &str, image: &str, job_template: PathBuf) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            image: image.to_owned(),
+            job_template,
+            timeout_sec: 20.0,
+            max_memory_mb: 256,
+            max_output_bytes: 1 << 20,
+            start_allowance: Duration::from_secs(120),
+            deadline_grace: Duration::from_secs(30),
+            unschedulable_grace: Duration::from_secs(60),
+            pod_lag: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Runs each task as a Kubernetes Job.
+#[derive(Clone)]
+pub struct KubernetesBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: KubernetesSettings,
+    template: JobTemplate,
+    jobs: Api<Job>,
+    pods: Api<Pod>,
+    config_maps: Api<ConfigMap>,
+    /// Cancelled when the coordinator stops waiting for running tasks: their Jobs are deleted
+    /// and the tasks left unfinished, to run again after a restart.
+    abandon: CancellationToken,
+}
+
+impl KubernetesBackend {
+    /// Loads the template, then connects the way kube-rs does (`KUBECONFIG` or
+    /// `~/.kube/config`, else the in-cluster service account) and logs which cluster it uses.
+    pub async fn connect(
+        settings: KubernetesSettings,
+        abandon: CancellationToken,
+    ) -> Result<Self, KubeError> {
+        let template = JobTemplate::load(&settings.job_template)?;
+        let mut config = Config::infer()
+            .await
+            .map_err(|e| KubeError::Connect(e.to_string()))?;
+        // Our own bounded retry covers every request; kube's default one would retry up to 15
+        // times on top of it.
+        config.default_retry = false;
+        info!(cluster = %config.cluster_url, namespace = %settings.namespace, "kubernetes backend: using this cluster");
+        let client = Client::try_from(config).map_err(|e| KubeError::Connect(e.to_string()))?;
+        Ok(Self::with_client(client, settings, template, abandon))
+    }
+
+    /// A backend over `client` (tests give a mocked API service).
+    pub fn with_client(
+        client: Client,
+        settings: KubernetesSettings,
+        template: JobTemplate,
+        abandon: CancellationToken,
+    ) -> Self {
+        let ns = settings.namespace.as_str();
+        Self {
+            inner: Arc::new(Inner {
+                jobs: Api::namespaced(client.clone(), ns),
+                pods: Api::namespaced(client.clone(), ns),
+                config_maps: Api::namespaced(client, ns),
+                settings,
+                template,
+                abandon,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for KubernetesBackend {
+    async fn run(&self, task: &TaskSpec, module: Arc<Vec<u8>>) -> ResultEnvelope {
+        let started = Instant::now();
+        let result = self.inner.run(task, &module).await;
+        if let Some(phases) = result.phases {
+            let waited = phases.scheduling_ms + phases.starting_ms + phases.running_ms;
+            let overhead_ms = (started.elapsed().as_secs_f64() * 1e3 - waited).max(0.0);
+            info!(
+                overhead_ms,
+                scheduling_ms = phases.scheduling_ms,
+                starting_ms = phases.starting_ms,
+                running_ms = phases.running_ms,
+                "job finished"
+            );
+        }
+        result
+    }
+
+    async fn reconcile(&self, unfinished: &[String]) -> anyhow::Result<()> {
+        let inner = &self.inner;
+        let ns = &inner.settings.namespace;
+        cleanup::remove_orphans(
+            &inner.jobs,
+            &inner.config_maps,
+            ns,
+            unfinished,
+            inner.settings.retry,
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+}
+
+impl Inner {
+    async fn run(&self, task: &TaskSpec, module: &[u8]) -> ResultEnvelope {
+        let names = TaskNames::for_task(&task.task_id);
+        if let Err((kind, message)) = render::check_size(module.len(), task.input_text().len()) {
+            return ResultEnvelope::failure(kind, message);
+        }
+        let run = self.run_settings(task);
+        let job = self.template.render(task, &names, &run);
+        let spec = job.spec.as_ref();
+        let deadline_secs = spec
+            .and_then(|s| s.active_deadline_seconds)
+            .unwrap_or(0)
+            .max(0) as u64;
+        let retries = spec.and_then(|s| s.backoff_limit).unwrap_or(0) > 0;
+        let started = Instant::now();
+        let uid = match self.create_or_adopt(&job, &names).await {
+            Ok(uid) => uid,
+            Err(message) => return ResultEnvelope::failure(ErrorKind::Io, message),
+        };
+        let mut result = match self.create_config_map(task, &names, module, &uid).await {
+            Ok(()) => {
+                let limits = Limits {
+                    deadline: started
+                        + Duration::from_secs(deadline_secs)
+                        + self.settings.deadline_grace,
+                    unschedulable_grace: self.settings.unschedulable_grace,
+                    pod_lag: self.settings.pod_lag,
+                    retries,
+                };
+                self.wait_for_result(&names, limits, started, deadline_secs)
+                    .await
+            }
+            Err(failure) => failure,
+        };
+        let ns = &self.settings.namespace;
+        if let Err(e) = cleanup::delete_job(&self.jobs, &names.job, ns, self.settings.retry).await {
+            warn!(job = %names.job, error = %e, "the Job could not be deleted; its ttlSecondsAfterFinished or the next start's clean-up will");
+        }
+        if result.kind() == Some(ErrorKind::Cancelled) {
+            result.phases = None;
+        }
+        result
+    }
+
+    fn run_settings(&self, task: &TaskSpec) -> RunSettings {
+        RunSettings {
+            image: self.settings.image.clone(),
+            timeout_sec: task.limits.timeout_sec.unwrap_or(self.settings.timeout_sec),
+            max_memory_mb: task
+                .limits
+                .max_memory_mb
+                .unwrap_or(self.settings.max_memory_mb),
+            max_output_bytes: self.settings.max_output_bytes,
+            fuel: task.limits.fuel,
+            start_allowance_sec: self.settings.start_allowance.as_secs(),
+        }
+    }
+
+    /// Creates the Job, or adopts the one a previous run of the coordinator made for this task
+    /// (409: the name is taken); returns its uid.
+    async fn create_or_adopt(&self, job: &Job, names: &TaskNames) -> Result<String, String> {
+        let ns = &self.settings.namespace;
+        let retry = self.settings.retry;
+        let post = PostParams::default();
+        for _ in 0..ADOPT_ATTEMPTS {
+            let created = retry
+                .run("creating a Job", || self.jobs.create(&post, job))
+                .await;
+            let existing = match created {
+                Ok(job) => return uid_of(&job),
+                Err(e) if status_code(&e) == Some(409) => retry
+                    .run("reading an existing Job", || self.jobs.get(&names.job))
+                    .await
+                    .map_err(|e| ApiFailure::new(Call::new("get", "jobs"), ns, &e).to_string())?,
+                Err(e) => {
+                    return Err(ApiFailure::new(Call::new("create", "jobs"), ns, &e).to_string());
+                }
+            };
+            let owner = existing
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(names::TASK_ID_ANNOTATION));
+            if owner != Some(&names.task_id) {
+                return Err(format!(
+                    "a Job named {} already exists in namespace \"{ns}\" for another task ({owner:?}); delete it",
+                    names.job
+                ));
+            }
+            if existing.metadata.deletion_timestamp.is_none() {
+                info!(job = %names.job, "adopting the Job a previous run made for this task");
+                return uid_of(&existing);
+            }
+            // Deleted a moment ago (by a shutdown): wait for it to go, then make a new one.
+            tokio::time::sleep(ADOPT_WAIT).await;
+        }
+        Err(format!(
+            "the Job {} is still being deleted after {} s; run the task again later",
+            names.job,
+            (ADOPT_WAIT * ADOPT_ATTEMPTS).as_secs()
+        ))
+    }
+
+    /// Creates the task's ConfigMap owned by the Job `uid` (already there when adopting). On
+    /// failure, the result to report.
+    async fn create_config_map(
+        &self,
+        task: &TaskSpec,
+        names: &TaskNames,
+        module: &[u8],
+        uid: &str,
+    ) -> Result<(), ResultEnvelope> {
+        let owner = render::owner_reference(&names.job, uid);
+        let map = render::config_map(task, names, module, owner)
+            .map_err(|(kind, message)| ResultEnvelope::failure(kind, message))?;
+        let post = PostParams::default();
+        match self
+            .settings
+            .retry
+            .run("creating a ConfigMap", || {
+                self.config_maps.create(&post, &map)
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(409) => Ok(()),
+            Err(e) => {
+                let failure = ApiFailure::new(
+                    Call::new("create", "configmaps"),
+                    &self.settings.namespace,
+                    &e,
+                );
+                Err(ResultEnvelope::failure(ErrorKind::Io, failure.to_string()))
+            }
+        }
+    }
+
+    async fn wait_for_result(
+        &self,
+        names: &TaskNames,
+        limits: Limits,
+        started: Instant,
+        deadline_secs: u64,
+    ) -> ResultEnvelope {
+        let ns = &self.settings.namespace;
+        let retry = self.settings.retry;
+        let mut jobs = watch::Watch::new(
+            self.jobs.clone(),
+            WatchParams::default().fields(&format!("metadata.name={}", names.job)),
+            Call::new("watch", "jobs"),
+            ns,
+            retry,
+        );
+        let mut pods = watch::Watch::new(
+            self.pods.clone(),
+            WatchParams::default().labels(&names.selector()),
+            Call::new("watch", "pods"),
+            ns,
+            retry,
+        );
+        let (ended, phases) =
+            track::track(&mut jobs, &mut pods, limits, started, &self.abandon).await;
+        let mut result = match ended {
+            Ended::Finished {
+                failed,
+                reason,
+                message,
+                pod,
+                container,
+            } => {
+                if failed && reason == "DeadlineExceeded" {
+                    ResultEnvelope::failure(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the Job ran past its activeDeadlineSeconds ({deadline_secs} s: the \
+                             task's timeout plus time to start) and was stopped ({message}); see \
+                             phases for where the time went"
+                        ),
+                    )
+                } else if failed && container.is_none() && pod.is_none() {
+                    ResultEnvelope::failure(
+                        ErrorKind::Io,
+                        format!("the Job failed before any pod ran ({reason}: {message})"),
+                    )
+                } else {
+                    let collector = result::Collector {
+                        pods: &self.pods,
+                        namespace: ns,
+                        retry,
+                    };
+                    collector.collect(pod.as_deref(), container.as_ref()).await
+                }
+            }
+            Ended::Stuck(message) | Ended::Api(message) => {
+                ResultEnvelope::failure(ErrorKind::Io, message)
+            }
+            Ended::Deadline => ResultEnvelope::failure(
+                ErrorKind::Timeout,
+                format!(
+                    "the Job did not finish within its activeDeadlineSeconds ({deadline_secs} s) \
+                     plus {} s; see phases for where the time went",
+                    self.settings.deadline_grace.as_secs()
+                ),
+            ),
+            Ended::Cancelled => ResultEnvelope::failure(
+                ErrorKind::Cancelled,
+                "the coordinator stopped before the Job finished; the Job was deleted and the \
+                 task runs again after a restart",
+            ),
+        };
+        result.phases = Some(phases);
+        result
+    }
+}
+
+/// Tries at making a Job whose predecessor is still being deleted, and the wait between them.
+const ADOPT_ATTEMPTS: u32 = 30;
+const ADOPT_WAIT: Duration = Duration::from_secs(1);
+
+fn uid_of(job: &Job) -> Result<String, String> {
+    job.metadata
+        .uid
+        .clone()
+        .ok_or_else(|| "the API server returned a Job without a uid".to_owned())
+}
+
+#[cfg(test)]
+mod tests;

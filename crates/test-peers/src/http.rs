@@ -1,0 +1,58 @@
+//! Blocking HTTP calls for tests, with statuses as data (a 4xx or 5xx is a [`Reply`], not an
+//! error) and bodies parsed as JSON where they are JSON.
+
+use serde_json::Value;
+
+/// An HTTP response: status and JSON (or text as a JSON string).
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Body parsed as JSON, or the raw text as a string.
+    pub body: Value,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn reply(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let mut resp = resp.expect("HTTP request");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, body }
+}
+
+/// `GET base+path`, with a bearer token if given.
+pub fn get(base: &str, path: &str, token: Option<&str>) -> Reply {
+    let mut req = agent().get(format!("{base}{path}"));
+    if let Some(token) = token {
+        req = req.header("Authorization", format!("Bearer {token}"));
+    }
+    reply(req.call())
+}
+
+/// `GET base+path` as status and raw text (for bytes that must not be re-encoded).
+pub fn get_text(base: &str, path: &str) -> (u16, String) {
+    let mut resp = agent()
+        .get(format!("{base}{path}"))
+        .call()
+        .expect("HTTP request");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// `POST base+path` with a body, with a bearer token if given.
+pub fn post(base: &str, path: &str, body: &str, token: Option<&str>) -> Reply {
+    let mut req = agent()
+        .post(format!("{base}{path}"))
+        .header("Content-Type", "application/json");
+    if let Some(token) = token {
+        req = req.header("Authorization", format!("Bearer {token}"));
+    }
+    reply(req.send(body))
+}

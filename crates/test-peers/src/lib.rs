@@ -1,0 +1,34 @@
+//! Test peers, for tests and benchmarks only: real processes started on free loopback ports and
+//! stopped on drop. Every crate's tests use these instead of copies of their own.
+//!
+//! # Layout
+//! - [`anvil`]: a real Ethereum node (anvil from `peers/anvil`).
+//! - [`ipfs`]: a real IPFS node (js-ipfs from `peers/ipfs`).
+//! - [`service`]: one of our binaries, its log collected and its API address read from it.
+//! - [`http`]: blocking HTTP calls with statuses as data.
+
+pub mod anvil;
+pub mod http;
+pub mod ipfs;
+pub mod service;
+
+pub use anvil::{Anvil, KEYS};
+pub use ipfs::JsIpfs;
+pub use service::Service;
+
+use std::path::{Path, PathBuf};
+
+/// A path under the repository root (where `peers/`, `host/` and `testdata/` are).
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}

@@ -1,0 +1,90 @@
+//! One of our binaries (the coordinator) started as a real process, its stderr collected, its API
+//! address read from its log; killed and reaped on drop.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running coordinator; killed when dropped.
+pub struct Service {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Everything it logged so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Service {
+    /// Starts `cmd` and waits (up to 20 s) until its API listens.
+    pub fn start(mut cmd: Command) -> Service {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start coordinator");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        // Owned by a `Service` at once, so a failed start still kills and reaps the process.
+        let mut service = Service {
+            child,
+            base: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = service.log.lock().expect("log").clone();
+            if let Some(line) = text.lines().find(|l| l.contains("API listening")) {
+                let address = line
+                    .split("address=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .expect("address");
+                service.base = format!("http://{address}");
+                return service;
+            }
+            assert!(Instant::now() < deadline, "API did not start; log:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the log has a line containing `text` within `within` (the log is read as the
+    /// process writes it, and the API listens before the scheduler starts).
+    pub fn logged(&self, text: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.log.lock().expect("the log").contains(text) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit code.
+    pub fn signal_and_wait(mut self, signal: &str) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().expect("wait");
+        status.code()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
