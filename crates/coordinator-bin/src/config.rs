@@ -92,9 +92,36 @@ pub struct Config {
     #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 256)]
     pub max_memory_mb: u64,
 
-    /// Bytes of a guest's stdout, and of its stderr, kept in its result.
+    /// Default bytes of a guest's stdout, and of its stderr, kept in its result (a task's
+    /// `limits.max_output_bytes` wins).
     #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
-    pub max_output_bytes: usize,
+    pub max_output_bytes: u64,
+
+    /// The longest wall-clock limit a task may ask for, in seconds; a task over it is refused
+    /// at intake (`bad_input` naming this maximum).
+    #[arg(
+        long,
+        env = "COORDINATOR_MAX_TASK_TIMEOUT_SEC",
+        default_value_t = 300.0
+    )]
+    pub max_task_timeout_sec: f64,
+
+    /// The largest memory budget a task may ask for, in MiB (every memory and table together).
+    #[arg(long, env = "COORDINATOR_MAX_TASK_MEMORY_MB", default_value_t = 1024)]
+    pub max_task_memory_mb: u64,
+
+    /// The largest instruction budget a task may ask for (unset: no cap; fuel only ever
+    /// shortens a run).
+    #[arg(long, env = "COORDINATOR_MAX_TASK_FUEL")]
+    pub max_task_fuel: Option<u64>,
+
+    /// The most bytes of stdout, and of stderr, a task may ask to keep.
+    #[arg(long, env = "COORDINATOR_MAX_TASK_OUTPUT_BYTES", default_value_t = 16 << 20)]
+    pub max_task_output_bytes: u64,
+
+    /// The largest input document a task may carry, in bytes of JSON.
+    #[arg(long, env = "COORDINATOR_MAX_TASK_INPUT_BYTES", default_value_t = 1 << 20)]
+    pub max_task_input_bytes: usize,
 
     /// Address of the HTTP API (always on); port 0 picks a free port (logged at start).
     #[arg(long, env = "COORDINATOR_LISTEN", default_value = "127.0.0.1:18080")]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wasm_exec_coordinator::backend::Backend;
-use wasm_exec_coordinator::backend::local::{DefaultLimits, LocalBackend};
+use wasm_exec_coordinator::backend::local::LocalBackend;
 use wasm_exec_coordinator::metrics::Metrics;
 use wasm_exec_coordinator::module::ModuleStore;
 use wasm_exec_coordinator::module::gateway::{GatewayConfig, GatewayStore};
@@ -22,6 +22,7 @@ use wasm_exec_coordinator::source::results_file::ResultsFile;
 use wasm_exec_coordinator::state::StateStore;
 use wasm_exec_coordinator::state::redb::RedbStore;
 use wasm_exec_kube_backend::{KubernetesBackend, KubernetesSettings};
+use wasm_exec_task::{IntakeRules, Limits};
 
 /// The static (musl) build's allocator: musl's own slows compiling modules and contends between
 /// the runtime's threads.
@@ -97,36 +98,23 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    if !(config.timeout_sec.is_finite() && config.timeout_sec > 0.0) {
-        anyhow::bail!(
-            "TIMEOUT_SEC must be a positive number of seconds, got {}",
-            config.timeout_sec
-        );
-    }
+    let rules = intake_rules(&config)?;
     let metrics = Arc::new(Metrics::default());
     // Cancelled when the shutdown grace runs out: the kubernetes backend then deletes the Jobs
     // still running, and their tasks stay unfinished, to run again after a restart.
     let abandon = CancellationToken::new();
     let backend: Arc<dyn Backend> = match config.backend {
         BackendKind::Local => Arc::new(LocalBackend::new(
-            DefaultLimits {
-                timeout: Duration::from_secs_f64(config.timeout_sec),
-                max_memory_mb: config.max_memory_mb,
-                max_output_bytes: config.max_output_bytes,
-            },
             config.cache_dir.clone(),
             metrics.clone(),
             config.concurrency.max(1),
         )?),
         BackendKind::Kubernetes => {
-            let mut settings = KubernetesSettings::new(
+            let settings = KubernetesSettings::new(
                 &config.namespace,
                 &config.executor_image,
                 config.job_template.clone(),
             );
-            settings.timeout_sec = config.timeout_sec;
-            settings.max_memory_mb = config.max_memory_mb;
-            settings.max_output_bytes = config.max_output_bytes;
             Arc::new(KubernetesBackend::connect(settings, abandon.clone()).await?)
         }
     };
@@ -144,7 +132,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
     let source: Arc<dyn TaskSource> = match config.task_source {
         SourceKind::Placeholder => {
             let mut source = match &config.tasks_file {
-                Some(path) => PlaceholderSource::from_file(path)?,
+                Some(path) => PlaceholderSource::from_file(path, &rules)?,
                 None => PlaceholderSource::new(samples()),
             };
             if let Some(path) = &config.results_file {
@@ -165,6 +153,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         state: state.clone(),
         metrics: metrics.clone(),
         concurrency: config.concurrency,
+        rules: rules.clone(),
     };
     let (submit, inbox) =
         tokio::sync::mpsc::channel(wasm_exec_coordinator::scheduler::INBOX_CAPACITY);
@@ -172,6 +161,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         state,
         // A --once run takes its source's tasks and exits: nothing would run a submission.
         submit: (!config.once).then_some(submit),
+        rules: Arc::new(rules),
         token: config.api_token.as_deref().map(Arc::from),
         metrics,
     };
@@ -261,6 +251,40 @@ async fn chain_source(
     };
     let saved = state.cursor("chain")?;
     Ok(ChainSource::connect(settings, signer, saved, metrics).await?)
+}
+
+/// The intake check's rules from the settings: the default limits and the operator's maxima,
+/// checked once (a default over its maximum fails the start, naming both settings).
+fn intake_rules(config: &Config) -> anyhow::Result<IntakeRules> {
+    let seconds = |value: f64, setting: &str| {
+        Duration::try_from_secs_f64(value)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("{setting} must be a positive number of seconds, got {value}"))
+    };
+    let rules = IntakeRules {
+        defaults: Limits {
+            timeout: seconds(config.timeout_sec, "TIMEOUT_SEC")?,
+            max_memory_mb: config.max_memory_mb,
+            max_output_bytes: config.max_output_bytes,
+            fuel: None,
+        },
+        maxima: Limits {
+            timeout: seconds(
+                config.max_task_timeout_sec,
+                "COORDINATOR_MAX_TASK_TIMEOUT_SEC",
+            )?,
+            max_memory_mb: config.max_task_memory_mb,
+            max_output_bytes: config.max_task_output_bytes,
+            fuel: config.max_task_fuel,
+        },
+        max_input_bytes: config.max_task_input_bytes,
+        mirror_names: true,
+    };
+    rules.validate().map_err(|e| {
+        anyhow::anyhow!("{e}; lower the default or raise COORDINATOR_MAX_TASK_* to match")
+    })?;
+    Ok(rules)
 }
 
 /// Time abandoned tasks get to clean up (the kubernetes backend deletes their Jobs).

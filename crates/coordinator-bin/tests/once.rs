@@ -45,7 +45,6 @@ fn every_failure_fails_its_task_and_the_rest_still_run() {
     let dir = tempfile::tempdir().unwrap();
     let tasks = json!([
         {"task_id": "unknown", "wasm_cid": "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"},
-        {"task_id": "not-a-cid", "wasm_cid": "../../etc/passwd"},
         {"task_id": "bad-input", "wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": ["twelve"]}},
         {"task_id": "no-entry", "wasm_cid": "fib.wasm", "input": {"entry": "fibb"}},
         {"task_id": "by-name", "wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": [10]}},
@@ -63,7 +62,6 @@ fn every_failure_fails_its_task_and_the_rest_still_run() {
         "a failed task makes --once exit 1: {out:?}"
     );
     assert!(row(&out, "unknown").contains("failed (module_unavailable)"));
-    assert!(row(&out, "not-a-cid").contains("failed (bad_input)"));
     assert!(row(&out, "bad-input").contains("failed (bad_input)"));
     assert!(row(&out, "no-entry").contains("failed (entry_not_found)"));
     assert!(row(&out, "by-name").contains("succeeded") && row(&out, "by-name").contains("55"));
@@ -117,6 +115,43 @@ fn malformed_tasks_file_is_a_startup_error_naming_the_file() {
         stderr.contains("COORDINATOR_TASKS_FILE") && stderr.contains("wasm_cid"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_tasks_file_entry_that_fails_the_intake_check_fails_the_start_with_its_index_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (entry, field) in [
+        (
+            json!({"task_id": "path", "wasm_cid": "../../etc/passwd"}),
+            "wasm_cid",
+        ),
+        (
+            json!({"task_id": "greedy", "wasm_cid": "fib.wasm", "limits": {"max_memory_mb": 4096}}),
+            "limits.max_memory_mb",
+        ),
+        (
+            json!({"task_id": "forever", "wasm_cid": "fib.wasm", "limits": {"timeout_sec": 1e20}}),
+            "limits.timeout_sec",
+        ),
+        (
+            json!({"task_id": "no spaces", "wasm_cid": "fib.wasm"}),
+            "task_id",
+        ),
+    ] {
+        let tasks = json!([{"task_id": "fine", "wasm_cid": "fib.wasm"}, entry]);
+        std::fs::write(dir.path().join("tasks.json"), tasks.to_string()).unwrap();
+        let out = coordinator(dir.path())
+            .env("COORDINATOR_TASKS_FILE", dir.path().join("tasks.json"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{entry}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("task 1") && stderr.contains(field),
+            "{entry}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "nothing ran: {out:?}");
+    }
 }
 
 #[test]

@@ -14,7 +14,6 @@
 //! not run again; the same id with another body is a 409. Errors are JSON naming the field.
 
 use crate::metrics::Metrics;
-use crate::module::is_plain_name;
 use crate::state::{StateStore, TaskRecord, TaskState};
 use axum::Router;
 use axum::body::Bytes;
@@ -29,8 +28,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
-use wasm_exec_ipfs::parse_cid;
-use wasm_exec_task::{TaskInput, TaskLimits, TaskSpec};
+use wasm_exec_task::{CheckedTask, IntakeRules, TaskLimits, TaskSpec};
 
 /// Largest page of `GET /v1/tasks`.
 pub const MAX_PAGE: usize = 1000;
@@ -42,7 +40,9 @@ pub struct Api {
     pub state: Arc<dyn StateStore>,
     /// Hands accepted tasks to the scheduler (bounded: [`crate::scheduler::INBOX_CAPACITY`]);
     /// `None` when nothing would run them (a `--once` run), so submissions are refused.
-    pub submit: Option<mpsc::Sender<TaskSpec>>,
+    pub submit: Option<mpsc::Sender<CheckedTask>>,
+    /// The intake check's limit defaults and maxima.
+    pub rules: Arc<IntakeRules>,
     /// Bearer token every request but the probes must carry, if set.
     pub token: Option<Arc<str>>,
     /// The metrics rendered by `/metrics`.
@@ -237,12 +237,13 @@ async fn submit_task(
              no submissions; start it without --once to submit tasks",
         ));
     };
-    let (spec, generated) = validate(&body)?;
-    let (spec, fresh) = admit_submission(api.state.as_ref(), spec, generated, new_task_id).await?;
+    let (task, generated) = validate(&body, &api.rules)?;
+    let (task, fresh) = admit_submission(api.state.as_ref(), task, generated, new_task_id).await?;
+    let spec = task.spec.clone();
     if fresh {
-        tracing::info!(task_id = %spec.task_id, cid = %spec.wasm_cid, state = "pending", "task submitted");
+        tracing::info!(task_id = %spec.task_id.escape_debug(), cid = %spec.wasm_cid.escape_debug(), state = "pending", "task submitted");
         // The scheduler is gone only during shutdown; the task is persisted and resumes on start.
-        let _ = submit.send(spec.clone()).await;
+        let _ = submit.send(task).await;
     }
     let record = api
         .state
@@ -272,20 +273,20 @@ async fn submit_task(
 /// bits, it gets another from `new_id` rather than being answered with someone else's task.
 async fn admit_submission(
     state: &dyn StateStore,
-    mut spec: TaskSpec,
+    mut task: CheckedTask,
     generated: bool,
     mut new_id: impl FnMut() -> String,
-) -> Result<(TaskSpec, bool), ApiError> {
+) -> Result<(CheckedTask, bool), ApiError> {
     for _ in 0..GENERATED_ID_TRIES {
         let fresh = state
-            .admit(vec![spec.clone()], crate::state::API_ORIGIN)
+            .admit(vec![task.spec.clone()], crate::state::API_ORIGIN)
             .await
             .map_err(ApiError::internal)?;
         if !fresh.is_empty() || !generated {
-            return Ok((spec, !fresh.is_empty()));
+            return Ok((task, !fresh.is_empty()));
         }
-        tracing::warn!(task_id = %spec.task_id, "a generated task id was taken; drawing another");
-        spec.task_id = new_id();
+        tracing::warn!(task_id = %task.id(), "a generated task id was taken; drawing another");
+        task.spec.task_id = new_id();
     }
     Err(ApiError::internal("could not draw an unused task id"))
 }
@@ -293,9 +294,9 @@ async fn admit_submission(
 /// Draws of a fresh id before a submission is refused (each collision has odds of 2^-74).
 const GENERATED_ID_TRIES: usize = 4;
 
-/// Parses and checks a submission; every error names its field. Also says whether the task id
-/// was generated here (the submission had none).
-fn validate(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
+/// Parses a submission and passes it through the intake check ([`TaskSpec::check`]); every
+/// error names its field. Also says whether the task id was generated here (there was none).
+fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let sub: Submission = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -308,59 +309,24 @@ fn validate(body: &[u8]) -> Result<(TaskSpec, bool), ApiError> {
             ),
         )
     })?;
-    let sub_had_no_id = sub.task_id.is_none();
-    let task_id = match sub.task_id {
-        Some(id) => {
-            let valid = !id.is_empty()
-                && id.len() <= 128
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            if !valid {
-                return Err(ApiError::bad(
-                    "task_id",
-                    "task_id must be 1-128 characters of letters, digits, '-', '_' or '.'",
-                ));
-            }
-            id
-        }
-        None => new_task_id(),
-    };
-    let generated = sub_had_no_id;
-    if parse_cid(&sub.wasm_cid).is_err() && !is_plain_name(&sub.wasm_cid) {
-        return Err(ApiError::bad(
-            "wasm_cid",
-            format!(
-                "\"{}\" is not a CID (Qm... or bafy.../bafk...) nor a module file name",
-                sub.wasm_cid
-            ),
-        ));
-    }
-    let input_text = if sub.input.is_null() {
-        String::new()
-    } else {
-        sub.input.to_string()
-    };
-    TaskInput::parse(&input_text).map_err(|e| ApiError::bad("input", e.to_string()))?;
-    if let Some(t) = sub.limits.timeout_sec
-        && !(t.is_finite() && t > 0.0)
-    {
-        return Err(ApiError::bad(
-            "limits.timeout_sec",
-            "must be a positive number of seconds",
-        ));
-    }
-    if sub.limits.max_memory_mb == Some(0) {
-        return Err(ApiError::bad("limits.max_memory_mb", "must be at least 1"));
-    }
+    de.end().map_err(|e| {
+        ApiError::bad(
+            "body",
+            format!("{e}: send one JSON object and nothing after it"),
+        )
+    })?;
+    let generated = sub.task_id.is_none();
     let spec = TaskSpec {
-        task_id,
+        task_id: sub.task_id.unwrap_or_else(new_task_id),
         wasm_cid: sub.wasm_cid,
         entry: sub.entry,
         input: sub.input,
         limits: sub.limits,
     };
-    Ok((spec, generated))
+    let checked = spec
+        .check(rules)
+        .map_err(|e| ApiError::bad(&e.field, e.message))?;
+    Ok((checked, generated))
 }
 
 /// A fresh id for a submission without one: a UUIDv7 (its time, then 74 random bits), so an id
@@ -486,15 +452,20 @@ mod tests {
     async fn a_generated_id_already_taken_is_drawn_again_never_answered_with_the_old_task() {
         let dir = tempfile::tempdir().unwrap();
         let state = RedbStore::open(dir.path()).unwrap();
-        let old = TaskSpec::new("taken", "fib.wasm", json!([12]));
-        state.admit(vec![old.clone()], API_ORIGIN).await.unwrap();
+        let old = TaskSpec::new("taken", "fib.wasm", json!([12]))
+            .check(&IntakeRules::default())
+            .unwrap();
+        state
+            .admit(vec![old.spec.clone()], API_ORIGIN)
+            .await
+            .unwrap();
 
         let same_body = old.clone();
         let (spec, fresh) = admit_submission(&state, same_body, true, || "drawn-again".into())
             .await
             .unwrap();
         assert!(fresh, "the submission was answered with the old task");
-        assert_eq!(spec.task_id, "drawn-again");
+        assert_eq!(spec.id(), "drawn-again");
         assert!(state.get("drawn-again").unwrap().is_some());
 
         // An id the submitter chose keeps its meaning: the same body again is the same task.
@@ -502,6 +473,6 @@ mod tests {
             .await
             .unwrap();
         assert!(!fresh);
-        assert_eq!(spec.task_id, "taken");
+        assert_eq!(spec.id(), "taken");
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
-use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskSpec};
+use wasm_exec_task::{CheckError, CheckedTask, ErrorKind, IntakeRules, ResultEnvelope, TaskSpec};
 
 /// What happened to one task.
 #[derive(Debug, Clone)]
@@ -53,13 +53,31 @@ pub struct Scheduler {
     pub metrics: Arc<Metrics>,
     /// Most tasks running at once (1 = the seed's sequential mode).
     pub concurrency: usize,
+    /// The intake check's limit defaults and maxima, for the source's tasks and for tasks
+    /// resumed after a restart (the API checks its own before acknowledging them).
+    pub rules: IntakeRules,
 }
 
 /// A task to run and where it came from (its result goes back there).
 #[derive(Debug, Clone)]
 struct Job {
+    /// The task as persisted.
     task: TaskSpec,
+    /// The task as the intake check left it, or why the check refused it (then it is settled
+    /// as `bad_input` without running, and that result written back).
+    checked: Result<CheckedTask, CheckError>,
     origin: String,
+}
+
+impl Job {
+    /// A task the API checked before acknowledging it.
+    fn from_api(checked: CheckedTask) -> Self {
+        Self {
+            task: checked.spec.clone(),
+            checked: Ok(checked),
+            origin: API_ORIGIN.into(),
+        }
+    }
 }
 
 /// Most batches of admitted source tasks waiting for `serve` to queue them: the pump waits
@@ -98,10 +116,9 @@ impl Scheduler {
             }
             None => self.state.admit(tasks.clone(), origin).await?,
         };
-        let jobs = fresh.into_iter().map(|task| Job {
-            task,
-            origin: self.source.name().into(),
-        });
+        let jobs = fresh
+            .into_iter()
+            .map(|task| self.job(task, self.source.name()));
         let mut outcomes = self.run_jobs(jobs.collect()).await;
         for task in tasks {
             if outcomes.iter().any(|o| o.task.task_id == task.task_id) {
@@ -128,7 +145,7 @@ impl Scheduler {
     /// error from the pump (its admissions could not be persisted) ends `serve` with that error.
     pub async fn serve(
         &self,
-        mut inbox: mpsc::Receiver<TaskSpec>,
+        mut inbox: mpsc::Receiver<CheckedTask>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut queue: VecDeque<Job> = self.resume().await?.into();
@@ -150,7 +167,7 @@ impl Scheduler {
                         warn!(error = %e, "a task's worker failed");
                     }
                 }
-                Some(task) = inbox.recv() => queue.push_back(Job { task, origin: API_ORIGIN.into() }),
+                Some(task) = inbox.recv() => queue.push_back(Job::from_api(task)),
                 Some(jobs) = from_source.recv() => queue.extend(jobs),
                 ended = &mut pump => {
                     ended.context("the source's poller panicked")??;
@@ -216,10 +233,7 @@ impl Scheduler {
             if fresh.is_empty() {
                 continue;
             }
-            let jobs = fresh.into_iter().map(|task| Job {
-                task,
-                origin: origin.into(),
-            });
+            let jobs = fresh.into_iter().map(|task| self.job(task, origin));
             if admitted.send(jobs.collect()).await.is_err() {
                 return Ok(()); // `serve` has stopped taking tasks
             }
@@ -231,10 +245,7 @@ impl Scheduler {
     async fn resume(&self) -> anyhow::Result<Vec<Job>> {
         let mut rerun = Vec::new();
         for record in self.state.resumable()? {
-            let job = Job {
-                task: record.task,
-                origin: record.origin,
-            };
+            let job = self.job(record.task, &record.origin);
             match record.result {
                 Some(result) if record.state.is_finished() => {
                     info!(task_id = %job.task.task_id, "reporting a result persisted before a restart");
@@ -282,12 +293,12 @@ impl Scheduler {
         let span = info_span!("task", task_id = %job.task.task_id, cid = %job.task.wasm_cid);
         async move {
             let started = Instant::now();
-            let verdict = (job.origin == self.source.name())
-                .then(|| self.source.precheck(&job.task))
-                .flatten();
-            let result = match verdict {
-                Some(verdict) => verdict,
-                None => self.execute(&job.task).await,
+            let result = match &job.checked {
+                Ok(task) => self.execute(task).await,
+                Err(e) => ResultEnvelope::failure(
+                    ErrorKind::BadInput,
+                    format!("the task is malformed: {e}"),
+                ),
             };
             drop(permit);
             if result.kind() == Some(ErrorKind::Cancelled) {
@@ -334,12 +345,26 @@ impl Scheduler {
         .await
     }
 
-    async fn execute(&self, task: &TaskSpec) -> ResultEnvelope {
-        self.state
-            .record_progress(&task.task_id, TaskState::Fetching);
+    /// The task, with the intake check's verdict under the rules for its origin (CIDs only for
+    /// a source that says so).
+    fn job(&self, task: TaskSpec, origin: &str) -> Job {
+        let checked = if origin == self.source.name() && !self.source.mirror_names() {
+            task.check(&self.rules.cids_only())
+        } else {
+            task.check(&self.rules)
+        };
+        Job {
+            task,
+            checked,
+            origin: origin.into(),
+        }
+    }
+
+    async fn execute(&self, task: &CheckedTask) -> ResultEnvelope {
+        self.state.record_progress(task.id(), TaskState::Fetching);
         info!(state = "fetching", "task taken");
         let fetch_started = Instant::now();
-        let module = match self.modules.fetch(&task.wasm_cid).await {
+        let module = match self.modules.fetch(&task.spec.wasm_cid).await {
             Ok(module) => module,
             Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
         };
@@ -347,8 +372,7 @@ impl Scheduler {
         self.metrics.fetch_seconds.observe(fetched.as_secs_f64());
         self.metrics.observe_stage("fetch", fetched);
         self.metrics.fetched_bytes.inc_by(module.len() as u64);
-        self.state
-            .record_progress(&task.task_id, TaskState::Running);
+        self.state.record_progress(task.id(), TaskState::Running);
         info!(state = "running", bytes = module.len(), "module ready");
         let run_started = Instant::now();
         let result = self.backend.run(task, module).await;
@@ -383,7 +407,7 @@ impl Scheduler {
 
 /// The Wasm call's own time (instantiation and call), from the result document.
 fn wasm_time(result: &ResultEnvelope) -> Duration {
-    Duration::from_secs_f64(result.duration_ms.max(0.0) / 1e3)
+    Duration::try_from_secs_f64(result.duration_ms / 1e3).unwrap_or_default()
 }
 
 /// Retries `attempt` with backoff (100 ms doubling to 30 s) until it succeeds: a task never
@@ -436,7 +460,7 @@ mod tests {
 
     #[async_trait]
     impl Backend for StoppedBackend {
-        async fn run(&self, _task: &TaskSpec, _module: Arc<Vec<u8>>) -> ResultEnvelope {
+        async fn run(&self, _task: &CheckedTask, _module: Arc<Vec<u8>>) -> ResultEnvelope {
             ResultEnvelope::failure(ErrorKind::Cancelled, "stopped")
         }
 
@@ -465,6 +489,7 @@ mod tests {
             state,
             metrics: Arc::new(Metrics::default()),
             concurrency: 1,
+            rules: IntakeRules::default(),
         };
         let state = Arc::new(RedbStore::open(dir.path()).unwrap());
         let outcomes = scheduler(state.clone(), vec![task])
@@ -530,6 +555,7 @@ mod tests {
             state: Arc::new(RedbStore::open(dir.path()).unwrap()),
             metrics: Arc::new(Metrics::default()),
             concurrency: 1,
+            rules: IntakeRules::default(),
         };
         let polls = || source.polls.load(std::sync::atomic::Ordering::SeqCst);
         let until = |want: usize| async move {
@@ -595,6 +621,7 @@ mod tests {
             state: state.clone(),
             metrics: Arc::new(Metrics::default()),
             concurrency: 1,
+            rules: IntakeRules::default(),
         };
         let (api, inbox) = mpsc::channel(INBOX_CAPACITY);
         let shutdown = CancellationToken::new();
@@ -604,7 +631,9 @@ mod tests {
         });
         let task = TaskSpec::new("api-1", "x.wasm", serde_json::Value::Null);
         state.admit(vec![task.clone()], API_ORIGIN).await.unwrap();
-        api.send(task).await.unwrap();
+        api.send(task.check(&IntakeRules::default()).unwrap())
+            .await
+            .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         // The stopped backend answers `cancelled`, which leaves the task pending again: what
         // shows that it ran is its attempt count.

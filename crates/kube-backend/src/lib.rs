@@ -41,9 +41,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use track::{Ended, Limits};
 use wasm_exec_coordinator::backend::Backend;
-use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskSpec};
+use wasm_exec_task::{CheckedTask, ErrorKind, ResultEnvelope, TaskSpec};
 
-/// The backend's settings: the seed's `COORDINATOR_*` variables and the task defaults.
+/// The backend's settings: the seed's `COORDINATOR_*` variables, waits and retries (a task's
+/// limits come resolved with the task).
 #[derive(Debug, Clone)]
 pub struct KubernetesSettings {
     /// Namespace of the Jobs and ConfigMaps (`COORDINATOR_NAMESPACE`).
@@ -52,12 +53,6 @@ pub struct KubernetesSettings {
     pub image: String,
     /// Job template (`COORDINATOR_JOB_TEMPLATE`).
     pub job_template: PathBuf,
-    /// Wall-clock limit of a task that sets none, in seconds (`TIMEOUT_SEC`).
-    pub timeout_sec: f64,
-    /// Memory limit of a task that sets none, in MiB (`MAX_MEMORY_MB`).
-    pub max_memory_mb: u64,
-    /// Bytes of a guest's stdout, and of its stderr, kept in its result (`MAX_OUTPUT_BYTES`).
-    pub max_output_bytes: usize,
     /// Time a Job gets beyond the task's timeout to be scheduled, pull and start (120 s).
     pub start_allowance: Duration,
     /// Time the coordinator waits beyond the Job's `activeDeadlineSeconds` (30 s).
@@ -77,9 +72,6 @@ impl KubernetesSettings {
             namespace: namespace.to_owned(),
             image: image.to_owned(),
             job_template,
-            timeout_sec: 20.0,
-            max_memory_mb: 256,
-            max_output_bytes: 1 << 20,
             start_allowance: Duration::from_secs(120),
             deadline_grace: Duration::from_secs(30),
             unschedulable_grace: Duration::from_secs(60),
@@ -148,7 +140,7 @@ impl KubernetesBackend {
 
 #[async_trait]
 impl Backend for KubernetesBackend {
-    async fn run(&self, task: &TaskSpec, module: Arc<Vec<u8>>) -> ResultEnvelope {
+    async fn run(&self, task: &CheckedTask, module: Arc<Vec<u8>>) -> ResultEnvelope {
         let started = Instant::now();
         let result = self.inner.run(task, &module).await;
         if let Some(phases) = result.phases {
@@ -185,12 +177,13 @@ impl Backend for KubernetesBackend {
 }
 
 impl Inner {
-    async fn run(&self, task: &TaskSpec, module: &[u8]) -> ResultEnvelope {
+    async fn run(&self, checked: &CheckedTask, module: &[u8]) -> ResultEnvelope {
+        let task = &checked.spec;
         let names = TaskNames::for_task(&task.task_id);
         if let Err((kind, message)) = render::check_size(module.len(), task.input_text().len()) {
             return ResultEnvelope::failure(kind, message);
         }
-        let run = self.run_settings(task);
+        let run = self.run_settings(checked);
         let job = self.template.render(task, &names, &run);
         let spec = job.spec.as_ref();
         let deadline_secs = spec
@@ -228,16 +221,15 @@ impl Inner {
         result
     }
 
-    fn run_settings(&self, task: &TaskSpec) -> RunSettings {
+    /// What the Job's executor is told: the task's limits as the intake check resolved them.
+    fn run_settings(&self, task: &CheckedTask) -> RunSettings {
+        let limits = &task.limits;
         RunSettings {
             image: self.settings.image.clone(),
-            timeout_sec: task.limits.timeout_sec.unwrap_or(self.settings.timeout_sec),
-            max_memory_mb: task
-                .limits
-                .max_memory_mb
-                .unwrap_or(self.settings.max_memory_mb),
-            max_output_bytes: self.settings.max_output_bytes,
-            fuel: task.limits.fuel,
+            timeout_sec: limits.timeout.as_secs_f64(),
+            max_memory_mb: limits.max_memory_mb,
+            max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
+            fuel: limits.fuel,
             start_allowance_sec: self.settings.start_allowance.as_secs(),
         }
     }

@@ -15,6 +15,12 @@ const TEMPLATE: &str = include_str!("../../../k8s/job.yaml");
 const MODULE: &[u8] = b"\0asm\x01\0\0\0";
 const POD: &str = "pod-1";
 
+/// `task` through the intake check with the default rules.
+fn checked(task: &TaskSpec) -> wasm_exec_task::CheckedTask {
+    task.check(&wasm_exec_task::IntakeRules::default())
+        .expect("a task the intake check takes")
+}
+
 fn task() -> TaskSpec {
     TaskSpec::new("fib", "fib.wasm", json!({"entry": "fib", "args": [12]}))
 }
@@ -66,7 +72,7 @@ async fn run_scenario(
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(10),
-        backend.run(&task, Arc::new(MODULE.to_vec())),
+        backend.run(&checked(&task), Arc::new(MODULE.to_vec())),
     )
     .await
     .expect("the backend finished within 10 s");
@@ -567,7 +573,9 @@ async fn forbidden_names_the_missing_rbac_permission_without_retrying() {
 async fn a_module_too_large_for_a_config_map_creates_nothing() {
     let (client, server) = scripted(vec![]);
     let backend = backend(client, settings(), CancellationToken::new());
-    let result = backend.run(&task(), Arc::new(vec![0; 2 << 20])).await;
+    let result = backend
+        .run(&checked(&task()), Arc::new(vec![0; 2 << 20]))
+        .await;
     drop(backend);
     assert_eq!(result.kind(), Some(ErrorKind::ModuleTooLarge));
     assert!(result.error.unwrap().message.contains("1 MiB"));
@@ -699,7 +707,9 @@ async fn with_retries_allowed_a_failed_pod_waits_for_the_job() {
     ];
     let (client, server) = scripted(steps);
     let backend = backend_from(&template, client, settings(), CancellationToken::new());
-    let result = backend.run(&task(), Arc::new(MODULE.to_vec())).await;
+    let result = backend
+        .run(&checked(&task()), Arc::new(MODULE.to_vec()))
+        .await;
     drop(backend);
     assert!(result.ok, "the second pod's result counts: {result:?}");
     assert_eq!(server.await.unwrap(), 5);

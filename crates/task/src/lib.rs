@@ -2,15 +2,19 @@
 //!
 //! # Layout
 //! - [`spec`]: a task as a source hands it over (module CID, entry, input, limits).
+//! - [`check`]: the one intake check, from a [`TaskSpec`] to a [`CheckedTask`] under the
+//!   operator's [`IntakeRules`] (limit defaults and maxima).
 //! - [`input`]: the task's input document (`{"entry": "fib", "args": [12]}`) and how it is read.
 //! - [`envelope`]: the result document every run produces, in a Job or in-process.
 //! - [`kind`]: the stable, machine-readable error kinds and the exit codes that go with them.
 
+pub mod check;
 pub mod envelope;
 pub mod input;
 pub mod kind;
 pub mod spec;
 
+pub use check::{CheckError, CheckedTask, IntakeRules, Limits, ModuleRef};
 pub use envelope::{ErrorInfo, Phases, ResultEnvelope};
 pub use input::{InputError, TaskInput};
 pub use kind::ErrorKind;

@@ -23,7 +23,8 @@ pub struct TaskSpec {
     pub limits: TaskLimits,
 }
 
-/// Per-task limits; each `None` means "the coordinator's default".
+/// Per-task limits as submitted; each `None` means "the operator's default" (see
+/// [`TaskLimits::resolve`](crate::check)).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskLimits {
@@ -36,6 +37,9 @@ pub struct TaskLimits {
     /// Instruction budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
+    /// Bytes kept of the guest's stdout, and of its stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
 }
 
 impl TaskSpec {

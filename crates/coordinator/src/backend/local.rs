@@ -14,32 +14,10 @@ use sha2::{Digest, Sha256};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use wasm_exec_runtime::{
     EngineOptions, EntryRequest, Interruption, LoadedModule, RunLimits, RunRequest, Runtime,
 };
-use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput, TaskSpec};
-
-/// Limits applied when a task does not set its own.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DefaultLimits {
-    /// Wall-clock limit.
-    pub timeout: Duration,
-    /// Largest linear memory, in MiB.
-    pub max_memory_mb: u64,
-    /// Bytes kept of stdout and of stderr each.
-    pub max_output_bytes: usize,
-}
-
-impl Default for DefaultLimits {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(20),
-            max_memory_mb: 256,
-            max_output_bytes: 1 << 20,
-        }
-    }
-}
+use wasm_exec_task::{CheckedTask, ErrorKind, ResultEnvelope};
 
 /// Runs tasks in this process, on its own pool of threads sized for the Wasm stack.
 #[derive(Clone)]
@@ -55,7 +33,6 @@ type Work = Box<dyn FnOnce() + Send>;
 struct Inner {
     plain: Engine,
     metered: Engine,
-    defaults: DefaultLimits,
     metrics: Arc<Metrics>,
 }
 
@@ -75,7 +52,6 @@ impl LocalBackend {
     /// The pool's threads have stacks sized for the Wasm stack limit, so guests run on them
     /// directly: off the async runtime's threads, and with no thread created per task.
     pub fn new(
-        defaults: DefaultLimits,
         cache_dir: Option<PathBuf>,
         metrics: Arc<Metrics>,
         threads: usize,
@@ -121,7 +97,6 @@ impl LocalBackend {
             inner: Arc::new(Inner {
                 plain: engine(false)?,
                 metered: engine(true)?,
-                defaults,
                 metrics,
             }),
             jobs,
@@ -130,15 +105,11 @@ impl LocalBackend {
 }
 
 impl Inner {
-    fn run_blocking(&self, task: &TaskSpec, module: &[u8]) -> ResultEnvelope {
+    fn run_blocking(&self, task: &CheckedTask, module: &[u8]) -> ResultEnvelope {
         let engine = if task.limits.fuel.is_some() {
             &self.metered
         } else {
             &self.plain
-        };
-        let input = match TaskInput::parse(&task.input_text()) {
-            Ok(input) => input,
-            Err(e) => return ResultEnvelope::failure(ErrorKind::BadInput, e.to_string()),
         };
         let loaded = match engine.load(module, &self.metrics) {
             Ok(loaded) => loaded,
@@ -149,30 +120,19 @@ impl Inner {
             }
         };
         let limits = &task.limits;
-        let max_memory_mb = limits.max_memory_mb.unwrap_or(self.defaults.max_memory_mb);
-        let timeout = match limits.timeout_sec {
-            Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
-            Some(s) => {
-                return ResultEnvelope::failure(
-                    ErrorKind::BadInput,
-                    format!("limits.timeout_sec must be a positive number of seconds, got {s}"),
-                );
-            }
-            None => self.defaults.timeout,
-        };
         let request = RunRequest {
             entry: EntryRequest {
-                named: input.entry.or_else(|| task.entry.clone()),
-                args: input.args,
+                named: task.entry.clone(),
+                args: task.input.args.clone(),
                 add_fallback: [serde_json::json!(5), serde_json::json!(7)],
             },
-            stdin: input.text.into_bytes(),
+            stdin: task.input.text.clone().into_bytes(),
             limits: RunLimits {
-                timeout,
-                max_memory_bytes: usize::try_from(max_memory_mb.saturating_mul(1 << 20))
+                timeout: limits.timeout,
+                max_memory_bytes: usize::try_from(limits.max_memory_mb.saturating_mul(1 << 20))
                     .unwrap_or(usize::MAX),
                 fuel: limits.fuel,
-                max_output_bytes: self.defaults.max_output_bytes,
+                max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
             },
         };
         let plan = match engine.runtime.plan(&loaded, &request) {
@@ -209,7 +169,7 @@ impl Engine {
 
 #[async_trait]
 impl Backend for LocalBackend {
-    async fn run(&self, task: &TaskSpec, module: Arc<Vec<u8>>) -> ResultEnvelope {
+    async fn run(&self, task: &CheckedTask, module: Arc<Vec<u8>>) -> ResultEnvelope {
         // Wasm blocks its thread: run it on the pool, never on an async worker.
         let (inner, task) = (self.inner.clone(), task.clone());
         let (reply, result) = tokio::sync::oneshot::channel();

@@ -6,13 +6,14 @@ pub mod local;
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use wasm_exec_task::{ResultEnvelope, TaskSpec};
+use wasm_exec_task::{CheckedTask, ResultEnvelope};
 
 /// Runs tasks. Failures of the task (traps, limits, bad input) are results, not errors.
 #[async_trait]
 pub trait Backend: Send + Sync {
-    /// Runs `task` on `module` (verified bytes) and returns its result document.
-    async fn run(&self, task: &TaskSpec, module: Arc<Vec<u8>>) -> ResultEnvelope;
+    /// Runs `task` (checked at intake: its input parsed, its limits resolved) on `module`
+    /// (verified bytes) and returns its result document.
+    async fn run(&self, task: &CheckedTask, module: Arc<Vec<u8>>) -> ResultEnvelope;
 
     /// Called once at start with the ids of the tasks left unfinished (they run again): a
     /// backend that keeps state outside this process removes what belongs to no such task.

@@ -7,14 +7,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use wasm_exec_task::ErrorKind;
 
-/// Whether `name` is a plain file name (`fib.wasm`): no directory part and not hidden, so a task
-/// can name a module in the mirror but never reach a path outside it.
-pub fn is_plain_name(name: &str) -> bool {
-    std::path::Path::new(name)
-        .file_name()
-        .is_some_and(|f| f == name)
-        && !name.starts_with('.')
-}
+pub use wasm_exec_task::check::is_plain_name;
 
 /// Finds a module's bytes by CID, verified against it.
 #[async_trait]

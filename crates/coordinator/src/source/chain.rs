@@ -6,8 +6,9 @@
 //!   the source's cursor, persisted in the same commit as the tasks it yields, so a restart
 //!   neither misses nor re-reads one. A task's id is `eip155-<chain>-<contract>-<on-chain id>`.
 //! - Malformed requests (a CID that does not parse, an input that is not a task input, oversize
-//!   fields) are settled by [`TaskSource::precheck`] as `bad_input`, and that is written back
-//!   (`ok = false`) like any result.
+//!   fields, limits over the operator's maxima) fail the scheduler's intake check
+//!   ([`wasm_exec_task::TaskSpec::check`], CIDs only: [`TaskSource::mirror_names`] is false) and
+//!   are settled as `bad_input`, which is written back (`ok = false`) like any result.
 //! - Writing: the result value (capped at the contract's 1 KiB) and the keccak-256 of the full
 //!   result document (the bytes `GET /v1/tasks/{id}/result` serves). Before writing, the task is
 //!   read on chain: already completed counts as written (exactly once across restarts), and a task
@@ -32,15 +33,10 @@ use wasm_exec_chain::writer::{OnChainResult, ResultWriter, WriteError, WriteOpti
 use wasm_exec_chain::{
     Address, ChainError, DynProvider, PrivateKeySigner, Registry, Transport, U256, keccak256,
 };
-use wasm_exec_ipfs::parse_cid;
-use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput, TaskLimits, TaskSpec};
+use wasm_exec_task::{ResultEnvelope, TaskLimits, TaskSpec};
 
 /// Largest result value written on chain, in bytes (the contract's `MAX_RESULT_BYTES`).
 pub const MAX_RESULT_BYTES: usize = 1024;
-/// Largest task input taken, in bytes (the contract's `MAX_INPUT_BYTES`).
-pub const MAX_INPUT_BYTES: usize = 16 * 1024;
-/// Longest CID or entry name taken, in bytes.
-pub const MAX_NAME_BYTES: usize = 256;
 /// How often the cursor is persisted when no task moves it.
 const IDLE_PERSIST: Duration = Duration::from_secs(10);
 /// Longest wait between reads while the node fails.
@@ -276,8 +272,8 @@ fn task_id_prefix(chain_id: u64, contract: Address) -> String {
     )
 }
 
-/// A `TaskSubmitted` event as a task. An input that is not JSON is kept as a string, for
-/// [`ChainSource::precheck`] to refuse with its reason.
+/// A `TaskSubmitted` event as a task. An input that is not JSON is kept as a string, for the
+/// intake check to refuse with its reason.
 fn to_task(task_id: String, event: &TaskSubmitted) -> TaskSpec {
     let input = if event.input.trim().is_empty() {
         Value::Null
@@ -293,50 +289,9 @@ fn to_task(task_id: String, event: &TaskSubmitted) -> TaskSpec {
             timeout_sec: (event.timeoutSec > 0).then(|| f64::from(event.timeoutSec)),
             max_memory_mb: None,
             fuel: (event.fuel > 0).then_some(event.fuel),
+            max_output_bytes: None,
         },
     }
-}
-
-/// Why a request cannot run, if it cannot.
-fn malformed(task: &TaskSpec) -> Option<String> {
-    if task.wasm_cid.len() > MAX_NAME_BYTES {
-        return Some(format!(
-            "wasmCid is {} bytes; at most {MAX_NAME_BYTES}",
-            task.wasm_cid.len()
-        ));
-    }
-    // By CID only: a request from the chain does not get to name files in the local mirror.
-    if let Err(e) = parse_cid(&task.wasm_cid) {
-        return Some(format!(
-            "wasmCid \"{}\" is not a CID (Qm... or bafy.../bafk...): {e}",
-            task.wasm_cid
-        ));
-    }
-    if let Some(entry) = &task.entry
-        && entry.len() > MAX_NAME_BYTES
-    {
-        return Some(format!(
-            "entry is {} bytes; at most {MAX_NAME_BYTES}",
-            entry.len()
-        ));
-    }
-    let text = match &task.input {
-        Value::Null => String::new(),
-        Value::String(raw) if serde_json::from_str::<Value>(raw).is_err() => {
-            return Some(format!(
-                "input is not JSON; expected {{\"args\": [...]}} or a bare array, got {:?}",
-                truncate(raw, 80)
-            ));
-        }
-        other => other.to_string(),
-    };
-    if text.len() > MAX_INPUT_BYTES {
-        return Some(format!(
-            "input is {} bytes; at most {MAX_INPUT_BYTES}",
-            text.len()
-        ));
-    }
-    TaskInput::parse(&text).err().map(|e| format!("input: {e}"))
 }
 
 /// The first `max` bytes of `text`, cut at a character boundary.
@@ -450,13 +405,8 @@ impl TaskSource for ChainSource {
         })
     }
 
-    fn precheck(&self, task: &TaskSpec) -> Option<ResultEnvelope> {
-        malformed(task).map(|why| {
-            ResultEnvelope::failure(
-                ErrorKind::BadInput,
-                format!("the on-chain request is malformed: {why}"),
-            )
-        })
+    fn mirror_names(&self) -> bool {
+        false // requesters on a chain must not pick files on the host
     }
 
     fn poll_interval(&self) -> Duration {
@@ -605,28 +555,36 @@ mod tests {
         assert_eq!(task.entry.as_deref(), Some("fib"));
         assert_eq!(task.limits.timeout_sec, Some(3.0));
         assert_eq!(task.limits.fuel, None, "0 means the default");
-        assert_eq!(malformed(&task), None);
+        let rules = wasm_exec_task::IntakeRules::default().cids_only();
+        assert!(task.check(&rules).is_ok());
     }
 
     #[test]
-    fn malformed_requests_are_named() {
+    fn malformed_requests_fail_the_cids_only_intake_check_naming_why() {
+        let rules = wasm_exec_task::IntakeRules::default().cids_only();
         let cases = [
             (event("not a cid!", "fib", "[1]"), "not a CID"),
             (event("fib.wasm", "fib", "[1]"), "not a CID"),
             (event(FIB, "fib", "{oops"), "not JSON"),
             (event(FIB, "fib", r#"{"args": 5}"#), "input"),
             (event(&"b".repeat(300), "fib", "[1]"), "300 bytes"),
-            (event(FIB, &"e".repeat(300), "[1]"), "entry is 300 bytes"),
+            (
+                event(FIB, &"e".repeat(300), "[1]"),
+                "entry: must be 1-256 bytes, got 300",
+            ),
         ];
         for (event, expected) in cases {
-            let why = malformed(&to_task("t".into(), &event)).expect("malformed");
+            let why = to_task("t".into(), &event)
+                .check(&rules)
+                .expect_err("malformed")
+                .to_string();
             assert!(why.contains(expected), "{why} should say {expected}");
         }
     }
 
     #[test]
     fn the_value_on_chain_is_capped_at_the_contracts_limit() {
-        let mut result = ResultEnvelope::failure(ErrorKind::Trap, "x");
+        let mut result = ResultEnvelope::failure(wasm_exec_task::ErrorKind::Trap, "x");
         assert_eq!(result_value(&result), "trap: x");
         result.ok = true;
         result.error = None;

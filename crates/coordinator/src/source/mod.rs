@@ -38,10 +38,12 @@ pub trait TaskSource: Send + Sync {
     /// The tasks available now; a task is yielded once (a finite source then yields nothing).
     async fn poll(&self) -> Result<Polled, SourceError>;
 
-    /// A result that settles `task` without running it, when the source finds the request
-    /// itself malformed (it is then persisted and written back like any result).
-    fn precheck(&self, _task: &TaskSpec) -> Option<ResultEnvelope> {
-        None
+    /// Whether this source's tasks may name files of the local mirror (`fib.wasm`) rather than
+    /// CIDs. A source whose requesters are strangers (a chain) says no. The scheduler checks every
+    /// task it takes with [`TaskSpec::check`]; one that fails is persisted and settled as
+    /// `bad_input` without running, and its result written back like any other.
+    fn mirror_names(&self) -> bool {
+        true
     }
 
     /// How long to wait between polls that found nothing more to read.

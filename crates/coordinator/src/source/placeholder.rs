@@ -12,7 +12,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
-use wasm_exec_task::{ResultEnvelope, TaskSpec};
+use wasm_exec_task::{IntakeRules, ResultEnvelope, TaskSpec};
 
 /// CID of `host/wasm/add.wasm`.
 pub const ADD_CID: &str = "bafkreic4y3temla33obbacyznk4penucufbdtaq5mcfju3jljlgm2lvhbi";
@@ -60,8 +60,10 @@ impl PlaceholderSource {
     }
 
     /// A source of the tasks in a JSON file: an array of `{"task_id", "wasm_cid", "entry"?,
-    /// "input"?, "limits"?}`. Duplicate ids are refused, since an id names one task.
-    pub fn from_file(path: &Path) -> Result<Self, SourceError> {
+    /// "input"?, "limits"?}`. Every task must pass the intake check under `rules` and ids must be
+    /// unique (an id names one task): the first that does not is refused with its index and
+    /// field, so a bad file fails the start rather than its tasks.
+    pub fn from_file(path: &Path, rules: &IntakeRules) -> Result<Self, SourceError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             SourceError(format!(
                 "reading COORDINATOR_TASKS_FILE \"{}\": {e}",
@@ -75,7 +77,14 @@ impl PlaceholderSource {
             ))
         })?;
         let mut seen = std::collections::HashSet::new();
-        for task in &tasks {
+        for (index, task) in tasks.iter().enumerate() {
+            if let Err(e) = task.check(rules) {
+                return Err(SourceError(format!(
+                    "COORDINATOR_TASKS_FILE \"{}\": task {index} (\"{}\") is refused: {e}",
+                    path.display(),
+                    task.task_id.escape_debug()
+                )));
+            }
             if !seen.insert(task.task_id.as_str()) {
                 return Err(SourceError(format!(
                     "COORDINATOR_TASKS_FILE \"{}\" has task_id \"{}\" twice; ids must be unique",
@@ -156,7 +165,9 @@ mod tests {
             r#"[{"task_id":"a","wasm_cid":"x"},{"task_id":"a","wasm_cid":"y"}]"#,
         )
         .unwrap();
-        let err = PlaceholderSource::from_file(&path).unwrap_err().to_string();
+        let err = PlaceholderSource::from_file(&path, &IntakeRules::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"a\" twice"), "{err}");
     }
 
