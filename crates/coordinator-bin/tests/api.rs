@@ -55,6 +55,20 @@ fn bad_requests_name_the_field() {
             "limits.fuel",
         ),
         ("not json", "body"),
+        (r#"{"wasm_cid": "fib.wasm"} xyz"#, "body"),
+        (r#"{"wasm_cid": "fib\n.wasm"}"#, "wasm_cid"),
+        (
+            r#"{"wasm_cid": "fib.wasm", "limits": {"max_memory_mb": 4096}}"#,
+            "COORDINATOR_MAX_TASK_MEMORY_MB",
+        ),
+        (
+            r#"{"wasm_cid": "fib.wasm", "limits": {"max_memory_mb": 18446744073709551615}}"#,
+            "limits.max_memory_mb",
+        ),
+        (
+            r#"{"wasm_cid": "fib.wasm", "limits": {"timeout_sec": 1e20}}"#,
+            "COORDINATOR_MAX_TASK_TIMEOUT_SEC",
+        ),
     ];
     for (body, field) in cases {
         let r = post(&svc.base, "/v1/tasks", body, None);
@@ -75,6 +89,12 @@ fn bad_requests_name_the_field() {
             .contains("nope")
     );
     assert_eq!(get(&svc.base, "/v1/tasks?state=sleeping", None).status, 400);
+    let listed = get(&svc.base, "/v1/tasks", None);
+    assert_eq!(
+        listed.body["tasks"],
+        serde_json::json!([]),
+        "nothing refused was stored"
+    );
 }
 
 #[test]
