@@ -13,6 +13,7 @@
 //! - [`watch`] and [`track`]: waiting for the Job by watch, and the phases of the wait.
 //! - [`result`]: the result document, from the termination message or the log.
 //! - [`cleanup`]: deleting a task's Job; removing orphans at start.
+//! - `settle`: how the wait's end becomes the task's result document.
 //! - [`retry`] and [`errors`]: bounded retries and messages that say how to fix a failure.
 
 pub mod cleanup;
@@ -21,6 +22,7 @@ pub mod names;
 pub mod render;
 pub mod result;
 pub mod retry;
+mod settle;
 pub mod track;
 pub mod watch;
 
@@ -39,7 +41,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use track::{Ended, Limits};
+use track::Limits;
 use wasm_exec_coordinator::backend::Backend;
 use wasm_exec_task::{CheckedTask, ErrorKind, ResultEnvelope, TaskSpec};
 
@@ -338,54 +340,7 @@ impl Inner {
         );
         let (ended, phases) =
             track::track(&mut jobs, &mut pods, limits, started, &self.abandon).await;
-        let mut result = match ended {
-            Ended::Finished {
-                failed,
-                reason,
-                message,
-                pod,
-                container,
-            } => {
-                if failed && reason == "DeadlineExceeded" {
-                    ResultEnvelope::failure(
-                        ErrorKind::Timeout,
-                        format!(
-                            "the Job ran past its activeDeadlineSeconds ({deadline_secs} s: the \
-                             task's timeout plus time to start) and was stopped ({message}); see \
-                             phases for where the time went"
-                        ),
-                    )
-                } else if failed && container.is_none() && pod.is_none() {
-                    ResultEnvelope::failure(
-                        ErrorKind::Io,
-                        format!("the Job failed before any pod ran ({reason}: {message})"),
-                    )
-                } else {
-                    let collector = result::Collector {
-                        pods: &self.pods,
-                        namespace: ns,
-                        retry,
-                    };
-                    collector.collect(pod.as_deref(), container.as_ref()).await
-                }
-            }
-            Ended::Stuck(message) | Ended::Api(message) => {
-                ResultEnvelope::failure(ErrorKind::Io, message)
-            }
-            Ended::Deadline => ResultEnvelope::failure(
-                ErrorKind::Timeout,
-                format!(
-                    "the Job did not finish within its activeDeadlineSeconds ({deadline_secs} s) \
-                     plus {} s; see phases for where the time went",
-                    self.settings.deadline_grace.as_secs()
-                ),
-            ),
-            Ended::Cancelled => ResultEnvelope::failure(
-                ErrorKind::Cancelled,
-                "the coordinator stopped before the Job finished; the Job was deleted and the \
-                 task runs again after a restart",
-            ),
-        };
+        let mut result = self.settle(ended, deadline_secs).await;
         result.phases = Some(phases);
         result
     }

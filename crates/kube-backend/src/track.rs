@@ -90,34 +90,21 @@ async fn wait(
     if let Err(e) = pods.open().await {
         return Ended::Api(e.to_string());
     }
-    let mut last_pod: Option<String> = None;
-    let mut container: Option<ContainerStateTerminated> = None;
-    let mut unschedulable: Option<(Instant, String)> = None;
-    let mut job_end: Option<(Instant, bool, String, String)> = None;
+    let mut seen = Seen::default();
     loop {
-        if let Some((_, failed, reason, message)) = &job_end
-            && (container.is_some() || reason == "DeadlineExceeded")
-        {
-            return finished(*failed, reason, message, last_pod, container);
+        if let Some(ended) = seen.settled(&limits) {
+            return ended;
         }
-        // The container's end settles the Job's: no need to wait for the Job controller to say
-        // so (it batches pod updates, up to a second), unless another pod may follow.
-        if job_end.is_none()
-            && let Some(state) = &container
-            && (state.exit_code == 0 || !limits.retries)
-        {
-            let failed = state.exit_code != 0;
-            return finished(failed, "", "", last_pod, container);
-        }
-        let unschedulable_until = unschedulable
+        let unschedulable_until = seen
+            .unschedulable
             .as_ref()
             .map(|(since, _)| *since + limits.unschedulable_grace);
-        let lag_until = job_end.as_ref().map(|(at, ..)| *at + limits.pod_lag);
+        let lag_until = seen.job_end.as_ref().map(|end| end.at + limits.pod_lag);
         tokio::select! {
             () = shutdown.cancelled() => return Ended::Cancelled,
             () = sleep_until(limits.deadline) => return Ended::Deadline,
             () = sleep_until(unschedulable_until.unwrap_or(limits.deadline)), if unschedulable_until.is_some() => {
-                let message = unschedulable.map(|(_, m)| m).unwrap_or_default();
+                let message = seen.unschedulable.map(|(_, m)| m).unwrap_or_default();
                 return Ended::Stuck(format!(
                     "the pod could not be scheduled for {} s ({message}); make room in the \
                      cluster or lower the template's resources.requests, nodeSelector or \
@@ -126,46 +113,23 @@ async fn wait(
                 ));
             }
             () = sleep_until(lag_until.unwrap_or(limits.deadline)), if lag_until.is_some() => {
-                let Some((_, failed, reason, message)) = &job_end else { continue };
-                return finished(*failed, reason, message, last_pod, container);
+                if let Some(end) = seen.job_end.take() {
+                    return end.finished(seen.last_pod, seen.container);
+                }
             }
             change = jobs.next() => match change {
                 Err(e) => return Ended::Api(e.to_string()),
                 Ok(Change::Deleted(_)) => {
                     return Ended::Api("the Job was deleted before it finished (by someone else, or its ttlSecondsAfterFinished)".into());
                 }
-                Ok(Change::Now(job)) => {
-                    if job_end.is_none() && let Some((failed, reason, message)) = job_condition(&job) {
-                        clock.mark_end();
-                        job_end = Some((Instant::now(), failed, reason, message));
-                    }
-                }
+                Ok(Change::Now(job)) => seen.job(&job, clock),
             },
             change = pods.next() => match change {
                 Err(e) => return Ended::Api(e.to_string()),
                 Ok(Change::Deleted(_)) => {}
                 Ok(Change::Now(pod)) => {
-                    last_pod = pod.metadata.name.clone();
-                    let view = PodView::of(&pod);
-                    if view.scheduled {
-                        clock.mark_scheduled();
-                        unschedulable = None;
-                    } else if let Some(message) = view.unschedulable {
-                        unschedulable.get_or_insert((Instant::now(), message));
-                    }
-                    if view.running {
-                        clock.mark_running();
-                    }
-                    if let Some(stuck) = view.stuck {
-                        return Ended::Stuck(stuck);
-                    }
-                    if let Some(state) = view.terminated {
-                        clock.mark_running();
-                        clock.mark_end();
-                        container = Some(state);
-                    } else {
-                        // A pod still to end (a retry): an earlier pod's end is not the result.
-                        container = None;
+                    if let Some(stuck) = seen.pod(&pod, clock) {
+                        return stuck;
                     }
                 }
             },
@@ -173,19 +137,110 @@ async fn wait(
     }
 }
 
-fn finished(
-    failed: bool,
-    reason: &str,
-    message: &str,
-    pod: Option<String>,
+/// What the watches have shown so far.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Name of the last pod seen.
+    last_pod: Option<String>,
+    /// The executor's terminated state in the newest pod, if it ended.
     container: Option<ContainerStateTerminated>,
-) -> Ended {
-    Ended::Finished {
-        failed,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        pod,
-        container,
+    /// Since when, and why, the pod is unschedulable.
+    unschedulable: Option<(Instant, String)>,
+    /// The Job's terminal condition, once seen.
+    job_end: Option<JobEnd>,
+}
+
+/// A Job's terminal condition and when it was seen.
+#[derive(Debug, Clone)]
+struct JobEnd {
+    /// When the watch showed it.
+    at: Instant,
+    /// True for the Failed condition.
+    failed: bool,
+    /// The condition's reason (`DeadlineExceeded`, `PodFailurePolicy`, ...).
+    reason: String,
+    /// The condition's message.
+    message: String,
+}
+
+impl JobEnd {
+    fn finished(self, pod: Option<String>, container: Option<ContainerStateTerminated>) -> Ended {
+        Ended::Finished {
+            failed: self.failed,
+            reason: self.reason,
+            message: self.message,
+            pod,
+            container,
+        }
+    }
+}
+
+impl Seen {
+    /// How the wait ends with what was seen, if it does now.
+    fn settled(&mut self, limits: &Limits) -> Option<Ended> {
+        if let Some(end) = &self.job_end
+            && (self.container.is_some() || end.reason == "DeadlineExceeded")
+        {
+            let end = end.clone();
+            return Some(end.finished(self.last_pod.take(), self.container.take()));
+        }
+        // The container's end settles the Job's: no need to wait for the Job controller to say
+        // so (it batches pod updates, up to a second), unless another pod may follow.
+        if self.job_end.is_none()
+            && let Some(state) = &self.container
+            && (state.exit_code == 0 || !limits.retries)
+        {
+            let end = JobEnd {
+                at: Instant::now(),
+                failed: state.exit_code != 0,
+                reason: String::new(),
+                message: String::new(),
+            };
+            return Some(end.finished(self.last_pod.take(), self.container.take()));
+        }
+        None
+    }
+
+    /// Takes in a new view of the Job.
+    fn job(&mut self, job: &Job, clock: &mut Clock) {
+        if self.job_end.is_none()
+            && let Some((failed, reason, message)) = job_condition(job)
+        {
+            clock.mark_end();
+            self.job_end = Some(JobEnd {
+                at: Instant::now(),
+                failed,
+                reason,
+                message,
+            });
+        }
+    }
+
+    /// Takes in a new view of a pod; `Some` when the pod cannot run.
+    fn pod(&mut self, pod: &Pod, clock: &mut Clock) -> Option<Ended> {
+        self.last_pod = pod.metadata.name.clone();
+        let view = PodView::of(pod);
+        if view.scheduled {
+            clock.mark_scheduled();
+            self.unschedulable = None;
+        } else if let Some(message) = view.unschedulable {
+            self.unschedulable.get_or_insert((Instant::now(), message));
+        }
+        if view.running {
+            clock.mark_running();
+        }
+        if let Some(stuck) = view.stuck {
+            return Some(Ended::Stuck(stuck));
+        }
+        if let Some(state) = view.terminated {
+            clock.mark_running();
+            clock.mark_end();
+            self.container = Some(state);
+        } else {
+            // A pod still to end (a retry): an earlier pod's end is not the result.
+            self.container = None;
+        }
+        None
     }
 }
 

@@ -1,0 +1,64 @@
+//! How the end of the wait for a Job becomes the task's result document: the executor's own
+//! document when a pod ran, else a failure whose kind and message say what happened.
+
+use super::Inner;
+use super::result;
+use super::track::Ended;
+use wasm_exec_task::{ErrorKind, ResultEnvelope};
+
+impl Inner {
+    /// The result for a wait that ended as `ended`; `deadline_secs` is the Job's
+    /// `activeDeadlineSeconds`, for the messages.
+    pub(super) async fn settle(&self, ended: Ended, deadline_secs: u64) -> ResultEnvelope {
+        let ns = &self.settings.namespace;
+        let retry = self.settings.retry;
+        match ended {
+            Ended::Finished {
+                failed,
+                reason,
+                message,
+                pod,
+                container,
+            } => {
+                if failed && reason == "DeadlineExceeded" {
+                    ResultEnvelope::failure(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the Job ran past its activeDeadlineSeconds ({deadline_secs} s: the \
+                             task's timeout plus time to start) and was stopped ({message}); see \
+                             phases for where the time went"
+                        ),
+                    )
+                } else if failed && container.is_none() && pod.is_none() {
+                    ResultEnvelope::failure(
+                        ErrorKind::Io,
+                        format!("the Job failed before any pod ran ({reason}: {message})"),
+                    )
+                } else {
+                    let collector = result::Collector {
+                        pods: &self.pods,
+                        namespace: ns,
+                        retry,
+                    };
+                    collector.collect(pod.as_deref(), container.as_ref()).await
+                }
+            }
+            Ended::Stuck(message) | Ended::Api(message) => {
+                ResultEnvelope::failure(ErrorKind::Io, message)
+            }
+            Ended::Deadline => ResultEnvelope::failure(
+                ErrorKind::Timeout,
+                format!(
+                    "the Job did not finish within its activeDeadlineSeconds ({deadline_secs} s) \
+                     plus {} s; see phases for where the time went",
+                    self.settings.deadline_grace.as_secs()
+                ),
+            ),
+            Ended::Cancelled => ResultEnvelope::failure(
+                ErrorKind::Cancelled,
+                "the coordinator stopped before the Job finished; the Job was deleted and the \
+                 task runs again after a restart",
+            ),
+        }
+    }
+}
