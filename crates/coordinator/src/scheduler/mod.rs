@@ -8,22 +8,26 @@
 //! states (`fetching`, `running`) are recorded without waiting; after a crash a task in either is
 //! simply run again. A running slot is freed as soon as the backend returns, so persisting and
 //! reporting one task overlap with running the next.
+//!
+//! # Layout
+//! - here: the [`Scheduler`], the `--once` pass ([`Scheduler::run_once`]) and the resume at start.
+//! - `serve`: the serving loop and the pump that polls the source.
+//! - `process`: one task from module fetch to result written back.
+
+mod process;
+mod serve;
 
 use crate::backend::Backend;
 use crate::metrics::Metrics;
 use crate::module::ModuleStore;
-use crate::source::{Delivery, TaskSource};
-use crate::state::{API_ORIGIN, StateStore, TaskState};
-use anyhow::Context as _;
-use std::collections::VecDeque;
-use std::future::Future;
+use crate::source::TaskSource;
+use crate::state::{API_ORIGIN, StateStore};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
-use wasm_exec_task::{CheckError, CheckedTask, ErrorKind, IntakeRules, ResultEnvelope, TaskSpec};
+use tracing::{info, warn};
+use wasm_exec_task::{CheckError, CheckedTask, IntakeRules, ResultEnvelope, TaskSpec};
 
 /// What happened to one task.
 #[derive(Debug, Clone)]
@@ -136,110 +140,6 @@ impl Scheduler {
         Ok(outcomes)
     }
 
-    /// Serves until `shutdown` is cancelled: runs tasks from the source (polled) and from the
-    /// API (`inbox`, already persisted). On shutdown it stops taking tasks and waits for the
-    /// running ones to be finished and written back (the caller bounds the wait).
-    ///
-    /// The source is polled by a task of its own ([`Scheduler::pump`]), so a slow poll (a chain
-    /// node taking its time) never holds up the API's tasks or the start of the next one. An
-    /// error from the pump (its admissions could not be persisted) ends `serve` with that error.
-    pub async fn serve(
-        &self,
-        mut inbox: mpsc::Receiver<CheckedTask>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
-        let mut queue: VecDeque<Job> = self.resume().await?.into();
-        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
-        let mut running = JoinSet::new();
-        let (admitted, mut from_source) = mpsc::channel(SOURCE_BATCHES);
-        let mut pump = tokio::spawn(self.clone().pump(admitted, shutdown.clone()));
-        loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                permit = permits.clone().acquire_owned(), if !queue.is_empty() => {
-                    if let (Ok(permit), Some(job)) = (permit, queue.pop_front()) {
-                        running.spawn(self.clone().process(job, permit));
-                    }
-                }
-                Some(joined) = running.join_next(), if !running.is_empty() => {
-                    if let Err(e) = joined {
-                        warn!(error = %e, "a task's worker failed");
-                    }
-                }
-                Some(task) = inbox.recv() => queue.push_back(Job::from_api(task)),
-                Some(jobs) = from_source.recv() => queue.extend(jobs),
-                ended = &mut pump => {
-                    ended.context("the source's poller panicked")??;
-                    break;
-                }
-            }
-        }
-        info!(
-            running = running.len(),
-            queued = queue.len(),
-            "no longer taking tasks; finishing the running ones"
-        );
-        while running.join_next().await.is_some() {}
-        Ok(())
-    }
-
-    /// Polls the source on its interval (or at once when it has news), persists what it gives
-    /// and hands the fresh tasks to `serve`, until `shutdown`. A failed poll is logged and
-    /// retried on the next tick; a failed admission ends the pump with the error (nothing was
-    /// acknowledged to the source, so the tasks are read again after a restart).
-    async fn pump(
-        self,
-        admitted: mpsc::Sender<Vec<Job>>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
-        let mut poll = tokio::time::interval(self.source.poll_interval());
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let origin = self.source.name();
-        loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(()),
-                () = self.source.news() => {
-                    poll.reset_immediately();
-                    continue;
-                }
-                _ = poll.tick() => {}
-            }
-            let polled = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(()),
-                polled = self.source.poll() => polled,
-            };
-            let polled = match polled {
-                Ok(polled) => polled,
-                Err(e) => {
-                    warn!(error = %e, source = origin, "the task source failed; retrying");
-                    continue;
-                }
-            };
-            if polled.more {
-                poll.reset_immediately();
-            }
-            let fresh = match polled.cursor {
-                Some(cursor) => {
-                    self.state
-                        .admit_with_cursor(polled.tasks, origin, cursor)
-                        .await?
-                }
-                None if polled.tasks.is_empty() => Vec::new(),
-                None => self.state.admit(polled.tasks, origin).await?,
-            };
-            if fresh.is_empty() {
-                continue;
-            }
-            let jobs = fresh.into_iter().map(|task| self.job(task, origin));
-            if admitted.send(jobs.collect()).await.is_err() {
-                return Ok(()); // `serve` has stopped taking tasks
-            }
-        }
-    }
-
     /// Reports results persisted but not reported before a restart; lets the backend remove what
     /// no unfinished task needs; returns the unfinished tasks, to run again.
     async fn resume(&self) -> anyhow::Result<Vec<Job>> {
@@ -286,154 +186,14 @@ impl Scheduler {
         }
         outcomes.into_iter().flatten().collect()
     }
-
-    /// One task from module fetch to result written back. `permit` is a running slot, given
-    /// back as soon as the backend returns.
-    async fn process(self, job: Job, permit: OwnedSemaphorePermit) -> Outcome {
-        let span = info_span!("task", task_id = %job.task.task_id, cid = %job.task.wasm_cid);
-        async move {
-            let started = Instant::now();
-            let result = match &job.checked {
-                Ok(task) => self.execute(task).await,
-                Err(e) => ResultEnvelope::failure(
-                    ErrorKind::BadInput,
-                    format!("the task is malformed: {e}"),
-                ),
-            };
-            drop(permit);
-            if result.kind() == Some(ErrorKind::Cancelled) {
-                // Stopped by a shutdown: not a result. The task stays unfinished and runs again.
-                info!(state = "unfinished", "task stopped by the shutdown");
-                return Outcome {
-                    task: job.task,
-                    result,
-                    elapsed: started.elapsed(),
-                    earlier: false,
-                };
-            }
-            match &result.error {
-                None => info!(state = "succeeded", result = %result.result, "task finished"),
-                Some(e) => {
-                    info!(state = "failed", kind = %e.kind, message = %e.message, "task finished")
-                }
-            }
-            let (state, id) = (self.state.as_ref(), job.task.task_id.as_str());
-            // API tasks need no write-back (the API serves the result): one commit does both.
-            let served = job.origin == API_ORIGIN;
-            let persist_started = Instant::now();
-            retry("persisting a result", || state.finish(id, &result, served)).await;
-            self.metrics
-                .observe_stage("persist", persist_started.elapsed());
-            let wasm = wasm_time(&result);
-            let overhead = started.elapsed().saturating_sub(wasm);
-            self.metrics
-                .overhead_seconds
-                .observe(overhead.as_secs_f64());
-            if !served {
-                self.report(&job, &result).await;
-            }
-            self.metrics
-                .record_result(result.kind().map_or("ok", |k| k.as_str()), None);
-            Outcome {
-                task: job.task,
-                result,
-                elapsed: started.elapsed(),
-                earlier: false,
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// The task, with the intake check's verdict under the rules for its origin (CIDs only for
-    /// a source that says so).
-    fn job(&self, task: TaskSpec, origin: &str) -> Job {
-        let checked = if origin == self.source.name() && !self.source.mirror_names() {
-            task.check(&self.rules.cids_only())
-        } else {
-            task.check(&self.rules)
-        };
-        Job {
-            task,
-            checked,
-            origin: origin.into(),
-        }
-    }
-
-    async fn execute(&self, task: &CheckedTask) -> ResultEnvelope {
-        self.state.record_progress(task.id(), TaskState::Fetching);
-        info!(state = "fetching", "task taken");
-        let fetch_started = Instant::now();
-        let module = match self.modules.fetch(&task.spec.wasm_cid).await {
-            Ok(module) => module,
-            Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
-        };
-        let fetched = fetch_started.elapsed();
-        self.metrics.fetch_seconds.observe(fetched.as_secs_f64());
-        self.metrics.observe_stage("fetch", fetched);
-        self.metrics.fetched_bytes.inc_by(module.len() as u64);
-        self.state.record_progress(task.id(), TaskState::Running);
-        info!(state = "running", bytes = module.len(), "module ready");
-        let run_started = Instant::now();
-        let result = self.backend.run(task, module).await;
-        let ran = run_started.elapsed();
-        self.metrics.run_seconds.observe(ran.as_secs_f64());
-        self.metrics
-            .observe_stage("dispatch", ran.saturating_sub(wasm_time(&result)));
-        result
-    }
-
-    /// Writes the result back to the task's origin (retrying until accepted), then records that
-    /// it was. Tasks submitted through the API need no write-back: the API serves their result.
-    async fn report(&self, job: &Job, result: &ResultEnvelope) {
-        let id = job.task.task_id.as_str();
-        let mut note = None;
-        if job.origin == self.source.name() {
-            let source = self.source.as_ref();
-            let delivery =
-                retry("writing a result back", || source.report(&job.task, result)).await;
-            if let Delivery::Undeliverable(why) = delivery {
-                warn!(task_id = id, reason = %why, "the result cannot be written back; it stays in the API");
-                note = Some(why);
-            }
-        }
-        let state = self.state.as_ref();
-        retry("recording a write-back", || {
-            state.mark_reported(id, note.clone())
-        })
-        .await;
-    }
-}
-
-/// The Wasm call's own time (instantiation and call), from the result document.
-fn wasm_time(result: &ResultEnvelope) -> Duration {
-    Duration::try_from_secs_f64(result.duration_ms / 1e3).unwrap_or_default()
-}
-
-/// Retries `attempt` with backoff (100 ms doubling to 30 s) until it succeeds: a task never
-/// moves past a step that did not happen.
-async fn retry<T, F, Fut, E>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let mut wait = BACKOFF.0;
-    loop {
-        match attempt().await {
-            Ok(done) => return done,
-            Err(e) => {
-                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(BACKOFF.1);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Delivery;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
     use crate::module::ModuleError;
     use crate::source::placeholder::PlaceholderSource;
     use crate::source::{Polled, SourceError};

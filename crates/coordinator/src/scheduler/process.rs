@@ -1,0 +1,157 @@
+//! One task's path once it holds a running slot: fetch the module, run it on the backend,
+//! persist the result, write it back to where the task came from, each step retried until it
+//! happened (a task never moves past a step that did not).
+
+use super::{BACKOFF, Job, Outcome, Scheduler};
+use crate::source::Delivery;
+use crate::state::{API_ORIGIN, TaskState};
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{Instrument, info, info_span, warn};
+use wasm_exec_task::{CheckedTask, ErrorKind, ResultEnvelope, TaskSpec};
+
+impl Scheduler {
+    /// One task from module fetch to result written back. `permit` is a running slot, given
+    /// back as soon as the backend returns.
+    pub(super) async fn process(self, job: Job, permit: OwnedSemaphorePermit) -> Outcome {
+        let span = info_span!("task", task_id = %job.task.task_id, cid = %job.task.wasm_cid);
+        async move {
+            let started = Instant::now();
+            let result = match &job.checked {
+                Ok(task) => self.execute(task).await,
+                Err(e) => ResultEnvelope::failure(
+                    ErrorKind::BadInput,
+                    format!("the task is malformed: {e}"),
+                ),
+            };
+            drop(permit);
+            if result.kind() == Some(ErrorKind::Cancelled) {
+                // Stopped by a shutdown: not a result. The task stays unfinished and runs again.
+                info!(state = "unfinished", "task stopped by the shutdown");
+                return Outcome {
+                    task: job.task,
+                    result,
+                    elapsed: started.elapsed(),
+                    earlier: false,
+                };
+            }
+            match &result.error {
+                None => info!(state = "succeeded", result = %result.result, "task finished"),
+                Some(e) => {
+                    info!(state = "failed", kind = %e.kind, message = %e.message, "task finished")
+                }
+            }
+            let (state, id) = (self.state.as_ref(), job.task.task_id.as_str());
+            // API tasks need no write-back (the API serves the result): one commit does both.
+            let served = job.origin == API_ORIGIN;
+            let persist_started = Instant::now();
+            retry("persisting a result", || state.finish(id, &result, served)).await;
+            self.metrics
+                .observe_stage("persist", persist_started.elapsed());
+            let wasm = wasm_time(&result);
+            let overhead = started.elapsed().saturating_sub(wasm);
+            self.metrics
+                .overhead_seconds
+                .observe(overhead.as_secs_f64());
+            if !served {
+                self.report(&job, &result).await;
+            }
+            self.metrics
+                .record_result(result.kind().map_or("ok", |k| k.as_str()), None);
+            Outcome {
+                task: job.task,
+                result,
+                elapsed: started.elapsed(),
+                earlier: false,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The task, with the intake check's verdict under the rules for its origin (CIDs only for
+    /// a source that says so).
+    pub(super) fn job(&self, task: TaskSpec, origin: &str) -> Job {
+        let checked = if origin == self.source.name() && !self.source.mirror_names() {
+            task.check(&self.rules.cids_only())
+        } else {
+            task.check(&self.rules)
+        };
+        Job {
+            task,
+            checked,
+            origin: origin.into(),
+        }
+    }
+
+    async fn execute(&self, task: &CheckedTask) -> ResultEnvelope {
+        self.state.record_progress(task.id(), TaskState::Fetching);
+        info!(state = "fetching", "task taken");
+        let fetch_started = Instant::now();
+        let module = match self.modules.fetch(&task.spec.wasm_cid).await {
+            Ok(module) => module,
+            Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
+        };
+        let fetched = fetch_started.elapsed();
+        self.metrics.fetch_seconds.observe(fetched.as_secs_f64());
+        self.metrics.observe_stage("fetch", fetched);
+        self.metrics.fetched_bytes.inc_by(module.len() as u64);
+        self.state.record_progress(task.id(), TaskState::Running);
+        info!(state = "running", bytes = module.len(), "module ready");
+        let run_started = Instant::now();
+        let result = self.backend.run(task, module).await;
+        let ran = run_started.elapsed();
+        self.metrics.run_seconds.observe(ran.as_secs_f64());
+        self.metrics
+            .observe_stage("dispatch", ran.saturating_sub(wasm_time(&result)));
+        result
+    }
+
+    /// Writes the result back to the task's origin (retrying until accepted), then records that
+    /// it was. Tasks submitted through the API need no write-back: the API serves their result.
+    pub(super) async fn report(&self, job: &Job, result: &ResultEnvelope) {
+        let id = job.task.task_id.as_str();
+        let mut note = None;
+        if job.origin == self.source.name() {
+            let source = self.source.as_ref();
+            let delivery =
+                retry("writing a result back", || source.report(&job.task, result)).await;
+            if let Delivery::Undeliverable(why) = delivery {
+                warn!(task_id = id, reason = %why, "the result cannot be written back; it stays in the API");
+                note = Some(why);
+            }
+        }
+        let state = self.state.as_ref();
+        retry("recording a write-back", || {
+            state.mark_reported(id, note.clone())
+        })
+        .await;
+    }
+}
+
+/// The Wasm call's own time (instantiation and call), from the result document.
+fn wasm_time(result: &ResultEnvelope) -> Duration {
+    Duration::try_from_secs_f64(result.duration_ms / 1e3).unwrap_or_default()
+}
+
+/// Retries `attempt` with backoff (100 ms doubling to 30 s) until it succeeds: a task never
+/// moves past a step that did not happen.
+async fn retry<T, F, Fut, E>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut wait = BACKOFF.0;
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(BACKOFF.1);
+            }
+        }
+    }
+}
