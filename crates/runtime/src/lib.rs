@@ -5,9 +5,12 @@
 //! # Layout
 //! - [`engine`]: engine settings (determinism, fuel, how time is enforced) and their fingerprint.
 //! - [`runtime`]: [`Runtime`]: load (compile or cache), plan (entry + arguments), call.
+//! - [`shape`]: [`ModuleLimits`]: the module's shape, checked before compiling.
 //! - [`entry`]: which export to call, by the seed's rules.
 //! - [`convert`]: JSON arguments to Wasm values and results back.
-//! - [`sandbox`]: the guest's WASI view of the world (nothing of the host) and its memory limiter.
+//! - [`sandbox`]: the guest's WASI view of the world (nothing of the host).
+//! - [`clock`]: the guest's virtual clocks; [`poll`]: `poll_oneoff` on them, never blocking.
+//! - [`limiter`]: one memory budget per task, shared by every memory and table.
 //! - `classify`: wasmtime errors to outcomes, by type.
 //! - [`capture`]: bounded stdout/stderr capture.
 //! - [`cache`]: the verified on-disk cache of compiled modules.
@@ -28,12 +31,16 @@
 pub mod cache;
 pub mod capture;
 mod classify;
+pub mod clock;
 pub mod convert;
 pub mod engine;
 pub mod entry;
 pub mod error;
+pub mod limiter;
+pub mod poll;
 pub mod runtime;
 pub mod sandbox;
+pub mod shape;
 pub mod ticker;
 
 pub use capture::OutputCapture;
@@ -44,4 +51,5 @@ pub use runtime::{
     CacheOutcome, Captures, LoadedModule, Plan, RunLimits, RunRequest, Runtime, failed,
     module_sha256_hex,
 };
+pub use shape::{ModuleLimits, ModuleShape};
 pub use ticker::EpochTicker;

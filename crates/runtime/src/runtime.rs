@@ -6,9 +6,13 @@
 
 use crate::cache::CompiledCache;
 use crate::classify::{Exit, classify, one_line};
+use crate::clock::VirtualClock;
 use crate::entry::{self, EntryCall, EntryRequest, INITIALIZE_ENTRY};
-use crate::sandbox::{HostState, TaskLimiter, table_elements_for, wasi_context};
-use crate::{EngineOptions, EpochTicker, Interruption, OutputCapture, RuntimeError, convert};
+use crate::limiter::TaskLimiter;
+use crate::sandbox::{HostState, wasi_context};
+use crate::{
+    EngineOptions, EpochTicker, Interruption, ModuleLimits, OutputCapture, RuntimeError, convert,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -21,7 +25,7 @@ use wasmtime::{Engine, Linker, Module, Store, Val};
 pub struct RunLimits {
     /// Wall-clock limit of instantiation plus the call (`TIMEOUT_SEC`).
     pub timeout: Duration,
-    /// Largest linear memory, in bytes (`MAX_MEMORY_MB`); tables get a budget derived from it.
+    /// Bytes all linear memories and tables of the task may take together (`MAX_MEMORY_MB`).
     pub max_memory_bytes: usize,
     /// Instruction budget (`FUEL`); needs an engine with fuel metering.
     pub fuel: Option<u64>,
@@ -143,6 +147,8 @@ pub struct Runtime {
     options: EngineOptions,
     linker: Linker<HostState>,
     cache: Option<CompiledCache>,
+    /// The largest module shape accepted for compilation.
+    module_limits: ModuleLimits,
     /// Keeps the epoch advancing while the runtime lives (epoch interruption only).
     _ticker: Option<EpochTicker>,
 }
@@ -153,6 +159,7 @@ impl Runtime {
         let engine = options.engine()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut HostState| &mut state.wasi)
+            .and_then(|()| crate::poll::add_to_linker(&mut linker))
             .map_err(|e| RuntimeError::Io(format!("setting up WASI: {e:#}")))?;
         let cache = cache_dir.map(|dir| CompiledCache::new(dir, &options.fingerprint(&engine)));
         let ticker = match options.interruption {
@@ -167,8 +174,15 @@ impl Runtime {
             options,
             linker,
             cache,
+            module_limits: ModuleLimits::default(),
             _ticker: ticker,
         })
+    }
+
+    /// Replaces the module limits (default: [`ModuleLimits::default`]).
+    pub fn with_module_limits(mut self, limits: ModuleLimits) -> Self {
+        self.module_limits = limits;
+        self
     }
 
     /// The engine options this runtime was built with.
@@ -176,9 +190,23 @@ impl Runtime {
         &self.options
     }
 
-    /// Compiles `bytes` (binary Wasm or WAT text), or loads the compiled code from the cache.
+    /// Checks the shape of `bytes` (binary Wasm or WAT text) against the module limits, then
+    /// compiles it, or loads the compiled code from the cache.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, RuntimeError> {
         let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        self.module_limits.check_size(bytes.len())?;
+        let wasm = wat::parse_bytes(bytes).map_err(|e| {
+            RuntimeError::BadModule(format!(
+                "the module is neither a Wasm binary (no \\0asm header) nor valid WAT text: {}",
+                e.to_string()
+                    .lines()
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
+        let shape = self.module_limits.check(&wasm)?;
+        tracing::debug!(?shape, "module shape within limits");
         if let Some(cache) = &self.cache
             && let Some(module) = cache.load(&self.engine, &sha256)
         {
@@ -188,13 +216,11 @@ impl Runtime {
                 cache: CacheOutcome::Hit,
             });
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| {
-            let what = if bytes.starts_with(b"\0asm") {
-                "the module does not validate or compile"
-            } else {
-                "the module is neither a Wasm binary (no \\0asm header) nor valid WAT text"
-            };
-            RuntimeError::BadModule(format!("{what}: {}", one_line(&e)))
+        let module = Module::from_binary(&self.engine, &wasm).map_err(|e| {
+            RuntimeError::BadModule(format!(
+                "the module does not validate or compile: {}",
+                one_line(&e)
+            ))
         })?;
         let outcome = match &self.cache {
             Some(cache) => {
@@ -220,10 +246,7 @@ impl Runtime {
         envelope.error = None;
         envelope.module_sha256 = Some(module.sha256_hex());
         let fail = |mut envelope: ResultEnvelope, e: RuntimeError| {
-            envelope.error = Some(ErrorInfo {
-                kind: e.kind(),
-                message: e.to_string(),
-            });
+            envelope.error = Some(ErrorInfo::new(e.kind(), e.to_string()));
             envelope
         };
         let call = match entry::resolve(&module.module, &request.entry) {
@@ -297,17 +320,23 @@ impl Runtime {
     ) -> ResultEnvelope {
         let limits = &request.limits;
         let started = Instant::now();
+        let clock = VirtualClock::default();
         let wasi = wasi_context(
             &request.stdin,
             &captures.stdout,
             &captures.stderr,
             &module.sha256,
+            &clock,
         );
-        let limiter = TaskLimiter {
-            max_memory_bytes: limits.max_memory_bytes,
-            max_table_elements: table_elements_for(limits.max_memory_bytes),
-        };
-        let mut store = Store::new(&self.engine, HostState { wasi, limiter });
+        let limiter = TaskLimiter::new(limits.max_memory_bytes);
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                clock,
+                limiter,
+            },
+        );
         store.limiter(|state| &mut state.limiter);
         let budget = self
             .options
@@ -368,10 +397,7 @@ impl Runtime {
                     envelope.exit_code = Some(code);
                 }
                 let e = e.into_error();
-                envelope.error = Some(ErrorInfo {
-                    kind: e.kind(),
-                    message: e.to_string(),
-                });
+                envelope.error = Some(ErrorInfo::new(e.kind(), e.to_string()));
             }
         }
         envelope
@@ -387,10 +413,7 @@ pub fn module_sha256_hex(bytes: &[u8]) -> String {
 pub fn failed(base: &ResultEnvelope, error: RuntimeError) -> ResultEnvelope {
     let mut envelope = base.clone();
     envelope.ok = false;
-    envelope.error = Some(ErrorInfo {
-        kind: error.kind(),
-        message: error.to_string(),
-    });
+    envelope.error = Some(ErrorInfo::new(error.kind(), error.to_string()));
     envelope
 }
 
