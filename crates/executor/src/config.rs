@@ -8,7 +8,7 @@ use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use wasm_exec_runtime::{EngineOptions, Interruption, RunLimits};
+use wasm_exec_runtime::{CacheLocation, EngineOptions, Interruption, RunLimits};
 use wasm_exec_task::limits;
 
 /// Runs one WebAssembly task and writes its result document.
@@ -71,9 +71,16 @@ pub struct Config {
     pub max_output_bytes: u64,
 
     /// Directory for compiled modules, keyed by module SHA-256 and engine settings; a second run
-    /// of the same module skips compilation. Must not be writable by untrusted users.
+    /// of the same module skips compilation. Created with mode 0700; refused if it belongs to
+    /// another user or group or others can write it.
     #[arg(long, env = "WASM_CACHE_DIR")]
     pub wasm_cache_dir: Option<PathBuf>,
+
+    /// Key that authenticates the cache's entries (HMAC-SHA256; at least 32 bytes), outside
+    /// WASM_CACHE_DIR; created with mode 0600 if missing; refused if group or others can read or
+    /// write it. Default: WASM_CACHE_DIR with `.key` appended.
+    #[arg(long, env = "WASM_CACHE_KEY_FILE")]
+    pub wasm_cache_key_file: Option<PathBuf>,
 
     /// Largest Wasm call stack, in KiB; deeper recursion traps; 1 to 65536.
     #[arg(long, env = "MAX_WASM_STACK_KB", default_value_t = 1024)]
@@ -120,6 +127,8 @@ pub struct Settings {
     pub input_text: String,
     /// The `add` fallback's arguments.
     pub add_fallback: [Value; 2],
+    /// The compiled-module cache and its key, if WASM_CACHE_DIR is set.
+    pub cache: Option<CacheLocation>,
 }
 
 /// Largest input document read from INPUT_PATH.
@@ -137,6 +146,7 @@ impl Config {
         let max_memory_bytes = limits::memory_bytes("MAX_MEMORY_MB", self.max_memory_mb)?;
         let max_output_bytes = limits::output_bytes("MAX_OUTPUT_BYTES", self.max_output_bytes)?;
         let max_wasm_stack = limits::wasm_stack_bytes("MAX_WASM_STACK_KB", self.max_wasm_stack_kb)?;
+        let cache = self.cache_location()?;
         let input_text = match (&self.input_path, &self.args_json) {
             (Some(path), Some(_)) => bail!(
                 "set INPUT_PATH or ARGS_JSON, not both (INPUT_PATH is {})",
@@ -163,7 +173,33 @@ impl Config {
             },
             input_text,
             add_fallback: [json_or_string(&self.add_x), json_or_string(&self.add_y)],
+            cache,
         })
+    }
+
+    /// WASM_CACHE_DIR with its key: WASM_CACHE_KEY_FILE, or the default beside the directory.
+    fn cache_location(&self) -> anyhow::Result<Option<CacheLocation>> {
+        let Some(dir) = &self.wasm_cache_dir else {
+            if let Some(key) = &self.wasm_cache_key_file {
+                bail!(
+                    "WASM_CACHE_KEY_FILE is set (\"{}\") but WASM_CACHE_DIR is not; set both or neither",
+                    key.display()
+                );
+            }
+            return Ok(None);
+        };
+        let mut location = CacheLocation::beside(dir);
+        if let Some(key) = &self.wasm_cache_key_file {
+            location.key_file = key.clone();
+        }
+        if location.key_file.starts_with(dir) {
+            bail!(
+                "WASM_CACHE_KEY_FILE \"{}\" is inside WASM_CACHE_DIR \"{}\": whoever can write entries could then read or replace the key; keep it outside",
+                location.key_file.display(),
+                dir.display()
+            );
+        }
+        Ok(Some(location))
     }
 }
 

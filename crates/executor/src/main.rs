@@ -86,7 +86,7 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
         Ok(bytes) => bytes,
         Err(e) => return failure(&e, ErrorKind::Io),
     };
-    let runtime = match Runtime::new(settings.engine, config.wasm_cache_dir.as_deref()) {
+    let runtime = match Runtime::with_cache(settings.engine, settings.cache.as_ref()) {
         Ok(runtime) => runtime,
         Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
     };

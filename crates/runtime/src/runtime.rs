@@ -5,20 +5,21 @@
 //! executor's watchdog) uses the plan's envelope to report a timeout while the call still runs.
 
 use crate::cache::CompiledCache;
-use crate::classify::{Exit, classify, one_line};
+use crate::cache_key::CacheLocation;
+use crate::classify::{Exit, classify};
 use crate::clock::VirtualClock;
 use crate::entry::{self, EntryCall, EntryRequest, INITIALIZE_ENTRY};
 use crate::limiter::TaskLimiter;
+use crate::module::LoadedModule;
 use crate::sandbox::{HostState, wasi_context};
 use crate::{
     EngineOptions, EpochTicker, Interruption, ModuleLimits, OutputCapture, RuntimeError, convert,
 };
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wasm_exec_task::{ErrorInfo, ResultEnvelope};
-use wasmtime::{Engine, Linker, Module, Store, Val};
+use wasmtime::{Engine, Linker, Store, Val};
 
 /// Limits for one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,49 +54,6 @@ pub struct RunRequest {
     pub stdin: Vec<u8>,
     /// The limits.
     pub limits: RunLimits,
-}
-
-/// How a module was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheOutcome {
-    /// No cache configured: compiled.
-    Off,
-    /// Loaded precompiled from the cache.
-    Hit,
-    /// Not (usably) in the cache: compiled and stored.
-    Miss,
-}
-
-impl CacheOutcome {
-    /// `off`, `hit` or `miss`, for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheOutcome::Off => "off",
-            CacheOutcome::Hit => "hit",
-            CacheOutcome::Miss => "miss",
-        }
-    }
-}
-
-/// A compiled module with its digest.
-#[derive(Debug, Clone)]
-pub struct LoadedModule {
-    module: Module,
-    sha256: [u8; 32],
-    /// Whether it came from the compiled-module cache.
-    pub cache: CacheOutcome,
-}
-
-impl LoadedModule {
-    /// Hex SHA-256 of the module bytes.
-    pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
-    }
-
-    /// The exported functions with their signatures, for messages.
-    pub fn exports(&self) -> String {
-        entry::list_exports(&self.module)
-    }
 }
 
 /// A run ready to be called: the entry is chosen and the arguments converted.
@@ -154,14 +112,28 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Creates the engine for `options`, with a compiled-module cache under `cache_dir` if given.
+    /// Creates the engine for `options`, with a compiled-module cache under `cache_dir` if given,
+    /// its key beside it ([`CacheLocation::beside`]).
     pub fn new(options: EngineOptions, cache_dir: Option<&Path>) -> Result<Self, RuntimeError> {
+        let location = cache_dir.map(CacheLocation::beside);
+        Self::with_cache(options, location.as_ref())
+    }
+
+    /// Creates the engine for `options`, with the compiled-module cache at `cache` if given; an
+    /// unsafe cache directory or key is an `io` error naming the fix.
+    pub fn with_cache(
+        options: EngineOptions,
+        cache: Option<&CacheLocation>,
+    ) -> Result<Self, RuntimeError> {
         let engine = options.engine()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut HostState| &mut state.wasi)
             .and_then(|()| crate::poll::add_to_linker(&mut linker))
             .map_err(|e| RuntimeError::Io(format!("setting up WASI: {e:#}")))?;
-        let cache = cache_dir.map(|dir| CompiledCache::new(dir, &options.fingerprint(&engine)));
+        let cache = cache
+            .map(|location| CompiledCache::open(location, &options.fingerprint(&engine)))
+            .transpose()
+            .map_err(RuntimeError::Io)?;
         let ticker = match options.interruption {
             Interruption::Epoch => Some(
                 EpochTicker::start(&engine)
@@ -193,47 +165,12 @@ impl Runtime {
     /// Checks the shape of `bytes` (binary Wasm or WAT text) against the module limits, then
     /// compiles it, or loads the compiled code from the cache.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, RuntimeError> {
-        let sha256: [u8; 32] = Sha256::digest(bytes).into();
-        self.module_limits.check_size(bytes.len())?;
-        let wasm = wat::parse_bytes(bytes).map_err(|e| {
-            RuntimeError::BadModule(format!(
-                "the module is neither a Wasm binary (no \\0asm header) nor valid WAT text: {}",
-                e.to_string()
-                    .lines()
-                    .map(str::trim)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))
-        })?;
-        let shape = self.module_limits.check(&wasm)?;
-        tracing::debug!(?shape, "module shape within limits");
-        if let Some(cache) = &self.cache
-            && let Some(module) = cache.load(&self.engine, &sha256)
-        {
-            return Ok(LoadedModule {
-                module,
-                sha256,
-                cache: CacheOutcome::Hit,
-            });
-        }
-        let module = Module::from_binary(&self.engine, &wasm).map_err(|e| {
-            RuntimeError::BadModule(format!(
-                "the module does not validate or compile: {}",
-                one_line(&e)
-            ))
-        })?;
-        let outcome = match &self.cache {
-            Some(cache) => {
-                cache.store(&module, &sha256);
-                CacheOutcome::Miss
-            }
-            None => CacheOutcome::Off,
-        };
-        Ok(LoadedModule {
-            module,
-            sha256,
-            cache: outcome,
-        })
+        crate::module::load(
+            &self.engine,
+            self.cache.as_ref(),
+            &self.module_limits,
+            bytes,
+        )
     }
 
     /// Chooses the entry and converts the arguments; any error comes back as a failed envelope.
@@ -402,11 +339,6 @@ impl Runtime {
         }
         envelope
     }
-}
-
-/// Hex SHA-256 of module bytes, as reported in `module_sha256`.
-pub fn module_sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// A failed copy of `base`.
