@@ -77,8 +77,8 @@ pub struct Config {
     pub wasm_cache_dir: Option<PathBuf>,
 
     /// Key that authenticates the cache's entries (HMAC-SHA256; at least 32 bytes), outside
-    /// WASM_CACHE_DIR; created with mode 0600 if missing; refused if group or others can read or
-    /// write it. Default: WASM_CACHE_DIR with `.key` appended.
+    /// WASM_CACHE_DIR; created with mode 0600 if missing; refused if others can read it or group
+    /// or others can write it. Default: WASM_CACHE_DIR with `.key` appended.
     #[arg(long, env = "WASM_CACHE_KEY_FILE")]
     pub wasm_cache_key_file: Option<PathBuf>,
 

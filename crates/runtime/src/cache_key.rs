@@ -4,7 +4,9 @@
 //! Loading compiled code means running it, so a directory that others can write would let them
 //! run code as this process: it is refused. The key (at least 32 bytes, `<dir>.key` by default,
 //! `WASM_CACHE_KEY_FILE` in the executor) is created with mode 0600 when missing; one that others
-//! could read or write is refused too, since with it anyone could forge entries.
+//! could read, or group or others could write, is refused too, since with it anyone could forge
+//! entries. Group read is allowed: a Kubernetes Secret is mounted root-owned, readable by the
+//! pod's `fsGroup` (`defaultMode: 0440`).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -70,8 +72,8 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// Reads the key at `path`, creating a random one (mode 0600) if there is none. Refuses a key
-/// shorter than [`KEY_BYTES`], owned by someone else than this user or root, or that group or
-/// others may read or write.
+/// shorter than [`KEY_BYTES`], owned by someone else than this user or root, that others may
+/// read, or that group or others may write.
 pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
     let shown = path.display();
     match std::fs::metadata(path) {
@@ -100,9 +102,9 @@ fn check_key_file(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
         ));
     }
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if mode & 0o026 != 0 {
         return Err(format!(
-            "WASM_CACHE_KEY_FILE \"{0}\" is open to group or others (mode {mode:o}): with it anyone could forge cache entries; chmod 600 {0}",
+            "WASM_CACHE_KEY_FILE \"{0}\" is readable by others or writable by group or others (mode {mode:o}): with it anyone could forge cache entries; chmod 600 {0}",
             path.display()
         ));
     }
@@ -160,11 +162,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.key");
         std::fs::write(&path, [7u8; 40]).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_or_create_key(&path).unwrap_err();
-        assert!(err.contains("chmod 600"), "{err}");
+        for open in [0o644, 0o660, 0o606] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(open)).unwrap();
+            let err = load_or_create_key(&path).unwrap_err();
+            assert!(err.contains("chmod 600"), "{open:o}: {err}");
+        }
+        for private in [0o600, 0o400, 0o440] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private)).unwrap();
+            assert!(load_or_create_key(&path).is_ok(), "{private:o}");
+        }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(load_or_create_key(&path).is_ok());
         std::fs::write(&path, b"short").unwrap();
         assert!(
             load_or_create_key(&path)
