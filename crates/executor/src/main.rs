@@ -17,7 +17,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasm_exec_runtime::{Captures, EntryRequest, RunRequest, Runtime, native_stack_size};
+use wasm_exec_runtime::{
+    Captures, EntryRequest, ModuleLimits, RunRequest, Runtime, native_stack_size,
+};
 use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput};
 use watchdog::Watchdog;
 
@@ -80,12 +82,14 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
         Ok(input) => input,
         Err(e) => return ResultEnvelope::failure(ErrorKind::BadInput, e.to_string()),
     };
-    let bytes = match std::fs::read(&config.wasm_path)
-        .with_context(|| format!("reading WASM_PATH \"{}\"", config.wasm_path.display()))
-    {
+    let max_module_bytes = ModuleLimits::default().max_module_bytes;
+    let bytes = match read_module(&config.wasm_path, max_module_bytes) {
         Ok(bytes) => bytes,
         Err(e) => return failure(&e, ErrorKind::Io),
     };
+    if let Err(e) = ModuleLimits::default().check_size(bytes.len()) {
+        return ResultEnvelope::failure(e.kind(), e.to_string());
+    }
     let runtime = match Runtime::with_cache(settings.engine, settings.cache.as_ref()) {
         Ok(runtime) => runtime,
         Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
@@ -131,6 +135,19 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
         }
     }
     envelope
+}
+
+/// Reads WASM_PATH, but never more than one byte past `max` (the shape check then refuses it), so
+/// a huge file or an endless device cannot exhaust memory before any limit applies.
+fn read_module(path: &Path, max: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let context = || format!("reading WASM_PATH \"{}\"", path.display());
+    let file = std::fs::File::open(path).with_context(context)?;
+    let mut bytes = Vec::new();
+    file.take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(context)?;
+    Ok(bytes)
 }
 
 /// Whether the main thread's stack may grow to `needed` bytes (its limit is RLIMIT_STACK), so the
