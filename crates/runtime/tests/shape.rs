@@ -170,8 +170,13 @@ fn real_toolchain_output_passes() {
 fn a_go_wasip1_module_passes() {
     let path = std::env::var("GO_WASM").expect("GO_WASM names a Go wasip1 module");
     let bytes = std::fs::read(&path).expect("GO_WASM readable");
+    let started = Instant::now();
     let shape = ModuleLimits::default().check(&bytes).expect("passes");
-    eprintln!("{path}: {} bytes, {shape:?}", bytes.len());
+    eprintln!(
+        "{path}: {} bytes, {shape:?}, checked in {:?}",
+        bytes.len(),
+        started.elapsed()
+    );
     let started = Instant::now();
     runtime().load(&bytes).expect("compiles");
     eprintln!("compiled in {:?}", started.elapsed());
