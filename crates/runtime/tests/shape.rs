@@ -149,7 +149,7 @@ fn a_function_at_the_limits_compiles_in_about_a_second() {
         .expect("within the limits");
     let elapsed = started.elapsed();
     eprintln!("100 locals x 2,000 nested blocks in a loop compiled in {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }
 
 #[test]
