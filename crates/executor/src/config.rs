@@ -8,8 +8,8 @@ use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use wasm_exec_runtime::{EngineOptions, Interruption, RunLimits};
+use wasm_exec_runtime::{CacheLocation, EngineOptions, Interruption, RunLimits};
+use wasm_exec_task::limits;
 
 /// Runs one WebAssembly task and writes its result document.
 ///
@@ -42,7 +42,8 @@ pub struct Config {
     #[arg(long, env = "ADD_Y", default_value = "7", allow_hyphen_values = true)]
     pub add_y: String,
 
-    /// Hard wall-clock limit, in seconds (fractions allowed), covering compilation and the call.
+    /// Hard wall-clock limit, in seconds (fractions allowed), covering compilation and the call;
+    /// above 0, at most 604800 (7 days).
     #[arg(long, env = "TIMEOUT_SEC", default_value_t = 20.0)]
     pub timeout_sec: f64,
 
@@ -54,7 +55,8 @@ pub struct Config {
     #[arg(long, env = "ARGS_JSON", allow_hyphen_values = true)]
     pub args_json: Option<String>,
 
-    /// Largest linear memory (and table budget) of the guest, in MiB.
+    /// Memory budget of the task, in MiB: all its linear memories and tables together (a table
+    /// element counts 8 bytes); 1 to 65536.
     #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 256)]
     pub max_memory_mb: u64,
 
@@ -64,18 +66,25 @@ pub struct Config {
     pub fuel: Option<u64>,
 
     /// Bytes of the guest's stdout, and of its stderr, kept in the result; the rest is dropped
-    /// and the result says `truncated`.
+    /// and the result says `truncated`; 0 to 67108864.
     #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
-    pub max_output_bytes: usize,
+    pub max_output_bytes: u64,
 
     /// Directory for compiled modules, keyed by module SHA-256 and engine settings; a second run
-    /// of the same module skips compilation. Must not be writable by untrusted users.
+    /// of the same module skips compilation. Created with mode 0700; refused if it belongs to
+    /// another user or group or others can write it.
     #[arg(long, env = "WASM_CACHE_DIR")]
     pub wasm_cache_dir: Option<PathBuf>,
 
-    /// Largest Wasm call stack, in KiB; deeper recursion traps.
+    /// Key that authenticates the cache's entries (HMAC-SHA256; at least 32 bytes), outside
+    /// WASM_CACHE_DIR; created with mode 0600 if missing; refused if others can read it or group
+    /// or others can write it. Default: WASM_CACHE_DIR with `.key` appended.
+    #[arg(long, env = "WASM_CACHE_KEY_FILE")]
+    pub wasm_cache_key_file: Option<PathBuf>,
+
+    /// Largest Wasm call stack, in KiB; deeper recursion traps; 1 to 65536.
     #[arg(long, env = "MAX_WASM_STACK_KB", default_value_t = 1024)]
-    pub max_wasm_stack_kb: usize,
+    pub max_wasm_stack_kb: u64,
 
     /// How TIMEOUT_SEC is enforced: `watchdog` (a thread reports the timeout and ends the
     /// process; guests run at full speed) or `epoch` (checks compiled into the guest, as
@@ -118,6 +127,8 @@ pub struct Settings {
     pub input_text: String,
     /// The `add` fallback's arguments.
     pub add_fallback: [Value; 2],
+    /// The compiled-module cache and its key, if WASM_CACHE_DIR is set.
+    pub cache: Option<CacheLocation>,
 }
 
 /// Largest input document read from INPUT_PATH.
@@ -131,28 +142,11 @@ impl Config {
 
     /// Validates the configuration and reads the input document. Errors name the setting.
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        if !(self.timeout_sec.is_finite() && self.timeout_sec > 0.0) {
-            bail!(
-                "TIMEOUT_SEC must be a positive number of seconds, got {}",
-                self.timeout_sec
-            );
-        }
-        let max_memory_bytes = usize::try_from(self.max_memory_mb)
-            .ok()
-            .and_then(|mb| mb.checked_mul(1 << 20))
-            .filter(|b| *b > 0)
-            .with_context(|| {
-                format!(
-                    "MAX_MEMORY_MB must be between 1 and 2^44, got {}",
-                    self.max_memory_mb
-                )
-            })?;
-        if self.max_wasm_stack_kb == 0 || self.max_wasm_stack_kb > 64 * 1024 {
-            bail!(
-                "MAX_WASM_STACK_KB must be between 1 and 65536, got {}",
-                self.max_wasm_stack_kb
-            );
-        }
+        let timeout = limits::timeout("TIMEOUT_SEC", self.timeout_sec)?;
+        let max_memory_bytes = limits::memory_bytes("MAX_MEMORY_MB", self.max_memory_mb)?;
+        let max_output_bytes = limits::output_bytes("MAX_OUTPUT_BYTES", self.max_output_bytes)?;
+        let max_wasm_stack = limits::wasm_stack_bytes("MAX_WASM_STACK_KB", self.max_wasm_stack_kb)?;
+        let cache = self.cache_location()?;
         let input_text = match (&self.input_path, &self.args_json) {
             (Some(path), Some(_)) => bail!(
                 "set INPUT_PATH or ARGS_JSON, not both (INPUT_PATH is {})",
@@ -169,17 +163,43 @@ impl Config {
                     Enforcement::Epoch => Interruption::Epoch,
                 },
                 fuel_metering: self.fuel.is_some(),
-                max_wasm_stack: self.max_wasm_stack_kb * 1024,
+                max_wasm_stack,
             },
             limits: RunLimits {
-                timeout: Duration::from_secs_f64(self.timeout_sec),
+                timeout,
                 max_memory_bytes,
                 fuel: self.fuel,
-                max_output_bytes: self.max_output_bytes,
+                max_output_bytes,
             },
             input_text,
             add_fallback: [json_or_string(&self.add_x), json_or_string(&self.add_y)],
+            cache,
         })
+    }
+
+    /// WASM_CACHE_DIR with its key: WASM_CACHE_KEY_FILE, or the default beside the directory.
+    fn cache_location(&self) -> anyhow::Result<Option<CacheLocation>> {
+        let Some(dir) = &self.wasm_cache_dir else {
+            if let Some(key) = &self.wasm_cache_key_file {
+                bail!(
+                    "WASM_CACHE_KEY_FILE is set (\"{}\") but WASM_CACHE_DIR is not; set both or neither",
+                    key.display()
+                );
+            }
+            return Ok(None);
+        };
+        let mut location = CacheLocation::beside(dir);
+        if let Some(key) = &self.wasm_cache_key_file {
+            location.key_file = key.clone();
+        }
+        if location.key_file.starts_with(dir) {
+            bail!(
+                "WASM_CACHE_KEY_FILE \"{}\" is inside WASM_CACHE_DIR \"{}\": whoever can write entries could then read or replace the key; keep it outside",
+                location.key_file.display(),
+                dir.display()
+            );
+        }
+        Ok(Some(location))
     }
 }
 
@@ -229,7 +249,7 @@ mod tests {
         assert_eq!(c.output_path, PathBuf::from("/mnt/shared/result.txt"));
         let s = c.settings().unwrap();
         assert_eq!(s.add_fallback, [serde_json::json!(5), serde_json::json!(7)]);
-        assert_eq!(s.limits.timeout, Duration::from_secs(20));
+        assert_eq!(s.limits.timeout, std::time::Duration::from_secs(20));
         assert_eq!(s.limits.max_memory_bytes, 256 << 20);
         assert_eq!(s.engine.interruption, Interruption::External);
         assert_eq!(c.termination_message_path(), None);
@@ -252,5 +272,14 @@ mod tests {
     fn bad_numbers_are_refused() {
         assert!(config(&["--timeout-sec", "0"]).settings().is_err());
         assert!(config(&["--max-memory-mb", "0"]).settings().is_err());
+        for (flag, value) in [
+            ("--timeout-sec", "1e20"),
+            ("--max-memory-mb", "18446744073709551615"),
+            ("--max-output-bytes", "18446744073709551615"),
+            ("--max-wasm-stack-kb", "18446744073709551615"),
+        ] {
+            let err = config(&[flag, value]).settings().unwrap_err();
+            assert!(format!("{err:#}").contains("must be"), "{flag}: {err:#}");
+        }
     }
 }

@@ -11,13 +11,16 @@ mod watchdog;
 
 use anyhow::Context;
 use clap::Parser;
-use config::{Config, Enforcement};
+use config::{Config, Enforcement, Settings};
 use report::Reporter;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasm_exec_runtime::{Captures, EntryRequest, RunRequest, Runtime, native_stack_size};
+use wasm_exec_runtime::{
+    Captures, EntryRequest, LoadedModule, ModuleLimits, RunRequest, Runtime, RuntimeError,
+    native_stack_size,
+};
 use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput};
 use watchdog::Watchdog;
 
@@ -80,23 +83,9 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
         Ok(input) => input,
         Err(e) => return ResultEnvelope::failure(ErrorKind::BadInput, e.to_string()),
     };
-    let bytes = match std::fs::read(&config.wasm_path)
-        .with_context(|| format!("reading WASM_PATH \"{}\"", config.wasm_path.display()))
-    {
-        Ok(bytes) => bytes,
-        Err(e) => return failure(&e, ErrorKind::Io),
-    };
-    let runtime = match Runtime::new(settings.engine, config.wasm_cache_dir.as_deref()) {
-        Ok(runtime) => runtime,
-        Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
-    };
-    let module = match runtime.load(&bytes) {
-        Ok(module) => module,
-        Err(e) => {
-            let mut envelope = ResultEnvelope::failure(e.kind(), e.to_string());
-            envelope.module_sha256 = Some(wasm_exec_runtime::module_sha256_hex(&bytes));
-            return envelope;
-        }
+    let (runtime, module) = match load(config, &settings) {
+        Ok(loaded) => loaded,
+        Err(envelope) => return *envelope,
     };
     let request = RunRequest {
         entry: EntryRequest {
@@ -118,7 +107,31 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
     } else {
         runtime.call_on_task_thread(&module, &plan, &request, &captures)
     };
-    let cache = module.cache.as_str();
+    log_outcome(&envelope, module.cache.as_str());
+    envelope
+}
+
+/// Reads WASM_PATH (up to the module size limit), creates the runtime and loads the module.
+fn load(
+    config: &Config,
+    settings: &Settings,
+) -> Result<(Runtime, LoadedModule), Box<ResultEnvelope>> {
+    let limits = ModuleLimits::default();
+    let bytes = read_module(&config.wasm_path, limits.max_module_bytes)
+        .map_err(|e| Box::new(failure(&e, ErrorKind::Io)))?;
+    let refused = |e: RuntimeError| Box::new(ResultEnvelope::failure(e.kind(), e.to_string()));
+    limits.check_size(bytes.len()).map_err(refused)?;
+    let runtime = Runtime::with_cache(settings.engine, settings.cache.as_ref()).map_err(refused)?;
+    let module = runtime.load(&bytes).map_err(|e| {
+        let mut envelope = refused(e);
+        envelope.module_sha256 = Some(wasm_exec_runtime::module_sha256_hex(&bytes));
+        envelope
+    })?;
+    Ok((runtime, module))
+}
+
+/// One log line for the outcome; guest output stays in the document.
+fn log_outcome(envelope: &ResultEnvelope, cache: &str) {
     match &envelope.error {
         None => tracing::info!(
             entry = envelope.entry.as_deref(),
@@ -130,7 +143,19 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
             tracing::info!(entry = envelope.entry.as_deref(), kind = %e.kind, cache, "task failed")
         }
     }
-    envelope
+}
+
+/// Reads WASM_PATH, but never more than one byte past `max` (the shape check then refuses it), so
+/// a huge file or an endless device cannot exhaust memory before any limit applies.
+fn read_module(path: &Path, max: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let context = || format!("reading WASM_PATH \"{}\"", path.display());
+    let file = std::fs::File::open(path).with_context(context)?;
+    let mut bytes = Vec::new();
+    file.take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(context)?;
+    Ok(bytes)
 }
 
 /// Whether the main thread's stack may grow to `needed` bytes (its limit is RLIMIT_STACK), so the

@@ -51,10 +51,10 @@ impl Reporter {
         if let Err(e) = write_atomically(&self.output_path, &render(&self.output_path, &envelope)) {
             tracing::error!(error = format!("{e:#}"), "could not write the result file");
             envelope.ok = false;
-            envelope.error = Some(ErrorInfo {
-                kind: ErrorKind::Io,
-                message: format!("{e:#}; check that OUTPUT_PATH is writable"),
-            });
+            envelope.error = Some(ErrorInfo::new(
+                ErrorKind::Io,
+                format!("{e:#}; check that OUTPUT_PATH is writable"),
+            ));
         }
         let line = envelope.to_line();
         if let Some(path) = &self.termination_message_path {

@@ -1,7 +1,7 @@
 //! Bounded capture of a guest's stdout or stderr.
 //!
 //! The guest may write without end; we keep the first `limit` bytes, drop the rest and remember
-//! that we did. Writes never fail, so a chatty guest is not killed for talking: it is the time or
+//! that we did. What reaches the result document is also cut at `limit` bytes as encoded there. Writes never fail, so a chatty guest is not killed for talking: it is the time or
 //! fuel limit that ends a guest that only talks. The capture is shared (`Clone`), so a watchdog can
 //! read what was written so far while the guest still runs.
 
@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
+use wasm_exec_task::text::truncate_encoded;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
@@ -56,13 +57,16 @@ impl OutputCapture {
         }
     }
 
-    /// The text so far (invalid UTF-8 replaced) and whether output was dropped.
+    /// The text so far (invalid UTF-8 replaced), cut where its JSON encoding reaches the limit,
+    /// and whether output was dropped.
+    ///
+    /// Bounding the encoded size keeps the result document within a fixed size whatever the
+    /// guest writes: a control character takes six bytes there (`\u0001`), a replaced byte three.
     pub fn snapshot(&self) -> (String, bool) {
         let captured = self.lock();
-        (
-            String::from_utf8_lossy(&captured.bytes).into_owned(),
-            captured.truncated,
-        )
+        let mut text = String::from_utf8_lossy(&captured.bytes).into_owned();
+        let cut = truncate_encoded(&mut text, self.limit);
+        (text, captured.truncated || cut)
     }
 }
 
@@ -135,5 +139,17 @@ mod tests {
         assert_eq!(capture.snapshot(), ("abcde".to_string(), true));
         capture.clone().append(b"more");
         assert_eq!(capture.snapshot(), ("abcde".to_string(), true));
+    }
+
+    #[test]
+    fn control_characters_are_kept_up_to_the_limit_as_encoded() {
+        let capture = OutputCapture::new(60);
+        capture.append(&[1u8; 60]);
+        let (text, truncated) = capture.snapshot();
+        assert_eq!(text, "\u{1}".repeat(10));
+        assert!(truncated);
+        let capture = OutputCapture::new(60);
+        capture.append(b"line\n");
+        assert_eq!(capture.snapshot(), ("line\n".to_string(), false));
     }
 }

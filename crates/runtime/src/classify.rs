@@ -2,8 +2,8 @@
 //! exits), never by their text, with messages that name the trap and the guest frames.
 
 use crate::RuntimeError;
+use crate::limiter::LimitExceeded;
 use crate::runtime::RunLimits;
-use crate::sandbox::LimitExceeded;
 use wasmtime::{Trap, WasmBacktrace};
 use wasmtime_wasi::I32Exit;
 

@@ -75,6 +75,9 @@ impl EngineOptions {
             .wasm_multi_memory(true)
             .wasm_memory64(false)
             .max_wasm_stack(self.max_wasm_stack)
+            // Never used (no async calls), but wasmtime refuses a Wasm stack above it (2 MiB by
+            // default), which made MAX_WASM_STACK_KB over 2048 an engine error.
+            .async_stack_size(native_stack_size(self))
             .epoch_interruption(self.interruption == Interruption::Epoch)
             .consume_fuel(self.fuel_metering);
         config

@@ -10,6 +10,7 @@
 use crate::RuntimeError;
 use serde_json::Value;
 use std::fmt::Write;
+use wasm_exec_task::text::encoded_len;
 use wasmtime::{ExternType, FuncType, Module};
 
 /// The entry used when none is named.
@@ -92,19 +93,41 @@ pub fn exported_func(module: &Module, name: &str) -> Option<FuncType> {
     }
 }
 
-/// The module's exported functions with their signatures, e.g. `add(i64, i64) -> i64, fib(i64)`.
+/// Most exports [`list_exports`] names; the rest are counted.
+pub const LISTED_EXPORTS: usize = 50;
+/// Most bytes (as encoded in the result document) of the names [`list_exports`] lists, so the
+/// message stays well within the error message cap whatever the export names are.
+pub const LISTED_EXPORTS_BYTES: usize = 2048;
+
+/// The module's exported functions with their signatures, e.g. `add(i64, i64) -> i64, fib(i64)`:
+/// at most [`LISTED_EXPORTS`] of them in [`LISTED_EXPORTS_BYTES`], then `and N more`.
 pub fn list_exports(module: &Module) -> String {
     let mut out = String::new();
+    let (mut listed, mut more, mut bytes) = (0usize, 0usize, 0usize);
     for export in module.exports() {
         if let ExternType::Func(ty) = export.ty() {
+            let sig = signature(export.name(), &ty);
+            let cost: usize = sig.chars().map(encoded_len).sum::<usize>() + 2;
+            if listed == LISTED_EXPORTS || bytes + cost > LISTED_EXPORTS_BYTES {
+                more += 1;
+                continue;
+            }
             if !out.is_empty() {
                 out.push_str(", ");
             }
-            out.push_str(&signature(export.name(), &ty));
+            out.push_str(&sig);
+            (listed, bytes) = (listed + 1, bytes + cost);
         }
     }
-    if out.is_empty() {
-        out.push_str("(no functions)");
+    match (listed, more) {
+        (0, 0) => out.push_str("(no functions)"),
+        (0, more) => {
+            let _ = write!(out, "{more} functions with long names");
+        }
+        (_, 0) => {}
+        (_, more) => {
+            let _ = write!(out, " and {more} more");
+        }
     }
     out
 }
@@ -180,6 +203,17 @@ mod tests {
         let m = module(r#"(module (func (export "other")))"#);
         let err = resolve(&m, &request(None, None)).unwrap_err();
         assert!(err.to_string().contains("other()"), "{err}");
+    }
+
+    #[test]
+    fn long_export_lists_are_cut_after_fifty() {
+        let exports: String = (0..60)
+            .map(|i| format!(r#"(func (export "f{i}"))"#))
+            .collect();
+        let listed = list_exports(&module(&format!("(module {exports})")));
+        assert!(listed.contains("f49()"), "{listed}");
+        assert!(!listed.contains("f50()"), "{listed}");
+        assert!(listed.ends_with(" and 10 more"), "{listed}");
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //!
 //! # Layout
 //! - [`engine`]: engine settings (determinism, fuel, how time is enforced) and their fingerprint.
-//! - [`runtime`]: [`Runtime`]: load (compile or cache), plan (entry + arguments), call.
+//! - [`runtime`]: [`Runtime`]: load, plan (entry + arguments), call.
+//! - [`module`]: loading: shape check, then the cache or the compiler.
+//! - [`shape`]: [`ModuleLimits`]: the module's shape, checked before compiling.
 //! - [`entry`]: which export to call, by the seed's rules.
 //! - [`convert`]: JSON arguments to Wasm values and results back.
-//! - [`sandbox`]: the guest's WASI view of the world (nothing of the host) and its memory limiter.
+//! - [`sandbox`]: the guest's WASI view of the world (nothing of the host).
+//! - [`clock`]: the guest's virtual clocks; [`poll`]: `poll_oneoff` on them, never blocking.
+//! - [`limiter`]: one memory budget per task, shared by every memory and table.
 //! - `classify`: wasmtime errors to outcomes, by type.
 //! - [`capture`]: bounded stdout/stderr capture.
-//! - [`cache`]: the verified on-disk cache of compiled modules.
+//! - [`cache`]: the on-disk cache of compiled modules, entries authenticated by HMAC;
+//!   [`cache_key`]: its directory's ownership and its key, kept outside it.
 //! - [`ticker`]: the epoch ticker that interrupts guests at their deadline.
 //! - [`error`]: typed errors, each with its stable result kind.
 //!
@@ -26,22 +31,28 @@
 //! ```
 
 pub mod cache;
+pub mod cache_key;
 pub mod capture;
 mod classify;
+pub mod clock;
 pub mod convert;
 pub mod engine;
 pub mod entry;
 pub mod error;
+pub mod limiter;
+pub mod module;
+pub mod poll;
 pub mod runtime;
 pub mod sandbox;
+pub mod shape;
 pub mod ticker;
 
+pub use cache_key::CacheLocation;
 pub use capture::OutputCapture;
 pub use engine::{EngineOptions, Interruption, native_stack_size};
 pub use entry::EntryRequest;
 pub use error::RuntimeError;
-pub use runtime::{
-    CacheOutcome, Captures, LoadedModule, Plan, RunLimits, RunRequest, Runtime, failed,
-    module_sha256_hex,
-};
+pub use module::{CacheOutcome, LoadedModule, module_sha256_hex};
+pub use runtime::{Captures, Plan, RunLimits, RunRequest, Runtime, failed};
+pub use shape::{ModuleLimits, ModuleShape};
 pub use ticker::EpochTicker;

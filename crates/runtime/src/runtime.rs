@@ -5,23 +5,28 @@
 //! executor's watchdog) uses the plan's envelope to report a timeout while the call still runs.
 
 use crate::cache::CompiledCache;
-use crate::classify::{Exit, classify, one_line};
+use crate::cache_key::CacheLocation;
+use crate::classify::{Exit, classify};
+use crate::clock::VirtualClock;
 use crate::entry::{self, EntryCall, EntryRequest, INITIALIZE_ENTRY};
-use crate::sandbox::{HostState, TaskLimiter, table_elements_for, wasi_context};
-use crate::{EngineOptions, EpochTicker, Interruption, OutputCapture, RuntimeError, convert};
+use crate::limiter::TaskLimiter;
+use crate::module::LoadedModule;
+use crate::sandbox::{HostState, wasi_context};
+use crate::{
+    EngineOptions, EpochTicker, Interruption, ModuleLimits, OutputCapture, RuntimeError, convert,
+};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wasm_exec_task::{ErrorInfo, ResultEnvelope};
-use wasmtime::{Engine, Linker, Module, Store, Val};
+use wasmtime::{Engine, Linker, Store, Val};
 
 /// Limits for one run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunLimits {
     /// Wall-clock limit of instantiation plus the call (`TIMEOUT_SEC`).
     pub timeout: Duration,
-    /// Largest linear memory, in bytes (`MAX_MEMORY_MB`); tables get a budget derived from it.
+    /// Bytes all linear memories and tables of the task may take together (`MAX_MEMORY_MB`).
     pub max_memory_bytes: usize,
     /// Instruction budget (`FUEL`); needs an engine with fuel metering.
     pub fuel: Option<u64>,
@@ -49,49 +54,6 @@ pub struct RunRequest {
     pub stdin: Vec<u8>,
     /// The limits.
     pub limits: RunLimits,
-}
-
-/// How a module was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheOutcome {
-    /// No cache configured: compiled.
-    Off,
-    /// Loaded precompiled from the cache.
-    Hit,
-    /// Not (usably) in the cache: compiled and stored.
-    Miss,
-}
-
-impl CacheOutcome {
-    /// `off`, `hit` or `miss`, for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheOutcome::Off => "off",
-            CacheOutcome::Hit => "hit",
-            CacheOutcome::Miss => "miss",
-        }
-    }
-}
-
-/// A compiled module with its digest.
-#[derive(Debug, Clone)]
-pub struct LoadedModule {
-    module: Module,
-    sha256: [u8; 32],
-    /// Whether it came from the compiled-module cache.
-    pub cache: CacheOutcome,
-}
-
-impl LoadedModule {
-    /// Hex SHA-256 of the module bytes.
-    pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
-    }
-
-    /// The exported functions with their signatures, for messages.
-    pub fn exports(&self) -> String {
-        entry::list_exports(&self.module)
-    }
 }
 
 /// A run ready to be called: the entry is chosen and the arguments converted.
@@ -143,18 +105,35 @@ pub struct Runtime {
     options: EngineOptions,
     linker: Linker<HostState>,
     cache: Option<CompiledCache>,
+    /// The largest module shape accepted for compilation.
+    module_limits: ModuleLimits,
     /// Keeps the epoch advancing while the runtime lives (epoch interruption only).
     _ticker: Option<EpochTicker>,
 }
 
 impl Runtime {
-    /// Creates the engine for `options`, with a compiled-module cache under `cache_dir` if given.
+    /// Creates the engine for `options`, with a compiled-module cache under `cache_dir` if given,
+    /// its key beside it ([`CacheLocation::beside`]).
     pub fn new(options: EngineOptions, cache_dir: Option<&Path>) -> Result<Self, RuntimeError> {
+        let location = cache_dir.map(CacheLocation::beside);
+        Self::with_cache(options, location.as_ref())
+    }
+
+    /// Creates the engine for `options`, with the compiled-module cache at `cache` if given; an
+    /// unsafe cache directory or key is an `io` error naming the fix.
+    pub fn with_cache(
+        options: EngineOptions,
+        cache: Option<&CacheLocation>,
+    ) -> Result<Self, RuntimeError> {
         let engine = options.engine()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut HostState| &mut state.wasi)
+            .and_then(|()| crate::poll::add_to_linker(&mut linker))
             .map_err(|e| RuntimeError::Io(format!("setting up WASI: {e:#}")))?;
-        let cache = cache_dir.map(|dir| CompiledCache::new(dir, &options.fingerprint(&engine)));
+        let cache = cache
+            .map(|location| CompiledCache::open(location, &options.fingerprint(&engine)))
+            .transpose()
+            .map_err(RuntimeError::Io)?;
         let ticker = match options.interruption {
             Interruption::Epoch => Some(
                 EpochTicker::start(&engine)
@@ -167,8 +146,15 @@ impl Runtime {
             options,
             linker,
             cache,
+            module_limits: ModuleLimits::default(),
             _ticker: ticker,
         })
+    }
+
+    /// Replaces the module limits (default: [`ModuleLimits::default`]).
+    pub fn with_module_limits(mut self, limits: ModuleLimits) -> Self {
+        self.module_limits = limits;
+        self
     }
 
     /// The engine options this runtime was built with.
@@ -176,38 +162,15 @@ impl Runtime {
         &self.options
     }
 
-    /// Compiles `bytes` (binary Wasm or WAT text), or loads the compiled code from the cache.
+    /// Checks the shape of `bytes` (binary Wasm or WAT text) against the module limits, then
+    /// compiles it, or loads the compiled code from the cache.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, RuntimeError> {
-        let sha256: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some(cache) = &self.cache
-            && let Some(module) = cache.load(&self.engine, &sha256)
-        {
-            return Ok(LoadedModule {
-                module,
-                sha256,
-                cache: CacheOutcome::Hit,
-            });
-        }
-        let module = Module::new(&self.engine, bytes).map_err(|e| {
-            let what = if bytes.starts_with(b"\0asm") {
-                "the module does not validate or compile"
-            } else {
-                "the module is neither a Wasm binary (no \\0asm header) nor valid WAT text"
-            };
-            RuntimeError::BadModule(format!("{what}: {}", one_line(&e)))
-        })?;
-        let outcome = match &self.cache {
-            Some(cache) => {
-                cache.store(&module, &sha256);
-                CacheOutcome::Miss
-            }
-            None => CacheOutcome::Off,
-        };
-        Ok(LoadedModule {
-            module,
-            sha256,
-            cache: outcome,
-        })
+        crate::module::load(
+            &self.engine,
+            self.cache.as_ref(),
+            &self.module_limits,
+            bytes,
+        )
     }
 
     /// Chooses the entry and converts the arguments; any error comes back as a failed envelope.
@@ -220,10 +183,7 @@ impl Runtime {
         envelope.error = None;
         envelope.module_sha256 = Some(module.sha256_hex());
         let fail = |mut envelope: ResultEnvelope, e: RuntimeError| {
-            envelope.error = Some(ErrorInfo {
-                kind: e.kind(),
-                message: e.to_string(),
-            });
+            envelope.error = Some(ErrorInfo::new(e.kind(), e.to_string()));
             envelope
         };
         let call = match entry::resolve(&module.module, &request.entry) {
@@ -297,17 +257,23 @@ impl Runtime {
     ) -> ResultEnvelope {
         let limits = &request.limits;
         let started = Instant::now();
+        let clock = VirtualClock::default();
         let wasi = wasi_context(
             &request.stdin,
             &captures.stdout,
             &captures.stderr,
             &module.sha256,
+            &clock,
         );
-        let limiter = TaskLimiter {
-            max_memory_bytes: limits.max_memory_bytes,
-            max_table_elements: table_elements_for(limits.max_memory_bytes),
-        };
-        let mut store = Store::new(&self.engine, HostState { wasi, limiter });
+        let limiter = TaskLimiter::new(limits.max_memory_bytes);
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                clock,
+                limiter,
+            },
+        );
         store.limiter(|state| &mut state.limiter);
         let budget = self
             .options
@@ -368,29 +334,18 @@ impl Runtime {
                     envelope.exit_code = Some(code);
                 }
                 let e = e.into_error();
-                envelope.error = Some(ErrorInfo {
-                    kind: e.kind(),
-                    message: e.to_string(),
-                });
+                envelope.error = Some(ErrorInfo::new(e.kind(), e.to_string()));
             }
         }
         envelope
     }
 }
 
-/// Hex SHA-256 of module bytes, as reported in `module_sha256`.
-pub fn module_sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// A failed copy of `base`.
 pub fn failed(base: &ResultEnvelope, error: RuntimeError) -> ResultEnvelope {
     let mut envelope = base.clone();
     envelope.ok = false;
-    envelope.error = Some(ErrorInfo {
-        kind: error.kind(),
-        message: error.to_string(),
-    });
+    envelope.error = Some(ErrorInfo::new(error.kind(), error.to_string()));
     envelope
 }
 

@@ -149,3 +149,46 @@ fn guest_randomness_and_clocks_are_deterministic() {
     assert_eq!(a.stdout, b.stdout, "same module, same randomness and time");
     assert!(a.stdout.contains("wall: Ok(946684800s)"), "{}", a.stdout);
 }
+
+#[test]
+fn sleeps_advance_virtual_time_and_return_at_once() {
+    let runtime = epoch_runtime(false);
+    let module = load(&runtime, "testdata/wat/sleep.wat");
+    let limits = RunLimits {
+        timeout: Duration::from_secs(2),
+        ..RunLimits::default()
+    };
+    let started = Instant::now();
+    let out = runtime.run(&module, &request("sleep", json!([-1]), limits.clone()));
+    assert!(out.ok, "{out:?}");
+    assert_eq!(out.result, json!(-1), "the clock saturates at u64::MAX");
+    let out = runtime.run(
+        &module,
+        &request("sleep", json!([60_000_000_000u64]), limits),
+    );
+    assert_eq!(out.result, json!(60_000_001_000u64), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn memories_and_tables_of_one_task_share_its_budget() {
+    let runtime = epoch_runtime(false);
+    let module = load(&runtime, "testdata/wat/many_memories.wat");
+    let limits = RunLimits {
+        max_memory_bytes: 8 << 20,
+        ..RunLimits::default()
+    };
+    // Two memories of 5 MiB each under 8 MiB: the second one fails.
+    let out = runtime.run(&module, &request("fill", json!([80]), limits.clone()));
+    assert_eq!(out.kind(), Some(ErrorKind::OutOfMemory), "{out:?}");
+    // Sixteen of 512 KiB fill the 8 MiB exactly.
+    let out = runtime.run(&module, &request("fill", json!([8]), limits.clone()));
+    assert_eq!(out.result, json!(16), "{out:?}");
+    // Tables of 300,000 elements take 2.4 MB each: the fourth one fails.
+    let out = runtime.run(&module, &request("tables", json!([300_000]), limits));
+    assert_eq!(out.kind(), Some(ErrorKind::OutOfMemory), "{out:?}");
+}

@@ -20,7 +20,8 @@ pub struct ResultEnvelope {
     pub args: Vec<Value>,
     /// The return value: a scalar for one result, an array for several, `null` for none.
     pub result: Value,
-    /// The guest's stdout (UTF-8, invalid bytes replaced), at most `MAX_OUTPUT_BYTES`.
+    /// The guest's stdout (UTF-8, invalid bytes replaced), at most `MAX_OUTPUT_BYTES` bytes as
+    /// encoded in this document (a control character counts six: `\u0001`).
     pub stdout: String,
     /// The guest's stderr, bounded the same way.
     pub stderr: String,
@@ -61,8 +62,25 @@ pub struct Phases {
 pub struct ErrorInfo {
     /// The stable kind (`trap`, `timeout`, ...).
     pub kind: ErrorKind,
-    /// What went wrong and, where there is one, the fix.
+    /// What went wrong and, where there is one, the fix; at most [`MAX_ERROR_MESSAGE_BYTES`] as
+    /// encoded when made by [`ErrorInfo::new`].
     pub message: String,
+}
+
+/// Longest error message, in bytes as encoded in the document; longer ones are cut (and say so),
+/// so no failure, however many exports or frames it would list, can inflate the document.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
+
+impl ErrorInfo {
+    /// An error of `kind`, its message cut to [`MAX_ERROR_MESSAGE_BYTES`] as encoded.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        const CUT: &str = " ... (message cut)";
+        let mut message = message.into();
+        if crate::text::truncate_encoded(&mut message, MAX_ERROR_MESSAGE_BYTES - CUT.len()) {
+            message.push_str(CUT);
+        }
+        Self { kind, message }
+    }
 }
 
 impl ResultEnvelope {
@@ -80,10 +98,7 @@ impl ResultEnvelope {
             fuel_consumed: None,
             module_sha256: None,
             exit_code: None,
-            error: Some(ErrorInfo {
-                kind,
-                message: message.into(),
-            }),
+            error: Some(ErrorInfo::new(kind, message)),
             phases: None,
         }
     }
@@ -123,6 +138,19 @@ mod tests {
         let back: ResultEnvelope = serde_json::from_str(&line).unwrap();
         assert_eq!(back, env);
         assert_eq!(env.exit_code_for_process(), 21);
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_by_their_encoded_size() {
+        let env = ResultEnvelope::failure(ErrorKind::EntryNotFound, "\u{1}".repeat(100_000));
+        let message = &env.error.as_ref().unwrap().message;
+        assert!(message.ends_with("(message cut)"), "{message}");
+        let encoded = serde_json::to_string(message).unwrap();
+        assert!(
+            encoded.len() <= MAX_ERROR_MESSAGE_BYTES + 2,
+            "{}",
+            encoded.len()
+        );
     }
 
     #[test]

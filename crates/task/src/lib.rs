@@ -6,16 +6,21 @@
 //!   operator's [`IntakeRules`] (limit defaults and maxima).
 //! - [`input`]: the task's input document (`{"entry": "fib", "args": [12]}`) and how it is read.
 //! - [`envelope`]: the result document every run produces, in a Job or in-process.
+//! - [`limits`]: the allowed range of every limit, and its conversion to a typed value.
+//! - [`text`]: text bounded by its size as encoded in the result document.
 //! - [`kind`]: the stable, machine-readable error kinds and the exit codes that go with them.
 
 pub mod check;
 pub mod envelope;
 pub mod input;
 pub mod kind;
+pub mod limits;
 pub mod spec;
+pub mod text;
 
 pub use check::{CheckError, CheckedTask, IntakeRules, Limits, ModuleRef};
 pub use envelope::{ErrorInfo, Phases, ResultEnvelope};
 pub use input::{InputError, TaskInput};
 pub use kind::ErrorKind;
+pub use limits::LimitError;
 pub use spec::{TaskLimits, TaskSpec};

@@ -1,81 +1,184 @@
-//! The compiled-module cache: a second run skips compilation; a corrupt entry is rebuilt.
+//! The compiled-module cache: a second run skips compilation; an entry that does not authenticate
+//! under the key (corrupt, relabelled, patched with its checksum recomputed) is refused and
+//! rebuilt; a directory others can write is refused.
 
-use crate::util::{assert_ok, exec};
+use crate::util::{Outcome, assert_failed, assert_ok, exec};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use wasm_exec_task::ErrorKind;
 
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for sub in std::fs::read_dir(dir).expect("cache dir") {
-        let sub = sub.expect("cache dir entry").path();
-        for entry in std::fs::read_dir(sub).expect("engine dir") {
-            found.push(entry.expect("engine dir entry").path());
-        }
-    }
-    found
+/// Offsets in an entry: magic (8), module digest (32), engine fingerprint (32), MAC (32).
+const MODULE_DIGEST: std::ops::Range<usize> = 8..40;
+const MAC: std::ops::Range<usize> = 72..104;
+
+/// A cache directory with its key kept in another directory, both removed after the test.
+struct Cache {
+    dir: tempfile::TempDir,
+    key: tempfile::TempDir,
 }
 
-fn run_fib(cache: &Path) -> crate::util::Outcome {
-    exec("host/wasm/fib.wasm")
-        .env("ARGS_JSON", r#"{"entry":"fib","args":[12]}"#)
-        .env("WASM_CACHE_DIR", cache)
-        .run()
+impl Cache {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("cache dir"),
+            key: tempfile::tempdir().expect("key dir"),
+        }
+    }
+
+    fn run(&self, wasm: &str, args: &str) -> Outcome {
+        exec(wasm)
+            .env("ARGS_JSON", args)
+            .env("WASM_CACHE_DIR", self.dir.path())
+            .env("WASM_CACHE_KEY_FILE", self.key.path().join("cache.key"))
+            .run()
+    }
+
+    fn fib(&self) -> Outcome {
+        self.run("host/wasm/fib.wasm", r#"{"entry":"fib","args":[12]}"#)
+    }
+
+    fn add(&self) -> Outcome {
+        self.run("host/wasm/add.wasm", "")
+    }
+
+    fn entries(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for sub in std::fs::read_dir(self.dir.path()).expect("cache dir") {
+            let sub = sub.expect("cache dir entry").path();
+            for entry in std::fs::read_dir(sub).expect("engine dir") {
+                found.push(entry.expect("engine dir entry").path());
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+fn rebuilt(out: &Outcome, entry: &Path, good: &[u8]) {
+    assert!(out.stderr.contains("cache=\"miss\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("MAC does not verify"),
+        "the refusal is logged: {}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(entry).expect("entry"), good, "entry rebuilt");
 }
 
 #[test]
 fn second_run_hits_the_cache() {
-    let cache = tempfile::tempdir().unwrap();
-    let first = run_fib(cache.path());
+    let cache = Cache::new();
+    let first = cache.fib();
     assert_ok(&first, json!(144));
     assert!(first.stderr.contains("cache=\"miss\""), "{}", first.stderr);
-    assert_eq!(entries(cache.path()).len(), 1);
-    let second = run_fib(cache.path());
+    assert_eq!(cache.entries().len(), 1);
+    let second = cache.fib();
     assert_ok(&second, json!(144));
     assert!(second.stderr.contains("cache=\"hit\""), "{}", second.stderr);
+    let key = std::fs::metadata(cache.key.path().join("cache.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600, "key made private");
 }
 
 #[test]
 fn corrupt_entry_is_ignored_and_rebuilt() {
-    let cache = tempfile::tempdir().unwrap();
-    assert_ok(&run_fib(cache.path()), json!(144));
-    let entry = entries(cache.path()).pop().unwrap();
+    let cache = Cache::new();
+    assert_ok(&cache.fib(), json!(144));
+    let entry = cache.entries().pop().unwrap();
     let good = std::fs::read(&entry).unwrap();
     let mut bad = good.clone();
     let middle = bad.len() / 2;
     bad[middle] ^= 0x55;
     std::fs::write(&entry, &bad).unwrap();
-
-    let out = run_fib(cache.path());
+    let out = cache.fib();
     assert_ok(&out, json!(144));
-    assert!(out.stderr.contains("cache=\"miss\""), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("checksum"),
-        "the rejection is logged: {}",
-        out.stderr
-    );
-    assert_eq!(std::fs::read(&entry).unwrap(), good, "entry rebuilt");
+    rebuilt(&out, &entry, &good);
 
     std::fs::write(&entry, b"not a cache entry").unwrap();
-    assert_ok(&run_fib(cache.path()), json!(144));
+    assert_ok(&cache.fib(), json!(144));
+}
+
+#[test]
+fn patched_code_with_its_checksum_recomputed_is_refused() {
+    // The forger rewrites code and recomputes what an unkeyed checksum would be.
+    let cache = Cache::new();
+    assert_ok(&cache.fib(), json!(144));
+    let entry = cache.entries().pop().unwrap();
+    let good = std::fs::read(&entry).unwrap();
+    let mut forged = good.clone();
+    let middle = forged.len() / 2;
+    forged[middle] ^= 0x55;
+    let digest = Sha256::digest(&forged[MAC.end..]);
+    forged[MAC].copy_from_slice(&digest);
+    std::fs::write(&entry, &forged).unwrap();
+    let out = cache.fib();
+    assert_ok(&out, json!(144));
+    rebuilt(&out, &entry, &good);
+}
+
+#[test]
+fn entry_relabelled_for_another_module_is_refused() {
+    // fib's compiled code under add's name, its header relabelled with add's digest.
+    let cache = Cache::new();
+    assert_ok(&cache.fib(), json!(144));
+    let fib_entry = cache.entries().pop().unwrap();
+    assert_ok(&cache.add(), json!(12));
+    let add_entry = cache
+        .entries()
+        .into_iter()
+        .find(|p| *p != fib_entry)
+        .unwrap();
+    let add_good = std::fs::read(&add_entry).unwrap();
+    let mut relabelled = std::fs::read(&fib_entry).unwrap();
+    relabelled[MODULE_DIGEST].copy_from_slice(&add_good[MODULE_DIGEST]);
+    std::fs::write(&add_entry, &relabelled).unwrap();
+    let out = cache.add();
+    assert_ok(&out, json!(12));
+    rebuilt(&out, &add_entry, &add_good);
 }
 
 #[test]
 fn entry_of_another_module_is_not_trusted() {
-    let cache = tempfile::tempdir().unwrap();
-    assert_ok(&run_fib(cache.path()), json!(144));
-    let fib_entry = entries(cache.path()).pop().unwrap();
-    let add = exec("host/wasm/add.wasm")
-        .env("WASM_CACHE_DIR", cache.path())
-        .run();
-    assert_ok(&add, json!(12));
-    let add_entry = entries(cache.path())
+    let cache = Cache::new();
+    assert_ok(&cache.fib(), json!(144));
+    let fib_entry = cache.entries().pop().unwrap();
+    assert_ok(&cache.add(), json!(12));
+    let add_entry = cache
+        .entries()
         .into_iter()
         .find(|p| *p != fib_entry)
         .unwrap();
     std::fs::copy(&fib_entry, &add_entry).unwrap();
-    let add = exec("host/wasm/add.wasm")
-        .env("WASM_CACHE_DIR", cache.path())
-        .run();
+    let add = cache.add();
     assert_ok(&add, json!(12));
     assert!(add.stderr.contains("another module"), "{}", add.stderr);
+}
+
+#[test]
+fn cache_dir_writable_by_others_is_refused_with_the_fix() {
+    let cache = Cache::new();
+    std::fs::set_permissions(cache.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = cache.fib();
+    let dir = cache.dir.path().display().to_string();
+    assert_failed(
+        &out,
+        ErrorKind::Io,
+        &[
+            "WASM_CACHE_DIR",
+            "writable by group or others",
+            "chmod 700",
+            &dir,
+        ],
+    );
+    assert!(cache.entries().is_empty(), "nothing written there");
+}
+
+#[test]
+fn key_file_inside_the_cache_dir_is_refused() {
+    let cache = Cache::new();
+    let out = exec("host/wasm/add.wasm")
+        .env("WASM_CACHE_DIR", cache.dir.path())
+        .env("WASM_CACHE_KEY_FILE", cache.dir.path().join("cache.key"))
+        .run();
+    assert_failed(&out, ErrorKind::BadInput, &["inside WASM_CACHE_DIR"]);
 }

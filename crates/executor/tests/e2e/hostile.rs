@@ -172,3 +172,94 @@ fn deep_recursion_traps_even_with_a_small_main_stack() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("call stack exhausted"), "{stdout}");
 }
+
+#[test]
+fn many_memories_share_one_budget_and_peak_rss_stays_near_it() {
+    // 16 memories, each grown by 30 MiB and written: with a budget per memory this held 480 MiB.
+    const LIMIT_MB: u64 = 32;
+    let (out, peak) = exec("testdata/wat/many_memories.wat")
+        .env("MAX_MEMORY_MB", LIMIT_MB.to_string())
+        .env("ARGS_JSON", r#"{"entry":"fill","args":[480]}"#)
+        .run_measuring_peak_rss();
+    assert_failed(
+        &out,
+        ErrorKind::OutOfMemory,
+        &["linear memory", "memories and tables together", "33554432"],
+    );
+    // The executor itself (engine, compiler, logs) takes some tens of MiB besides the guest.
+    let margin = 48 << 20;
+    assert!(
+        peak < (LIMIT_MB << 20) + margin,
+        "peak RSS {} MiB for a {LIMIT_MB} MiB budget",
+        peak >> 20
+    );
+    eprintln!(
+        "peak RSS: {} MiB under MAX_MEMORY_MB={LIMIT_MB}",
+        peak >> 20
+    );
+}
+
+#[test]
+fn many_tables_share_the_memory_budget() {
+    // 16 tables of 1,000,000 elements (8 MB each) under a 32 MiB budget: the fifth one fails.
+    let out = exec("testdata/wat/many_memories.wat")
+        .env("MAX_MEMORY_MB", "32")
+        .env("ARGS_JSON", r#"{"entry":"tables","args":[1000000]}"#)
+        .run();
+    assert_failed(&out, ErrorKind::OutOfMemory, &["table", "33554432"]);
+}
+
+#[test]
+fn sleeping_for_ever_returns_at_once_on_virtual_time() {
+    let out = exec("testdata/wat/sleep.wat")
+        .env("ARGS_JSON", r#"{"entry":"sleep","args":[-1]}"#)
+        .env("TIMEOUT_SEC", "5")
+        .run();
+    // The clock jumped to u64::MAX (rendered signed) and stays there.
+    assert_ok(&out, serde_json::json!(-1));
+    assert!(
+        out.elapsed < Duration::from_secs(2),
+        "took {:?}",
+        out.elapsed
+    );
+    let out = exec("testdata/wat/sleep.wat")
+        .env("ARGS_JSON", r#"{"entry":"sleep","args":[3000000000]}"#)
+        .env("TIMEOUT_SEC", "1")
+        .run();
+    // Three virtual seconds plus the one microsecond the reading itself takes.
+    assert_ok(&out, serde_json::json!(3_000_001_000u64));
+}
+
+#[test]
+fn control_character_flood_keeps_the_document_within_twice_max_output_bytes() {
+    // 1 MiB of byte 0x01 on stdout and on stderr: raw-byte truncation made a 12.5 MB document.
+    const MAX: usize = 1 << 20;
+    let out = exec("testdata/wat/control_flood.wat")
+        .env("ARGS_JSON", "[1024]")
+        .env("MAX_OUTPUT_BYTES", MAX.to_string())
+        .run();
+    assert_ok(&out, serde_json::json!(null));
+    assert!(out.envelope.truncated);
+    let kept = out.envelope.stdout.chars().count();
+    assert_eq!(kept, MAX / 6, "as many characters as fit as \\u0001");
+    let line = out.last_line.len();
+    let file = out.file.len();
+    eprintln!("document: {line} bytes on stdout, {file} bytes in the file");
+    assert!(line <= 2 * MAX + 1024, "stdout line is {line} bytes");
+    assert!(file <= 2 * MAX + 1024, "result file is {file} bytes");
+}
+
+#[test]
+fn entry_not_found_lists_a_few_exports_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("exports.wat");
+    let exports: String = (0..20_000)
+        .map(|i| format!(" (export \"{}{i}\" (func $f))", "x".repeat(200)))
+        .collect();
+    std::fs::write(&wat, format!("(module (func $f){exports})")).unwrap();
+    let out = exec(wat.to_str().unwrap()).env("ENTRY", "missing").run();
+    assert_failed(&out, ErrorKind::EntryNotFound, &["\"missing\"", " more"]);
+    let bytes = out.message().len();
+    assert!(bytes <= 4096, "message is {bytes} bytes");
+    assert!(!out.message().contains("message cut"), "{}", out.message());
+}

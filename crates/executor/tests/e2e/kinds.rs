@@ -99,3 +99,14 @@ fn unparsable_flag_value_exits_2_with_usage() {
             || String::from_utf8_lossy(&out.stderr).contains("max-memory-mb")
     );
 }
+
+#[test]
+fn endless_module_file_is_read_only_up_to_the_size_limit() {
+    // /dev/zero never ends: reading it whole would exhaust memory before any check.
+    let out = exec("/dev/zero").run();
+    assert_failed(
+        &out,
+        ErrorKind::BadModule,
+        &["67108865 bytes, over the maximum of 67108864"],
+    );
+}

@@ -8,4 +8,5 @@ mod inputs;
 mod kinds;
 mod numbers;
 mod samples;
+mod settings;
 mod termination;

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use wasm_exec_task::{ErrorKind, ResultEnvelope};
 
@@ -94,26 +94,64 @@ impl Exec {
     pub fn run(mut self) -> Outcome {
         let started = Instant::now();
         let out = self.cmd.output().expect("start executor");
-        let elapsed = started.elapsed();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let last = stdout.lines().last().unwrap_or_else(|| {
-            panic!("no stdout; code {:?}; stderr:\n{stderr}", out.status.code())
-        });
-        let line: Value = serde_json::from_str(last)
-            .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\nstderr:\n{stderr}"));
-        let envelope: ResultEnvelope =
-            serde_json::from_value(line.clone()).expect("envelope shape");
         let file = std::fs::read_to_string(&self.output).unwrap_or_default();
-        Outcome {
-            code: out.status.code(),
-            envelope,
-            line,
-            last_line: last.to_owned(),
-            file,
-            stderr,
-            elapsed,
+        outcome(out, file, started.elapsed())
+    }
+
+    /// Runs the process to its end and also returns its peak resident set (VmHWM), in bytes.
+    ///
+    /// The peak is read from `/proc/<pid>/status` while the process is held alive after its run:
+    /// OUTPUT_PATH and TERMINATION_MESSAGE_PATH are FIFOs, so the executor blocks opening the
+    /// termination message until this side opens it, which happens only after VmHWM is read.
+    pub fn run_measuring_peak_rss(mut self) -> (Outcome, u64) {
+        let output = self._dir.path().join("result.json");
+        let termination = self._dir.path().join("termination-log");
+        for fifo in [&output, &termination] {
+            let made = Command::new("mkfifo").arg(fifo).status().expect("mkfifo");
+            assert!(made.success(), "mkfifo {}", fifo.display());
         }
+        self.cmd
+            .env("OUTPUT_PATH", &output)
+            .env("TERMINATION_MESSAGE_PATH", &termination)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let child = self.cmd.spawn().expect("start executor");
+        // Returns once the executor wrote its result (the run is over) and closed the FIFO; it is
+        // then blocked on the termination message, so it is alive for the read below.
+        let file = std::fs::read_to_string(&output).expect("read the result FIFO");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .expect("the executor's /proc status");
+        let peak_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+        let _ = std::fs::read_to_string(&termination).expect("read the termination FIFO");
+        let out = child.wait_with_output().expect("wait for the executor");
+        (outcome(out, file, started.elapsed()), peak_kb * 1024)
+    }
+}
+
+/// Parses what an executor process reported.
+fn outcome(out: Output, file: String, elapsed: Duration) -> Outcome {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let last = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no stdout; code {:?}; stderr:\n{stderr}", out.status.code()));
+    let line: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\nstderr:\n{stderr}"));
+    let envelope: ResultEnvelope = serde_json::from_value(line.clone()).expect("envelope shape");
+    Outcome {
+        code: out.status.code(),
+        envelope,
+        line,
+        last_line: last.to_owned(),
+        file,
+        stderr,
+        elapsed,
     }
 }
 
