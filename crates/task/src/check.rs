@@ -4,6 +4,7 @@
 //! reference parsed once, the limits resolved against the operator's defaults and maxima.
 
 use crate::input::TaskInput;
+use crate::limits;
 use crate::spec::{TaskLimits, TaskSpec};
 use serde_json::Value;
 use std::time::Duration;
@@ -80,10 +81,17 @@ impl IntakeRules {
         }
     }
 
-    /// Checks that the defaults are within the maxima and every value is usable; the error names
-    /// the setting.
+    /// Checks that the maxima are within the absolute ranges of [`crate::limits`], the defaults
+    /// within the maxima, and every value usable; the error names the setting.
     pub fn validate(&self) -> Result<(), CheckError> {
         let (d, m) = (&self.defaults, &self.maxima);
+        let absolute = |e: limits::LimitError| CheckError::new(&e.setting.clone(), e.to_string());
+        limits::timeout("COORDINATOR_MAX_TASK_TIMEOUT_SEC", m.timeout.as_secs_f64())
+            .map_err(absolute)?;
+        limits::memory_bytes("COORDINATOR_MAX_TASK_MEMORY_MB", m.max_memory_mb)
+            .map_err(absolute)?;
+        limits::output_bytes("COORDINATOR_MAX_TASK_OUTPUT_BYTES", m.max_output_bytes)
+            .map_err(absolute)?;
         let pairs: [(&str, bool); 3] = [
             (
                 "TIMEOUT_SEC",
@@ -492,5 +500,9 @@ mod tests {
         assert_eq!(rules.validate(), Ok(()));
         rules.defaults.max_memory_mb = 2048;
         assert_eq!(rules.validate().unwrap_err().field, "MAX_MEMORY_MB");
+        let mut rules = IntakeRules::default();
+        rules.maxima.max_memory_mb = u64::MAX;
+        let e = rules.validate().unwrap_err();
+        assert_eq!(e.field, "COORDINATOR_MAX_TASK_MEMORY_MB", "{e}");
     }
 }

@@ -1,6 +1,5 @@
 //! A task as a source hands it over: which module (by CID), which entry, what input, what limits.
 
-use crate::limits::{self, LimitError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -43,19 +42,6 @@ pub struct TaskLimits {
     pub max_output_bytes: Option<u64>,
 }
 
-impl TaskLimits {
-    /// Checks every limit given against its allowed range ([`crate::limits`]); unset ones pass.
-    pub fn check(&self) -> Result<(), LimitError> {
-        if let Some(secs) = self.timeout_sec {
-            limits::timeout("limits.timeout_sec", secs)?;
-        }
-        if let Some(mb) = self.max_memory_mb {
-            limits::memory_bytes("limits.max_memory_mb", mb)?;
-        }
-        Ok(())
-    }
-}
-
 impl TaskSpec {
     /// A task with this id, module and input, no entry and default limits.
     pub fn new(task_id: impl Into<String>, wasm_cid: impl Into<String>, input: Value) -> Self {
@@ -95,21 +81,5 @@ mod tests {
             json!({"task_id": "t", "wasm_cid": "x", "inptu": 1}),
         );
         assert!(err.unwrap_err().to_string().contains("inptu"));
-    }
-
-    #[test]
-    fn limits_out_of_range_are_refused_by_name() {
-        let limits = TaskLimits {
-            timeout_sec: Some(1e20),
-            ..TaskLimits::default()
-        };
-        let err = limits.check().unwrap_err().to_string();
-        assert!(err.starts_with("limits.timeout_sec must be"), "{err}");
-        let limits = TaskLimits {
-            max_memory_mb: Some(u64::MAX),
-            ..TaskLimits::default()
-        };
-        assert!(limits.check().is_err());
-        assert_eq!(TaskLimits::default().check(), Ok(()));
     }
 }

@@ -191,15 +191,15 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Delivery;
-    use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
     use crate::module::ModuleError;
+    use crate::source::Delivery;
     use crate::source::placeholder::PlaceholderSource;
     use crate::source::{Polled, SourceError};
     use crate::state::redb::RedbStore;
     use async_trait::async_trait;
     use std::sync::Mutex;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
     use wasm_exec_task::ErrorKind;
 
     /// Every module is the same few bytes.
