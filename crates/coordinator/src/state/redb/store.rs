@@ -1,0 +1,370 @@
+//! [`RedbStore`]: opens the database and the journal, reads directly, and sends every mutation
+//! to the writer thread.
+
+use super::super::journal::{Change, Journal};
+use super::super::{StateError, StateStore, TaskRecord, TaskState};
+use super::tables::{COUNTS, CURSORS, Deltas, TASKS, applied_seq, apply_deltas, decode, err, slot};
+use super::writer::{Mutation, Waiter, Writer};
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+use wasm_exec_task::{ResultEnvelope, TaskSpec};
+
+/// The redb-backed store.
+pub struct RedbStore {
+    db: Arc<Database>,
+    /// Sends to the writer thread; dropped first on drop, which ends the thread.
+    writer: Option<mpsc::Sender<Mutation>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RedbStore {
+    /// Ends the writer thread after it applied everything sent, so that the database is closed
+    /// (and may be reopened) once the store is dropped.
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) `dir/state.redb` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StateError(format!(
+                "creating COORDINATOR_STATE_DIR \"{}\": {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join("state.redb");
+        let db = Database::create(&path)
+            .map_err(|e| StateError(format!("opening \"{}\": {e}", path.display())))?;
+        let txn = db.begin_write().map_err(err)?;
+        {
+            let tasks = txn.open_table(TASKS).map_err(err)?;
+            let mut counts = txn.open_table(COUNTS).map_err(err)?;
+            // A database written before counts were kept: count once now.
+            if counts.is_empty().map_err(err)? && !tasks.is_empty().map_err(err)? {
+                let mut deltas: Deltas = [0; 5];
+                for entry in tasks.iter().map_err(err)? {
+                    let (_, value) = entry.map_err(err)?;
+                    deltas[slot(decode(value.value())?.state)] += 1;
+                }
+                apply_deltas(&mut counts, &deltas)?;
+            }
+        }
+        txn.commit().map_err(err)?;
+        let journal_path = dir.join("journal.log");
+        let (journal, batches) = Journal::open(&journal_path).map_err(|e| {
+            StateError(format!(
+                "opening the state journal \"{}\": {e}",
+                journal_path.display()
+            ))
+        })?;
+        let mut writer = Writer {
+            seq: applied_seq(&db)?,
+            db: Arc::new(db),
+            journal,
+            checkpointed: Instant::now(),
+        };
+        writer.replay(batches)?;
+        let db = writer.db.clone();
+        let (sender, mutations) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || writer.run(&mutations))
+            .map_err(|e| StateError(format!("starting the state writer: {e}")))?;
+        Ok(Self {
+            db,
+            writer: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    fn send<T>(
+        &self,
+        change: Change,
+        waiter: impl FnOnce(oneshot::Sender<T>) -> Waiter,
+    ) -> Result<oneshot::Receiver<T>, StateError> {
+        let (tx, rx) = oneshot::channel();
+        let mutation = Mutation {
+            change,
+            waiter: waiter(tx),
+        };
+        self.writer
+            .as_ref()
+            .and_then(|w| w.send(mutation).ok())
+            .ok_or_else(|| StateError("the state writer has stopped".into()))?;
+        Ok(rx)
+    }
+
+    fn read_all(&self) -> Result<Vec<TaskRecord>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(TASKS).map_err(err)?;
+        let mut records = Vec::new();
+        for entry in table.iter().map_err(err)? {
+            let (_, value) = entry.map_err(err)?;
+            records.push(decode(value.value())?);
+        }
+        Ok(records)
+    }
+}
+
+async fn answer<T>(
+    rx: Result<oneshot::Receiver<Result<T, StateError>>, StateError>,
+) -> Result<T, StateError> {
+    rx?.await
+        .map_err(|_| StateError("the state writer has stopped".into()))?
+}
+
+#[async_trait]
+impl StateStore for RedbStore {
+    async fn admit(&self, tasks: Vec<TaskSpec>, origin: &str) -> Result<Vec<TaskSpec>, StateError> {
+        let change = Change::Admit {
+            tasks,
+            origin: origin.to_owned(),
+            cursor: None,
+        };
+        answer(self.send(change, Waiter::Admit)).await
+    }
+
+    async fn admit_with_cursor(
+        &self,
+        tasks: Vec<TaskSpec>,
+        origin: &str,
+        cursor: String,
+    ) -> Result<Vec<TaskSpec>, StateError> {
+        let change = Change::Admit {
+            tasks,
+            origin: origin.to_owned(),
+            cursor: Some(cursor),
+        };
+        answer(self.send(change, Waiter::Admit)).await
+    }
+
+    fn cursor(&self, origin: &str) -> Result<Option<String>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = match txn.open_table(CURSORS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        Ok(table
+            .get(origin)
+            .map_err(err)?
+            .map(|v| v.value().to_owned()))
+    }
+
+    fn record_progress(&self, task_id: &str, state: TaskState) {
+        if let Some(writer) = &self.writer {
+            // Only fails when the writer has stopped (shutdown); the task then reruns on start.
+            let _ = writer.send(Mutation {
+                change: Change::Progress {
+                    id: task_id.to_owned(),
+                    state,
+                },
+                waiter: Waiter::Nobody,
+            });
+        }
+    }
+
+    async fn finish(
+        &self,
+        task_id: &str,
+        result: &ResultEnvelope,
+        reported: bool,
+    ) -> Result<(), StateError> {
+        let change = Change::Finish {
+            id: task_id.to_owned(),
+            result: Box::new(result.clone()),
+            reported,
+        };
+        answer(self.send(change, Waiter::Done)).await
+    }
+
+    async fn mark_reported(
+        &self,
+        task_id: &str,
+        not_written_back: Option<String>,
+    ) -> Result<(), StateError> {
+        let change = Change::Reported {
+            id: task_id.to_owned(),
+            note: not_written_back,
+        };
+        answer(self.send(change, Waiter::Done)).await
+    }
+
+    fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(TASKS).map_err(err)?;
+        match table.get(task_id).map_err(err)? {
+            Some(value) => decode(value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn resumable(&self) -> Result<Vec<TaskRecord>, StateError> {
+        Ok(self
+            .read_all()?
+            .into_iter()
+            .filter(|r| !r.state.is_finished() || !r.reported)
+            .collect())
+    }
+
+    fn list(
+        &self,
+        state: Option<TaskState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(TASKS).map_err(err)?;
+        let range = match after {
+            Some(after) => table.range::<&str>(after..).map_err(err)?,
+            None => table.range::<&str>(..).map_err(err)?,
+        };
+        let mut page = Vec::new();
+        for entry in range {
+            let (key, value) = entry.map_err(err)?;
+            if Some(key.value()) == after {
+                continue;
+            }
+            let record = decode(value.value())?;
+            if state.is_none_or(|s| s == record.state) {
+                page.push(record);
+                if page.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    fn counts(&self) -> Result<BTreeMap<TaskState, u64>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(COUNTS).map_err(err)?;
+        let mut counts = BTreeMap::new();
+        for state in TaskState::ALL {
+            let n = table
+                .get(state.as_str())
+                .map_err(err)?
+                .map_or(0, |v| v.value());
+            counts.insert(state, n);
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(id: &str) -> TaskSpec {
+        TaskSpec::new(id, "fib.wasm", json!({"entry": "fib", "args": [12]}))
+    }
+
+    #[tokio::test]
+    async fn a_cursor_is_kept_with_its_tasks_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            assert_eq!(store.cursor("chain").unwrap(), None);
+            store
+                .admit_with_cursor(vec![task("a")], "chain", "10".into())
+                .await
+                .unwrap();
+            let again = store
+                .admit_with_cursor(vec![task("a")], "chain", "11".into())
+                .await
+                .unwrap();
+            assert!(again.is_empty(), "a known task is not taken twice");
+            assert_eq!(store.cursor("chain").unwrap().as_deref(), Some("11"));
+            assert_eq!(store.cursor("other").unwrap(), None);
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.cursor("chain").unwrap().as_deref(), Some("11"));
+        assert_eq!(store.get("a").unwrap().unwrap().origin, "chain");
+    }
+
+    #[tokio::test]
+    async fn admits_once_and_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            let fresh = store
+                .admit(vec![task("a"), task("b")], "test")
+                .await
+                .unwrap();
+            assert_eq!(fresh.len(), 2);
+            let again = store
+                .admit(vec![task("a"), task("c")], "test")
+                .await
+                .unwrap();
+            assert_eq!(
+                again.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(),
+                ["c"]
+            );
+            store.record_progress("a", TaskState::Running);
+            let mut result = ResultEnvelope::failure(wasm_exec_task::ErrorKind::Io, "");
+            result.ok = true;
+            result.error = None;
+            store.finish("a", &result, false).await.unwrap();
+            store.mark_reported("a", None).await.unwrap();
+            store
+                .finish(
+                    "b",
+                    &ResultEnvelope::failure(wasm_exec_task::ErrorKind::Trap, "x"),
+                    false,
+                )
+                .await
+                .unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        let a = store.get("a").unwrap().unwrap();
+        assert_eq!(
+            (a.state, a.attempts, a.reported),
+            (TaskState::Succeeded, 1, true)
+        );
+        let resumable: Vec<String> = store
+            .resumable()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.task.task_id)
+            .collect();
+        assert_eq!(
+            resumable,
+            ["b", "c"],
+            "b is finished but unreported, c never ran"
+        );
+        let counts = store.counts().unwrap();
+        assert_eq!(counts[&TaskState::Pending], 1);
+        assert_eq!(counts[&TaskState::Failed], 1);
+    }
+
+    #[tokio::test]
+    async fn lists_pages_by_id_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        store
+            .admit((0..10).map(|i| task(&format!("t{i}"))).collect(), "test")
+            .await
+            .unwrap();
+        store.record_progress("t3", TaskState::Running);
+        store.mark_reported("t3", None).await.unwrap();
+        let page = store.list(None, None, 4).unwrap();
+        assert_eq!(page.len(), 4);
+        let next = store.list(None, Some(&page[3].task.task_id), 100).unwrap();
+        assert_eq!(page.len() + next.len(), 10);
+        let running = store.list(Some(TaskState::Running), None, 100).unwrap();
+        assert_eq!(running.len(), 1);
+        assert!(store.mark_reported("nope", None).await.is_err());
+    }
+}
