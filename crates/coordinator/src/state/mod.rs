@@ -6,8 +6,12 @@
 //! again on restart (a source must treat a second report of the same task as done: the chain
 //! source reads `AlreadyCompleted`, the placeholder overwrites).
 
+pub mod error;
 pub mod journal;
 pub mod redb;
+pub mod salvage;
+
+pub use error::OpenError;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

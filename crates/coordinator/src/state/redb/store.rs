@@ -1,7 +1,8 @@
 //! [`RedbStore`]: opens the database and the journal, reads directly, and sends every mutation
 //! to the writer thread.
 
-use super::super::journal::{Change, Journal};
+use super::super::OpenError;
+use super::super::journal::{Change, JOURNAL_FILE, Journal};
 use super::super::{StateError, StateStore, TaskRecord, TaskState};
 use super::tables::{COUNTS, CURSORS, Deltas, TASKS, applied_seq, apply_deltas, decode, err, slot};
 use super::writer::{Mutation, Waiter, Writer};
@@ -36,51 +37,38 @@ impl Drop for RedbStore {
 
 impl RedbStore {
     /// Opens (or creates) `dir/state.redb` and starts the writer thread.
-    pub fn open(dir: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StateError(format!(
-                "creating COORDINATOR_STATE_DIR \"{}\": {e}",
-                dir.display()
-            ))
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            what: "creating COORDINATOR_STATE_DIR",
+            path: dir.to_owned(),
+            source,
         })?;
         let path = dir.join("state.redb");
-        let db = Database::create(&path)
-            .map_err(|e| StateError(format!("opening \"{}\": {e}", path.display())))?;
-        let txn = db.begin_write().map_err(err)?;
-        {
-            let tasks = txn.open_table(TASKS).map_err(err)?;
-            let mut counts = txn.open_table(COUNTS).map_err(err)?;
-            // A database written before counts were kept: count once now.
-            if counts.is_empty().map_err(err)? && !tasks.is_empty().map_err(err)? {
-                let mut deltas: Deltas = [0; 5];
-                for entry in tasks.iter().map_err(err)? {
-                    let (_, value) = entry.map_err(err)?;
-                    deltas[slot(decode(value.value())?.state)] += 1;
-                }
-                apply_deltas(&mut counts, &deltas)?;
-            }
-        }
-        txn.commit().map_err(err)?;
-        let journal_path = dir.join("journal.log");
-        let (journal, batches) = Journal::open(&journal_path).map_err(|e| {
-            StateError(format!(
-                "opening the state journal \"{}\": {e}",
-                journal_path.display()
-            ))
-        })?;
+        let database = |e: StateError| OpenError::Database {
+            path: path.clone(),
+            detail: e.0,
+        };
+        let db = Database::create(&path).map_err(|e| database(err(e)))?;
+        count_once(&db).map_err(database)?;
+        let seq = applied_seq(&db).map_err(database)?;
+        let (journal, batches) = Journal::open(&dir.join(JOURNAL_FILE), seq)?;
         let mut writer = Writer {
-            seq: applied_seq(&db)?,
+            seq,
             db: Arc::new(db),
             journal,
             checkpointed: Instant::now(),
         };
-        writer.replay(batches)?;
+        writer.replay(batches).map_err(database)?;
         let db = writer.db.clone();
         let (sender, mutations) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
             .spawn(move || writer.run(&mutations))
-            .map_err(|e| StateError(format!("starting the state writer: {e}")))?;
+            .map_err(|source| OpenError::Io {
+                what: "starting the state writer for",
+                path: dir.to_owned(),
+                source,
+            })?;
         Ok(Self {
             db,
             writer: Some(sender),
@@ -115,6 +103,24 @@ impl RedbStore {
         }
         Ok(records)
     }
+}
+
+/// A database written before counts were kept: count once now.
+fn count_once(db: &Database) -> Result<(), StateError> {
+    let txn = db.begin_write().map_err(err)?;
+    {
+        let tasks = txn.open_table(TASKS).map_err(err)?;
+        let mut counts = txn.open_table(COUNTS).map_err(err)?;
+        if counts.is_empty().map_err(err)? && !tasks.is_empty().map_err(err)? {
+            let mut deltas: Deltas = [0; 5];
+            for entry in tasks.iter().map_err(err)? {
+                let (_, value) = entry.map_err(err)?;
+                deltas[slot(decode(value.value())?.state)] += 1;
+            }
+            apply_deltas(&mut counts, &deltas)?;
+        }
+    }
+    txn.commit().map_err(err)
 }
 
 async fn answer<T>(

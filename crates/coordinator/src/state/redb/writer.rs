@@ -246,7 +246,7 @@ mod tests {
         assert!(seq > 0, "every batch is numbered");
         // A crash after journaling (and answering) batches the database did not yet hold
         // durably; the first one is older than the checkpoint, so it is not applied again.
-        let (mut journal, found) = Journal::open(&dir.path().join("journal.log")).unwrap();
+        let (mut journal, found) = Journal::open(&dir.path().join("journal.log"), seq).unwrap();
         assert!(found.is_empty(), "a clean close empties the journal");
         let batch = |change| Batch {
             at_ms: 5,
