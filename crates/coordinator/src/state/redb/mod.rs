@@ -10,12 +10,15 @@
 //! batches journaled after the last such commit are applied again. Reads use redb's concurrent
 //! read transactions directly.
 //!
-//! Layout: [`store`] is the [`RedbStore`] handle (open, reads, sending mutations), `writer` the
-//! group-commit thread, `tables` the tables and how one batch is applied to them.
+//! Layout: [`store`] is the [`RedbStore`] handle (reads, sending mutations), `open` how a state
+//! directory is opened and checked, `writer` the group-commit thread, `tables` the tables and how
+//! one batch is applied to them.
 
+mod open;
 pub mod store;
 mod tables;
 mod writer;
 
+pub use open::DATABASE_FILE;
 pub use store::RedbStore;
 pub use writer::MAX_BATCH;

@@ -2,12 +2,13 @@
 //! to the writer thread.
 
 use super::super::OpenError;
-use super::super::journal::{Change, JOURNAL_FILE, Journal};
+use super::super::journal::Change;
 use super::super::{StateError, StateStore, TaskRecord, TaskState};
-use super::tables::{COUNTS, CURSORS, Deltas, TASKS, applied_seq, apply_deltas, decode, err, slot};
+use super::open::{Opened, open_dir};
+use super::tables::{COUNTS, CURSORS, TASKS, decode, err};
 use super::writer::{Mutation, Waiter, Writer};
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,29 +37,17 @@ impl Drop for RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) `dir/state.redb` and starts the writer thread.
+    /// Opens (or creates) `dir/state.redb` and starts the writer thread. Refuses, with a typed
+    /// error naming the file and the way to recover, a database that is missing or empty beside a
+    /// journal, a database that fails redb's integrity check, and a corrupt journal.
     pub fn open(dir: &Path) -> Result<Self, OpenError> {
-        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
-            what: "creating COORDINATOR_STATE_DIR",
-            path: dir.to_owned(),
-            source,
-        })?;
-        let path = dir.join("state.redb");
-        let database = |e: StateError| OpenError::Database {
-            path: path.clone(),
-            detail: e.0,
-        };
-        let db = Database::create(&path).map_err(|e| database(err(e)))?;
-        count_once(&db).map_err(database)?;
-        let seq = applied_seq(&db).map_err(database)?;
-        let (journal, batches) = Journal::open(&dir.join(JOURNAL_FILE), seq)?;
-        let mut writer = Writer {
+        let Opened { db, journal, seq } = open_dir(dir)?;
+        let writer = Writer {
             seq,
             db: Arc::new(db),
             journal,
             checkpointed: Instant::now(),
         };
-        writer.replay(batches).map_err(database)?;
         let db = writer.db.clone();
         let (sender, mutations) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -103,24 +92,6 @@ impl RedbStore {
         }
         Ok(records)
     }
-}
-
-/// A database written before counts were kept: count once now.
-fn count_once(db: &Database) -> Result<(), StateError> {
-    let txn = db.begin_write().map_err(err)?;
-    {
-        let tasks = txn.open_table(TASKS).map_err(err)?;
-        let mut counts = txn.open_table(COUNTS).map_err(err)?;
-        if counts.is_empty().map_err(err)? && !tasks.is_empty().map_err(err)? {
-            let mut deltas: Deltas = [0; 5];
-            for entry in tasks.iter().map_err(err)? {
-                let (_, value) = entry.map_err(err)?;
-                deltas[slot(decode(value.value())?.state)] += 1;
-            }
-            apply_deltas(&mut counts, &deltas)?;
-        }
-    }
-    txn.commit().map_err(err)
 }
 
 async fn answer<T>(

@@ -3,7 +3,7 @@
 
 use super::super::journal::{Batch, Change, Journal};
 use super::super::{StateError, now_ms};
-use super::tables::{Applied, commit, err};
+use super::tables::{Applied, commit};
 use redb::Database;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -149,43 +149,6 @@ impl Writer {
         if let Err(e) = self.journal.clear() {
             tracing::warn!(error = %e, "could not empty the state journal; it is replayed on start");
         }
-    }
-
-    /// Applies the journaled batches the database does not have (a crash came before they
-    /// were made durable there), then makes them durable.
-    pub(super) fn replay(&mut self, batches: Vec<(u64, Batch)>) -> Result<(), StateError> {
-        let mut replayed = 0;
-        for (seq, batch) in batches {
-            if seq <= self.seq {
-                continue;
-            }
-            for outcome in commit(&self.db, seq, &batch, false)? {
-                if let Err(e) = outcome {
-                    tracing::warn!(error = %e, "a journaled change did not apply again");
-                }
-            }
-            self.seq = seq;
-            replayed += 1;
-        }
-        if replayed > 0 {
-            tracing::info!(
-                batches = replayed,
-                "state: applied changes journaled before a crash"
-            );
-        }
-        if !self.journal.is_empty() {
-            commit(
-                &self.db,
-                self.seq,
-                &Batch {
-                    at_ms: now_ms(),
-                    changes: Vec::new(),
-                },
-                true,
-            )?;
-            self.journal.clear().map_err(err)?;
-        }
-        Ok(())
     }
 }
 
