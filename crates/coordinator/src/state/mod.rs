@@ -146,6 +146,21 @@ pub trait StateStore: Send + Sync {
 
     /// How many tasks are in each state.
     fn counts(&self) -> Result<BTreeMap<TaskState, u64>, StateError>;
+
+    /// Since when, and why, writes fail; `None` while they work (the default, for stores that
+    /// cannot fail). A readiness probe reports it.
+    fn write_failure(&self) -> Option<WriteFailure> {
+        None
+    }
+}
+
+/// Writes to the store fail: since when, and the latest error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure {
+    /// When the first of the failing writes failed, in Unix milliseconds.
+    pub since_ms: u64,
+    /// The latest failure.
+    pub error: String,
 }
 
 /// The store failed (disk, corruption, or it was shut down).

@@ -11,10 +11,13 @@
 //! read transactions directly.
 //!
 //! Layout: [`store`] is the [`RedbStore`] handle (reads, sending mutations), `open` how a state
-//! directory is opened and checked, `writer` the group-commit thread, `tables` the tables and how
+//! directory is opened and checked, `writer` the group-commit thread, `reopen` how it recovers
+//! from a failed write, `shared` what the handle and the writer share, `tables` the tables and how
 //! one batch is applied to them.
 
 mod open;
+mod reopen;
+mod shared;
 pub mod store;
 mod tables;
 mod writer;

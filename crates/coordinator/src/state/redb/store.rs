@@ -3,23 +3,24 @@
 
 use super::super::OpenError;
 use super::super::journal::Change;
-use super::super::{StateError, StateStore, TaskRecord, TaskState};
-use super::open::{Opened, open_dir};
+use super::super::{StateError, StateStore, TaskRecord, TaskState, WriteFailure};
+use super::open::open_dir;
+use super::shared::Shared;
 use super::tables::{COUNTS, CURSORS, TASKS, decode, err};
 use super::writer::{Mutation, Waiter, Writer};
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Instant;
 use tokio::sync::oneshot;
 use wasm_exec_task::{ResultEnvelope, TaskSpec};
 
 /// The redb-backed store.
 pub struct RedbStore {
-    db: Arc<Database>,
+    /// The database (as the writer last opened it) and the health of writes.
+    pub(super) shared: Arc<Shared>,
     /// Sends to the writer thread; dropped first on drop, which ends the thread.
     writer: Option<mpsc::Sender<Mutation>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -41,14 +42,9 @@ impl RedbStore {
     /// error naming the file and the way to recover, a database that is missing or empty beside a
     /// journal, a database that fails redb's integrity check, and a corrupt journal.
     pub fn open(dir: &Path) -> Result<Self, OpenError> {
-        let Opened { db, journal, seq } = open_dir(dir)?;
-        let writer = Writer {
-            seq,
-            db: Arc::new(db),
-            journal,
-            checkpointed: Instant::now(),
-        };
-        let db = writer.db.clone();
+        let opened = open_dir(dir)?;
+        let shared = Arc::new(Shared::default());
+        let writer = Writer::new(dir, shared.clone(), opened);
         let (sender, mutations) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
@@ -59,10 +55,21 @@ impl RedbStore {
                 source,
             })?;
         Ok(Self {
-            db,
+            shared,
             writer: Some(sender),
             thread: Some(thread),
         })
+    }
+
+    /// Since when, and why, writes fail (`None` while they work). After a failed database write
+    /// the store reopens the database by itself, with backoff; this clears once a write works.
+    pub fn last_write_error(&self) -> Option<WriteFailure> {
+        self.shared.failure()
+    }
+
+    /// Whether writes work (for `/readyz`).
+    pub fn healthy(&self) -> bool {
+        self.last_write_error().is_none()
     }
 
     fn send<T>(
@@ -83,7 +90,7 @@ impl RedbStore {
     }
 
     fn read_all(&self) -> Result<Vec<TaskRecord>, StateError> {
-        let txn = self.db.begin_read().map_err(err)?;
+        let txn = self.shared.db()?.begin_read().map_err(err)?;
         let table = txn.open_table(TASKS).map_err(err)?;
         let mut records = Vec::new();
         for entry in table.iter().map_err(err)? {
@@ -127,7 +134,7 @@ impl StateStore for RedbStore {
     }
 
     fn cursor(&self, origin: &str) -> Result<Option<String>, StateError> {
-        let txn = self.db.begin_read().map_err(err)?;
+        let txn = self.shared.db()?.begin_read().map_err(err)?;
         let table = match txn.open_table(CURSORS) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -179,7 +186,7 @@ impl StateStore for RedbStore {
     }
 
     fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError> {
-        let txn = self.db.begin_read().map_err(err)?;
+        let txn = self.shared.db()?.begin_read().map_err(err)?;
         let table = txn.open_table(TASKS).map_err(err)?;
         match table.get(task_id).map_err(err)? {
             Some(value) => decode(value.value()).map(Some),
@@ -201,7 +208,7 @@ impl StateStore for RedbStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, StateError> {
-        let txn = self.db.begin_read().map_err(err)?;
+        let txn = self.shared.db()?.begin_read().map_err(err)?;
         let table = txn.open_table(TASKS).map_err(err)?;
         let range = match after {
             Some(after) => table.range::<&str>(after..).map_err(err)?,
@@ -224,8 +231,12 @@ impl StateStore for RedbStore {
         Ok(page)
     }
 
+    fn write_failure(&self) -> Option<WriteFailure> {
+        self.last_write_error()
+    }
+
     fn counts(&self) -> Result<BTreeMap<TaskState, u64>, StateError> {
-        let txn = self.db.begin_read().map_err(err)?;
+        let txn = self.shared.db()?.begin_read().map_err(err)?;
         let table = txn.open_table(COUNTS).map_err(err)?;
         let mut counts = BTreeMap::new();
         for state in TaskState::ALL {

@@ -1,10 +1,15 @@
 //! The writer thread: takes waiting mutations as one batch, journals it durably, applies it to
-//! the database without waiting for the disk, answers each caller, and checkpoints.
+//! the database without waiting for the disk, answers each caller, and checkpoints. A failed
+//! database write closes the database until [`super::reopen`] brings it back.
 
 use super::super::journal::{Batch, Change, Journal};
 use super::super::{StateError, now_ms};
+use super::open::Opened;
+use super::reopen::Retry;
+use super::shared::Shared;
 use super::tables::{Applied, commit};
 use redb::Database;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -49,12 +54,19 @@ impl Waiter {
 
 /// The writer thread's state: the database, the journal, and the last batch number.
 pub(super) struct Writer {
-    pub(super) db: Arc<Database>,
+    /// The state directory, to reopen after a failed write.
+    pub(super) dir: PathBuf,
+    /// The database as the store's reads see it, and the health of writes.
+    pub(super) shared: Arc<Shared>,
+    /// The database; `None` after a failed write, until [`reopen`](Self::reopen) succeeds.
+    pub(super) db: Option<Arc<Database>>,
     pub(super) journal: Journal,
     /// The number of the last batch applied.
     pub(super) seq: u64,
     /// When the database was last made durable.
     pub(super) checkpointed: Instant,
+    /// When to try reopening the database, while it is closed.
+    pub(super) retry: Option<Retry>,
 }
 
 /// How often, at most, the database is made durable and the journal emptied.
@@ -63,54 +75,98 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const JOURNAL_MAX_BYTES: u64 = 64 << 20;
 
 impl Writer {
+    /// The writer of a freshly opened directory, whose database the store's reads now see.
+    pub(super) fn new(dir: &Path, shared: Arc<Shared>, opened: Opened) -> Self {
+        let db = Arc::new(opened.db);
+        shared.set_db(Some(db.clone()));
+        Self {
+            dir: dir.to_owned(),
+            shared,
+            db: Some(db),
+            journal: opened.journal,
+            seq: opened.seq,
+            checkpointed: Instant::now(),
+            retry: None,
+        }
+    }
+
     /// Takes all mutations waiting (up to [`MAX_BATCH`]) and applies them as one batch, until
-    /// every sender is gone; makes the database durable when idle and at the end.
+    /// every sender is gone; makes the database durable when idle and at the end, and reopens it
+    /// when due after a failed write.
     pub(super) fn run(mut self, mutations: &mpsc::Receiver<Mutation>) {
         loop {
-            let first = if self.journal.is_empty() {
-                match mutations.recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
-                }
-            } else {
-                match mutations.recv_timeout(CHECKPOINT_EVERY) {
-                    Ok(m) => m,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
+            let received = match self.idle_for() {
+                None => mutations
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(wait) => mutations.recv_timeout(wait),
+            };
+            let first = match received {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.retry.is_some() {
+                        self.reopen();
+                    } else {
                         self.checkpoint();
-                        continue;
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    continue;
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let batch = gather(first, mutations);
+            if self.retry.as_ref().is_some_and(|r| r.at <= Instant::now()) {
+                self.reopen();
+            }
             self.apply(batch);
         }
         self.checkpoint();
+    }
+
+    /// How long to wait for a mutation before something else is due (a reopen, a checkpoint).
+    fn idle_for(&self) -> Option<Duration> {
+        match &self.retry {
+            Some(retry) => Some(retry.at.saturating_duration_since(Instant::now())),
+            None if self.journal.is_empty() => None,
+            None => Some(CHECKPOINT_EVERY),
+        }
     }
 
     /// Journals a batch (durably), applies it to the database, then answers each waiter.
     fn apply(&mut self, batch: Vec<Mutation>) {
         let (changes, waiters): (Vec<Change>, Vec<Waiter>) =
             batch.into_iter().map(|m| (m.change, m.waiter)).unzip();
+        let fail_all = |waiters: Vec<Waiter>, e: &str| {
+            for waiter in waiters {
+                waiter.answer(Err(StateError(e.to_owned())));
+            }
+        };
+        let Some(db) = self.db.clone() else {
+            return fail_all(waiters, &self.closed_error());
+        };
         let batch = Batch {
             at_ms: now_ms(),
             changes,
         };
+        let before = self.journal.len();
         if let Err(e) = self.journal.append(self.seq + 1, &batch) {
-            let e = StateError(format!(
+            let e = format!(
                 "writing the state journal \"{}\": {e}",
                 self.journal.path().display()
-            ));
-            for waiter in waiters {
-                waiter.answer(Err(StateError(e.0.clone())));
-            }
-            return;
+            );
+            self.shared.fail(&e);
+            return fail_all(waiters, &e);
         }
-        self.seq += 1;
         let durable = self.checkpointed.elapsed() >= CHECKPOINT_EVERY
             || self.journal.len() >= JOURNAL_MAX_BYTES;
-        match commit(&self.db, self.seq, &batch, durable) {
+        let committed = if self.shared.injected_failure() {
+            Err(StateError("injected I/O error".into()))
+        } else {
+            commit(&db, self.seq + 1, &batch, durable)
+        };
+        match committed {
             Ok(outcomes) => {
+                self.seq += 1;
+                self.shared.recover();
                 for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
                     waiter.answer(outcome);
                 }
@@ -119,9 +175,13 @@ impl Writer {
                 }
             }
             Err(e) => {
-                for waiter in waiters {
-                    waiter.answer(Err(StateError(e.0.clone())));
+                // Its callers are told it failed, so it must not come back on replay.
+                if let Err(cut) = self.journal.truncate_to(before) {
+                    tracing::warn!(error = %cut, "could not cut an unapplied batch from the state journal; it applies when the database reopens");
                 }
+                drop(db);
+                self.close(&e.0);
+                fail_all(waiters, &e.0);
             }
         }
     }
@@ -131,14 +191,19 @@ impl Writer {
         if self.journal.is_empty() {
             return;
         }
+        let Some(db) = self.db.clone() else {
+            return;
+        };
         let empty = Batch {
             at_ms: now_ms(),
             changes: Vec::new(),
         };
-        match commit(&self.db, self.seq, &empty, true) {
+        match commit(&db, self.seq, &empty, true) {
             Ok(_) => self.cleared(),
             Err(e) => {
-                tracing::warn!(error = %e, "could not checkpoint the state; the journal keeps every change")
+                tracing::warn!(error = %e, "could not checkpoint the state; the journal keeps every change");
+                drop(db);
+                self.close(&e.0);
             }
         }
     }
