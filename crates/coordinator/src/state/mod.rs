@@ -6,11 +6,13 @@
 //! again on restart (a source must treat a second report of the same task as done: the chain
 //! source reads `AlreadyCompleted`, the placeholder overwrites).
 
+pub mod disk;
 pub mod error;
 pub mod journal;
 pub mod redb;
 pub mod salvage;
 
+pub use disk::DiskSpace;
 pub use error::OpenError;
 
 use async_trait::async_trait;
@@ -151,6 +153,12 @@ pub trait StateStore: Send + Sync {
     /// cannot fail). A readiness probe reports it.
     fn write_failure(&self) -> Option<WriteFailure> {
         None
+    }
+
+    /// Space left where the store writes, against its low watermark; `None` (the default) for a
+    /// store that writes no files. While [`DiskSpace::is_low`], the API should answer 503.
+    fn disk_space(&self) -> Result<Option<DiskSpace>, StateError> {
+        Ok(None)
     }
 }
 

@@ -187,6 +187,8 @@ mod tests {
             return;
         };
         let store = RedbStore::open(fs.path()).unwrap();
+        let space = store.disk_space().unwrap().unwrap();
+        assert!(space.total_bytes <= 3 << 20 && space.is_low(), "{space:?}");
         let big = "x".repeat(16 << 10);
         let mut acked = Vec::new();
         let mut refused = None;

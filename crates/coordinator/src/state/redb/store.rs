@@ -2,6 +2,7 @@
 //! to the writer thread.
 
 use super::super::OpenError;
+use super::super::disk::{DEFAULT_LOW_WATERMARK_BYTES, DiskSpace};
 use super::super::journal::Change;
 use super::super::{StateError, StateStore, TaskRecord, TaskState, WriteFailure};
 use super::open::open_dir;
@@ -11,7 +12,7 @@ use super::writer::{Mutation, Waiter, Writer};
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -19,6 +20,10 @@ use wasm_exec_task::{ResultEnvelope, TaskSpec};
 
 /// The redb-backed store.
 pub struct RedbStore {
+    /// The state directory.
+    dir: PathBuf,
+    /// Below this many free bytes in `dir`'s filesystem, [`DiskSpace::is_low`].
+    low_watermark_bytes: u64,
     /// The database (as the writer last opened it) and the health of writes.
     pub(super) shared: Arc<Shared>,
     /// Sends to the writer thread; dropped first on drop, which ends the thread.
@@ -55,10 +60,20 @@ impl RedbStore {
                 source,
             })?;
         Ok(Self {
+            dir: dir.to_owned(),
+            low_watermark_bytes: DEFAULT_LOW_WATERMARK_BYTES,
             shared,
             writer: Some(sender),
             thread: Some(thread),
         })
+    }
+
+    /// Sets the low watermark of free bytes under which [`DiskSpace::is_low`] (default
+    /// [`DEFAULT_LOW_WATERMARK_BYTES`], 128 MiB).
+    #[must_use]
+    pub fn with_low_watermark(mut self, bytes: u64) -> Self {
+        self.low_watermark_bytes = bytes;
+        self
     }
 
     /// Since when, and why, writes fail (`None` while they work). After a failed database write
@@ -235,6 +250,17 @@ impl StateStore for RedbStore {
         self.last_write_error()
     }
 
+    fn disk_space(&self) -> Result<Option<DiskSpace>, StateError> {
+        DiskSpace::measure(&self.dir, self.low_watermark_bytes)
+            .map(Some)
+            .map_err(|e| {
+                StateError(format!(
+                    "measuring free space of \"{}\": {e}",
+                    self.dir.display()
+                ))
+            })
+    }
+
     fn counts(&self) -> Result<BTreeMap<TaskState, u64>, StateError> {
         let txn = self.shared.db()?.begin_read().map_err(err)?;
         let table = txn.open_table(COUNTS).map_err(err)?;
@@ -354,5 +380,17 @@ mod tests {
         let running = store.list(Some(TaskState::Running), None, 100).unwrap();
         assert_eq!(running.len(), 1);
         assert!(store.mark_reported("nope", None).await.is_err());
+    }
+
+    #[test]
+    fn disk_space_is_low_under_the_configured_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let space = store.disk_space().unwrap().unwrap();
+        assert_eq!(space.low_watermark_bytes, DEFAULT_LOW_WATERMARK_BYTES);
+        let store = store.with_low_watermark(space.total_bytes + 1);
+        assert!(store.disk_space().unwrap().unwrap().is_low());
+        let store = store.with_low_watermark(0);
+        assert!(!store.disk_space().unwrap().unwrap().is_low());
     }
 }
