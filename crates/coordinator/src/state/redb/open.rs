@@ -35,35 +35,45 @@ pub(super) fn open_dir(dir: &Path) -> Result<Opened, OpenError> {
     let journal_path = dir.join(JOURNAL_FILE);
     refuse_lost_database(&db_path, &journal_path)?;
     let db = open_database(&db_path, &journal_path)?;
-    let corrupt = |detail: String| OpenError::DatabaseCorrupt {
-        path: db_path.clone(),
-        detail,
-        hint: rebuild_hint(&journal_path),
-    };
-    let seq = guarded(|| {
+    let seq = guarded(&db_path, &journal_path, "reading", || {
         count_once(&db)?;
         applied_seq(&db)
-    })
-    .map_err(|e| corrupt(e.0))?;
+    })?;
     let (mut journal, batches) = Journal::open(&journal_path, seq)?;
-    let seq =
-        guarded(|| replay(&db, &mut journal, seq, batches)).map_err(|e| OpenError::Database {
-            path: db_path.clone(),
-            detail: format!("applying the journal: {}", e.0),
-        })?;
+    let seq = guarded(&db_path, &journal_path, "applying the journal to", || {
+        replay(&db, &mut journal, seq, batches)
+    })?;
     Ok(Opened { db, journal, seq })
 }
 
-/// Runs redb reads and writes, turning a panic (redb's answer to some corrupt pages) into an error.
-fn guarded<T>(f: impl FnOnce() -> Result<T, StateError>) -> Result<T, StateError> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(ToString::to_string)
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        Err(StateError(format!("redb panicked: {message}")))
-    })
+/// Runs redb reads and writes on the database at `db_path` (`doing` it), turning a panic (redb's
+/// answer to some corrupt pages) into [`OpenError::DatabaseCorrupt`] and an error into
+/// [`OpenError::Database`].
+fn guarded<T>(
+    db_path: &Path,
+    journal_path: &Path,
+    doing: &str,
+    f: impl FnOnce() -> Result<T, StateError>,
+) -> Result<T, OpenError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(OpenError::Database {
+            path: db_path.to_owned(),
+            detail: format!("{doing} it: {}", e.0),
+        }),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(OpenError::DatabaseCorrupt {
+                path: db_path.to_owned(),
+                detail: format!("redb panicked {doing} it: {message}"),
+                hint: rebuild_hint(journal_path),
+            })
+        }
+    }
 }
 
 /// A missing or empty database next to a journal: the directory held state, and opening would
