@@ -9,6 +9,7 @@
 pub mod disk;
 pub mod error;
 pub mod journal;
+pub mod quarantine;
 pub mod redb;
 pub mod salvage;
 
@@ -34,16 +35,20 @@ pub enum TaskState {
     Succeeded,
     /// Finished with an error (the result says which kind).
     Failed,
+    /// Started too many times without finishing (each run ended with the coordinator): not run
+    /// again; its result says so (see [`quarantine`]).
+    Quarantined,
 }
 
 impl TaskState {
     /// Every state, in life order.
-    pub const ALL: [TaskState; 5] = [
+    pub const ALL: [TaskState; 6] = [
         TaskState::Pending,
         TaskState::Fetching,
         TaskState::Running,
         TaskState::Succeeded,
         TaskState::Failed,
+        TaskState::Quarantined,
     ];
 
     /// The snake_case name (API, logs, metrics).
@@ -54,12 +59,16 @@ impl TaskState {
             TaskState::Running => "running",
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
+            TaskState::Quarantined => "quarantined",
         }
     }
 
     /// Whether the task has its result.
     pub fn is_finished(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Failed)
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Quarantined
+        )
     }
 }
 
@@ -124,6 +133,10 @@ pub trait StateStore: Send + Sync {
         result: &ResultEnvelope,
         reported: bool,
     ) -> Result<(), StateError>;
+
+    /// Quarantines an unfinished task with its `result` (an error saying why), so that it is not
+    /// run again; a finished task is left as it is. Its result is then reported like any other.
+    async fn quarantine(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), StateError>;
 
     /// Records that the source accepted the result, or (`not_written_back`) why it never can.
     async fn mark_reported(

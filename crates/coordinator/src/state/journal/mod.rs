@@ -62,6 +62,14 @@ pub enum Change {
         /// True when nothing is left to report.
         reported: bool,
     },
+    /// A task started too often without finishing is not run again: `result` says why (see
+    /// [`super::quarantine`]). Journals holding it do not open in versions before it.
+    Quarantine {
+        /// The task's id.
+        id: String,
+        /// Its result document (an error).
+        result: Box<ResultEnvelope>,
+    },
     /// A task's result was written back to its source (or never can be: `note` says why).
     Reported {
         /// The task's id.

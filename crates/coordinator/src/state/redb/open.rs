@@ -5,7 +5,7 @@
 use super::super::error::OpenError;
 use super::super::journal::frame::{self, Piece};
 use super::super::journal::{Batch, JOURNAL_FILE, Journal};
-use super::super::{StateError, now_ms};
+use super::super::{StateError, TaskState, now_ms};
 use super::tables::{COUNTS, Deltas, TASKS, applied_seq, apply_deltas, commit, decode, err, slot};
 use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, StorageError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -170,7 +170,7 @@ fn count_once(db: &Database) -> Result<(), StateError> {
         let tasks = txn.open_table(TASKS).map_err(err)?;
         let mut counts = txn.open_table(COUNTS).map_err(err)?;
         if counts.is_empty().map_err(err)? && !tasks.is_empty().map_err(err)? {
-            let mut deltas: Deltas = [0; 5];
+            let mut deltas: Deltas = [0; TaskState::ALL.len()];
             for entry in tasks.iter().map_err(err)? {
                 let (_, value) = entry.map_err(err)?;
                 deltas[slot(decode(value.value())?.state)] += 1;

@@ -188,6 +188,14 @@ impl StateStore for RedbStore {
         answer(self.send(change, Waiter::Done)).await
     }
 
+    async fn quarantine(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), StateError> {
+        let change = Change::Quarantine {
+            id: task_id.to_owned(),
+            result: Box::new(result.clone()),
+        };
+        answer(self.send(change, Waiter::Done)).await
+    }
+
     async fn mark_reported(
         &self,
         task_id: &str,

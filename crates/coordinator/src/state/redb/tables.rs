@@ -17,7 +17,7 @@ const JOURNAL_SEQ: &str = "journal_seq";
 pub(super) const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("cursors");
 
 /// Changes to the per-state counts within one batch, indexed like [`TaskState::ALL`].
-pub(super) type Deltas = [i64; 5];
+pub(super) type Deltas = [i64; TaskState::ALL.len()];
 
 pub(super) fn slot(state: TaskState) -> usize {
     TaskState::ALL.iter().position(|s| *s == state).unwrap_or(0)
@@ -65,7 +65,7 @@ pub(super) fn commit(
     let mut outcomes = Vec::with_capacity(batch.changes.len());
     {
         let mut table = txn.open_table(TASKS).map_err(err)?;
-        let mut deltas: Deltas = [0; 5];
+        let mut deltas: Deltas = [0; TaskState::ALL.len()];
         for change in &batch.changes {
             outcomes.push(apply(&mut table, change, batch.at_ms, &mut deltas));
         }
@@ -134,6 +134,13 @@ fn apply(
                 TaskState::Failed
             };
             r.result = Some((**result).clone());
+        })
+        .map(|()| Applied::Done),
+        Change::Quarantine { id, result } => update(table, id, now, deltas, |r| {
+            if !r.state.is_finished() {
+                r.state = TaskState::Quarantined;
+                r.result = Some((**result).clone());
+            }
         })
         .map(|()| Applied::Done),
         Change::Reported { id, note } => update(table, id, now, deltas, |r| {
