@@ -17,14 +17,34 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a reopen waits for reads of the closed database to end (redb locks the file).
 const READS_END_WITHIN: Duration = Duration::from_secs(2);
 
-/// A scheduled reopen of a closed database.
+/// A scheduled reopen of a closed database, or probe of a journal that failed an append.
 pub(super) struct Retry {
     /// When to try.
     pub at: Instant,
     /// The wait after that, if it fails.
     delay: Duration,
-    /// The closed database, alive until the last read of it ends.
+    /// The closed database, alive until the last read of it ends (dangling for a probe).
     old: Weak<Database>,
+}
+
+impl Retry {
+    /// A first probe of the journal, after a failed append.
+    pub(super) fn probe() -> Self {
+        Self {
+            at: Instant::now() + RETRY_FIRST,
+            delay: RETRY_FIRST,
+            old: Weak::new(),
+        }
+    }
+
+    /// The next try after this one failed: twice the wait, up to [`RETRY_MAX`].
+    fn later(self) -> Self {
+        Self {
+            at: Instant::now() + self.delay,
+            delay: (self.delay * 2).min(RETRY_MAX),
+            old: self.old,
+        }
+    }
 }
 
 impl Writer {
@@ -46,12 +66,21 @@ impl Writer {
         }
     }
 
-    /// Reopens the state directory (see the module doc); on failure, schedules the next try
-    /// after twice the last wait, from 100 ms up to 30 s.
+    /// Reopens the state directory (see the module doc), or, when only the journal failed, writes
+    /// an empty batch to see whether it works again; on failure, schedules the next try after
+    /// twice the last wait, from 100 ms up to 30 s.
     pub(super) fn reopen(&mut self) {
         let Some(retry) = self.retry.take() else {
             return;
         };
+        if self.db.is_some() {
+            // Only the journal failed: an empty batch shows whether it takes writes again.
+            self.apply(Vec::new());
+            if self.retry.is_some() {
+                self.retry = Some(retry.later());
+            }
+            return;
+        }
         let deadline = Instant::now() + READS_END_WITHIN;
         while retry.old.strong_count() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
@@ -71,11 +100,7 @@ impl Writer {
                 let retry_in_ms = u64::try_from(retry.delay.as_millis()).unwrap_or(u64::MAX);
                 tracing::warn!(error = %e, retry_in_ms, "state: reopening the database failed");
                 self.shared.fail(&e.to_string());
-                self.retry = Some(Retry {
-                    at: Instant::now() + retry.delay,
-                    delay: (retry.delay * 2).min(RETRY_MAX),
-                    old: retry.old,
-                });
+                self.retry = Some(retry.later());
             }
         }
     }
@@ -122,7 +147,7 @@ mod tests {
             .admit(vec![task("a", json!([1]))], "test")
             .await
             .unwrap();
-        store.shared.fail_next_commit.store(true, Ordering::SeqCst);
+        store.shared.faults.commit.store(true, Ordering::SeqCst);
         let err = store
             .admit(vec![task("b", json!([1]))], "test")
             .await
@@ -140,6 +165,27 @@ mod tests {
             "a refused change never comes back"
         );
         assert!(store.get("c").unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn health_returns_without_traffic_once_the_journal_takes_writes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        store.shared.faults.append.store(true, Ordering::SeqCst);
+        let err = store
+            .admit(vec![task("a", json!([1]))], "test")
+            .await
+            .unwrap_err();
+        assert!(err.0.contains("state journal") && !store.healthy(), "{err}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !store.healthy() {
+            assert!(Instant::now() < deadline, "{:?}", store.last_write_error());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            store.get("a").unwrap().is_none(),
+            "the refused admission is not kept"
+        );
     }
 
     /// A tmpfs mounted on a fresh directory, unmounted on drop.
@@ -204,13 +250,16 @@ mod tests {
         }
         let refused = refused.expect("3 MiB fill up");
         assert!(!store.healthy(), "{refused}");
-        // The journal fills first; the checkpoint that follows (after a second idle) cannot
-        // write the database either, and redb refuses every write from then on.
+        // The journal fills first (a probe's small batch may still fit); the checkpoint that
+        // follows (after a second idle) cannot write the database, and redb refuses every write
+        // from then on.
         let deadline = Instant::now() + Duration::from_secs(20);
         let database_failure = loop {
-            let failure = store.last_write_error().unwrap();
-            if !failure.error.contains("state journal") {
-                break failure.error;
+            let failure = store.last_write_error();
+            if let Some(error) = failure.as_ref().map(|f| &f.error)
+                && !error.contains("state journal")
+            {
+                break error.clone();
             }
             assert!(
                 Instant::now() < deadline,

@@ -12,9 +12,28 @@ pub(super) struct Shared {
     db: RwLock<Option<Arc<Database>>>,
     /// Since when, and why, writes fail; `None` while they work.
     failure: Mutex<Option<WriteFailure>>,
-    /// Test-only fault hook: the next database commit fails as if by an I/O error.
+    /// Test-only fault hooks: the next journal append, or database commit, fails.
     #[cfg(test)]
-    pub(super) fail_next_commit: std::sync::atomic::AtomicBool,
+    pub(super) faults: Faults,
+}
+
+/// A write the test-only fault hooks can make fail.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Fault {
+    /// The next journal append.
+    Append,
+    /// The next database commit.
+    Commit,
+}
+
+/// Test-only fault hooks, each set by a test and taken by the next write of its kind.
+#[cfg(test)]
+#[derive(Default)]
+pub(super) struct Faults {
+    /// Fails the next journal append.
+    pub append: std::sync::atomic::AtomicBool,
+    /// Fails the next database commit.
+    pub commit: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -55,14 +74,21 @@ impl Shared {
         }
     }
 
-    /// Whether the next commit is to fail (the test-only fault hook; never in a build).
-    pub(super) fn injected_failure(&self) -> bool {
+    /// Whether a test made the next write of this kind fail (never outside tests).
+    pub(super) fn injected(&self, fault: Fault) -> bool {
         #[cfg(test)]
-        return self
-            .fail_next_commit
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        {
+            let hook = match fault {
+                Fault::Append => &self.faults.append,
+                Fault::Commit => &self.faults.commit,
+            };
+            hook.swap(false, std::sync::atomic::Ordering::SeqCst)
+        }
         #[cfg(not(test))]
-        false
+        {
+            let _ = fault;
+            false
+        }
     }
 
     /// Since when, and why, writes fail.

@@ -6,7 +6,7 @@ use super::super::journal::{Batch, Change, Journal};
 use super::super::{StateError, now_ms};
 use super::open::Opened;
 use super::reopen::Retry;
-use super::shared::Shared;
+use super::shared::{Fault, Shared};
 use super::tables::{Applied, commit};
 use redb::Database;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,8 @@ pub(super) struct Writer {
     pub(super) seq: u64,
     /// When the database was last made durable.
     pub(super) checkpointed: Instant,
-    /// When to try reopening the database, while it is closed.
+    /// When to try reopening the database (while it is closed), or writing an empty batch (after
+    /// a journal append failed).
     pub(super) retry: Option<Retry>,
 }
 
@@ -132,7 +133,7 @@ impl Writer {
     }
 
     /// Journals a batch (durably), applies it to the database, then answers each waiter.
-    fn apply(&mut self, batch: Vec<Mutation>) {
+    pub(super) fn apply(&mut self, batch: Vec<Mutation>) {
         let (changes, waiters): (Vec<Change>, Vec<Waiter>) =
             batch.into_iter().map(|m| (m.change, m.waiter)).unzip();
         let fail_all = |waiters: Vec<Waiter>, e: &str| {
@@ -147,18 +148,13 @@ impl Writer {
             at_ms: now_ms(),
             changes,
         };
-        let before = self.journal.len();
-        if let Err(e) = self.journal.append(self.seq + 1, &batch) {
-            let e = format!(
-                "writing the state journal \"{}\": {e}",
-                self.journal.path().display()
-            );
-            self.shared.fail(&e);
-            return fail_all(waiters, &e);
-        }
+        let before = match self.journal(&batch) {
+            Ok(before) => before,
+            Err(e) => return fail_all(waiters, &e),
+        };
         let durable = self.checkpointed.elapsed() >= CHECKPOINT_EVERY
             || self.journal.len() >= JOURNAL_MAX_BYTES;
-        let committed = if self.shared.injected_failure() {
+        let committed = if self.shared.injected(Fault::Commit) {
             Err(StateError("injected I/O error".into()))
         } else {
             commit(&db, self.seq + 1, &batch, durable)
@@ -166,6 +162,7 @@ impl Writer {
         match committed {
             Ok(outcomes) => {
                 self.seq += 1;
+                self.retry = None;
                 self.shared.recover();
                 for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
                     waiter.answer(outcome);
@@ -184,6 +181,28 @@ impl Writer {
                 fail_all(waiters, &e.0);
             }
         }
+    }
+
+    /// Appends batch `seq + 1` to the journal; returns the journal's length before it. On failure,
+    /// records it and schedules a probe (an empty batch) so that health recovers without traffic.
+    fn journal(&mut self, batch: &Batch) -> Result<u64, String> {
+        let before = self.journal.len();
+        let appended = if self.shared.injected(Fault::Append) {
+            Err(std::io::Error::other("injected I/O error"))
+        } else {
+            self.journal.append(self.seq + 1, batch)
+        };
+        appended.map(|()| before).map_err(|e| {
+            let e = format!(
+                "writing the state journal \"{}\": {e}",
+                self.journal.path().display()
+            );
+            self.shared.fail(&e);
+            if self.retry.is_none() {
+                self.retry = Some(Retry::probe());
+            }
+            e
+        })
     }
 
     /// Makes everything applied durable in the database, then empties the journal.
