@@ -5,6 +5,15 @@
 //! the source, then `mark_reported`. After a crash between the last two the result is reported
 //! again on restart (a source must treat a second report of the same task as done: the chain
 //! source reads `AlreadyCompleted`, the placeholder overwrites).
+//!
+//! Layout:
+//! - [`redb`]: the store ([`redb::RedbStore`]): open and integrity check, group-commit writer,
+//!   reopen after a failed write, tables;
+//! - [`journal`]: the write-ahead journal, its record framing, and how its damage is judged;
+//! - [`salvage`]: checking and salvaging a damaged journal by hand;
+//! - [`error`]: why a state directory does not open ([`OpenError`]);
+//! - [`disk`]: free space against a low watermark;
+//! - [`quarantine`]: poison tasks, started too often without finishing.
 
 pub mod disk;
 pub mod error;
