@@ -34,7 +34,14 @@ pub(super) fn open_dir(dir: &Path) -> Result<Opened, OpenError> {
     let db_path = dir.join(DATABASE_FILE);
     let journal_path = dir.join(JOURNAL_FILE);
     refuse_lost_database(&db_path, &journal_path)?;
+    let started = std::time::Instant::now();
     let db = open_database(&db_path, &journal_path)?;
+    let checked_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(
+        path = %db_path.display(),
+        checked_ms,
+        "state database opened; integrity checked"
+    );
     let seq = guarded(&db_path, &journal_path, "reading", || {
         count_once(&db)?;
         applied_seq(&db)

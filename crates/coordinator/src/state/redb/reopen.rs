@@ -76,7 +76,9 @@ impl Writer {
         if self.db.is_some() {
             // Only the journal failed: an empty batch shows whether it takes writes again.
             self.apply(Vec::new());
-            if self.retry.is_some() {
+            // Still only the journal failing: back off. (A failed commit closed the database and
+            // scheduled its reopen instead.)
+            if self.retry.is_some() && self.db.is_some() {
                 self.retry = Some(retry.later());
             }
             return;
