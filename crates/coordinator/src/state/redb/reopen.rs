@@ -170,6 +170,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_panicking_commit_is_a_failed_write_not_a_dead_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        store.shared.faults.panic.store(true, Ordering::SeqCst);
+        let err = store
+            .admit(vec![task("a", json!([1]))], "test")
+            .await
+            .unwrap_err();
+        assert!(err.0.contains("panicked"), "{err}");
+        admit_once_writes_work(&store, "b").await;
+        assert!(store.get("b").unwrap().is_some() && store.healthy());
+    }
+
+    #[tokio::test]
     async fn health_returns_without_traffic_once_the_journal_takes_writes_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path()).unwrap();

@@ -24,6 +24,8 @@ pub(super) enum Fault {
     Append,
     /// The next database commit.
     Commit,
+    /// The next database commit panics.
+    Panic,
 }
 
 /// Test-only fault hooks, each set by a test and taken by the next write of its kind.
@@ -34,6 +36,8 @@ pub(super) struct Faults {
     pub append: std::sync::atomic::AtomicBool,
     /// Fails the next database commit.
     pub commit: std::sync::atomic::AtomicBool,
+    /// Makes the next database commit panic.
+    pub panic: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -81,6 +85,7 @@ impl Shared {
             let hook = match fault {
                 Fault::Append => &self.faults.append,
                 Fault::Commit => &self.faults.commit,
+                Fault::Panic => &self.faults.panic,
             };
             hook.swap(false, std::sync::atomic::Ordering::SeqCst)
         }

@@ -157,7 +157,13 @@ impl Writer {
         let committed = if self.shared.injected(Fault::Commit) {
             Err(StateError("injected I/O error".into()))
         } else {
-            commit(&db, self.seq + 1, &batch, durable)
+            unpanicked(|| {
+                // The test-only fault hook (never true outside tests).
+                if self.shared.injected(Fault::Panic) {
+                    panic!("injected panic");
+                }
+                commit(&db, self.seq + 1, &batch, durable)
+            })
         };
         match committed {
             Ok(outcomes) => {
@@ -217,7 +223,7 @@ impl Writer {
             at_ms: now_ms(),
             changes: Vec::new(),
         };
-        match commit(&db, self.seq, &empty, true) {
+        match unpanicked(|| commit(&db, self.seq, &empty, true)) {
             Ok(_) => self.cleared(),
             Err(e) => {
                 tracing::warn!(error = %e, "could not checkpoint the state; the journal keeps every change");
@@ -234,6 +240,14 @@ impl Writer {
             tracing::warn!(error = %e, "could not empty the state journal; it is replayed on start");
         }
     }
+}
+
+/// Runs a commit, turning a redb panic (its answer to some corrupt pages) into an error, so that
+/// the writer closes the database and reopens it (whose integrity check then names the damage)
+/// rather than dying and leaving every later write unanswered.
+fn unpanicked<T>(commit: impl FnOnce() -> Result<T, StateError>) -> Result<T, StateError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(commit))
+        .unwrap_or_else(|_| Err(StateError("redb panicked committing a batch".into())))
 }
 
 /// Takes `first` and the mutations waiting behind it, up to [`MAX_BATCH`].
