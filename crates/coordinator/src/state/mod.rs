@@ -5,9 +5,25 @@
 //! the source, then `mark_reported`. After a crash between the last two the result is reported
 //! again on restart (a source must treat a second report of the same task as done: the chain
 //! source reads `AlreadyCompleted`, the placeholder overwrites).
+//!
+//! Layout:
+//! - [`redb`]: the store ([`redb::RedbStore`]): open and integrity check, group-commit writer,
+//!   reopen after a failed write, tables;
+//! - [`journal`]: the write-ahead journal, its record framing, and how its damage is judged;
+//! - [`salvage`]: checking and salvaging a damaged journal by hand;
+//! - [`error`]: why a state directory does not open ([`OpenError`]);
+//! - [`disk`]: free space against a low watermark;
+//! - [`quarantine`]: poison tasks, started too often without finishing.
 
+pub mod disk;
+pub mod error;
 pub mod journal;
+pub mod quarantine;
 pub mod redb;
+pub mod salvage;
+
+pub use disk::DiskSpace;
+pub use error::OpenError;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -28,16 +44,20 @@ pub enum TaskState {
     Succeeded,
     /// Finished with an error (the result says which kind).
     Failed,
+    /// Started too many times without finishing (each run ended with the coordinator): not run
+    /// again; its result says so (see [`quarantine`]).
+    Quarantined,
 }
 
 impl TaskState {
     /// Every state, in life order.
-    pub const ALL: [TaskState; 5] = [
+    pub const ALL: [TaskState; 6] = [
         TaskState::Pending,
         TaskState::Fetching,
         TaskState::Running,
         TaskState::Succeeded,
         TaskState::Failed,
+        TaskState::Quarantined,
     ];
 
     /// The snake_case name (API, logs, metrics).
@@ -48,12 +68,16 @@ impl TaskState {
             TaskState::Running => "running",
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
+            TaskState::Quarantined => "quarantined",
         }
     }
 
     /// Whether the task has its result.
     pub fn is_finished(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Failed)
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Quarantined
+        )
     }
 }
 
@@ -119,6 +143,10 @@ pub trait StateStore: Send + Sync {
         reported: bool,
     ) -> Result<(), StateError>;
 
+    /// Quarantines an unfinished task with its `result` (an error saying why), so that it is not
+    /// run again; a finished task is left as it is. Its result is then reported like any other.
+    async fn quarantine(&self, task_id: &str, result: &ResultEnvelope) -> Result<(), StateError>;
+
     /// Records that the source accepted the result, or (`not_written_back`) why it never can.
     async fn mark_reported(
         &self,
@@ -142,6 +170,27 @@ pub trait StateStore: Send + Sync {
 
     /// How many tasks are in each state.
     fn counts(&self) -> Result<BTreeMap<TaskState, u64>, StateError>;
+
+    /// Since when, and why, writes fail; `None` while they work (the default, for stores that
+    /// cannot fail). A readiness probe reports it.
+    fn write_failure(&self) -> Option<WriteFailure> {
+        None
+    }
+
+    /// Space left where the store writes, against its low watermark; `None` (the default) for a
+    /// store that writes no files. While [`DiskSpace::is_low`], the API should answer 503.
+    fn disk_space(&self) -> Result<Option<DiskSpace>, StateError> {
+        Ok(None)
+    }
+}
+
+/// Writes to the store fail: since when, and the latest error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure {
+    /// When the first of the failing writes failed, in Unix milliseconds.
+    pub since_ms: u64,
+    /// The latest failure.
+    pub error: String,
 }
 
 /// The store failed (disk, corruption, or it was shut down).

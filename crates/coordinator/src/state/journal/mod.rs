@@ -8,18 +8,29 @@
 //! database commit, then an empty journal) bounds the file. On start, the batches the database
 //! does not have yet (their numbers are above the one it recorded) are applied again.
 //!
-//! A record is `[length: u32 LE][seq: u64 LE][payload][check]`, where `payload` is the batch as
-//! JSON and `check` the first 8 bytes of SHA-256 over the seq and the payload. Reading stops at
-//! the first record that is short or does not check: the tail of a write cut by a crash, which
-//! nobody was told had happened.
+//! Records are framed and checked as [`frame`] describes. On open, damage is told apart:
+//! - bad bytes at the end with no intact record after them are a write cut by a crash, which
+//!   nobody was told had happened: they are cut off, and the byte count logged;
+//! - bad bytes followed by intact records are corruption: a copy of the file is kept and the open
+//!   refused ([`OpenError::JournalCorrupt`]), unless every batch the damage could hold is already
+//!   in the database (the next intact record follows the database's last batch);
+//! - an intact record that does not parse refuses the open ([`OpenError::JournalUnreadable`]).
+//!
+//! [`super::salvage`] keeps every intact record of a corrupt journal.
+
+pub(crate) mod damage;
+pub(crate) mod frame;
 
 use super::TaskState;
+use super::error::OpenError;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use wasm_exec_task::{ResultEnvelope, TaskSpec};
+
+/// The journal's file name in the state directory.
+pub const JOURNAL_FILE: &str = "journal.log";
 
 /// One change to the tasks, as journaled and as applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +62,14 @@ pub enum Change {
         /// True when nothing is left to report.
         reported: bool,
     },
+    /// A task started too often without finishing is not run again: `result` says why (see
+    /// [`super::quarantine`]). Journals holding it do not open in versions before it.
+    Quarantine {
+        /// The task's id.
+        id: String,
+        /// Its result document (an error).
+        result: Box<ResultEnvelope>,
+    },
     /// A task's result was written back to its source (or never can be: `note` says why).
     Reported {
         /// The task's id.
@@ -76,51 +95,56 @@ pub struct Journal {
     path: PathBuf,
     /// Bytes of valid records in the file.
     len: u64,
+    /// A failed append may have left bytes after `len` that could not be cut off yet.
+    dirty: bool,
 }
-
-/// Bytes of a record besides its payload: length, seq, check.
-const FRAME: usize = 4 + 8 + 8;
-/// A record longer than this is not one: the length field was torn.
-const MAX_RECORD: usize = 1 << 30;
 
 impl Journal {
     /// Opens (or creates) the journal at `path` and returns it with the batches it holds, in
-    /// order, each with its number. A torn tail is cut off.
-    pub fn open(path: &Path) -> std::io::Result<(Self, Vec<(u64, Batch)>)> {
+    /// order, each with its number; `applied` is the last batch the database holds. A torn tail is
+    /// cut off (logged at warn with its size); other damage refuses the open, as the module doc
+    /// says.
+    pub fn open(path: &Path, applied: u64) -> Result<(Self, Vec<(u64, Batch)>), OpenError> {
+        let io = |what| {
+            move |source| OpenError::Io {
+                what,
+                path: path.to_owned(),
+                source,
+            }
+        };
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)?;
+            .open(path)
+            .map_err(io("opening the state journal"))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let (batches, valid) = parse(&bytes);
-        if valid < bytes.len() {
-            file.set_len(valid as u64)?;
-            file.sync_all()?;
+        file.read_to_end(&mut bytes)
+            .map_err(io("reading the state journal"))?;
+        let verdict = damage::judge(path, &bytes, applied)?;
+        if verdict.valid < bytes.len() {
+            file.set_len(verdict.valid as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(io("cutting the torn tail of the state journal"))?;
         }
-        file.seek(SeekFrom::Start(valid as u64))?;
+        file.seek(SeekFrom::Start(verdict.valid as u64))
+            .map_err(io("opening the state journal"))?;
         let journal = Self {
             file,
             path: path.to_owned(),
-            len: valid as u64,
+            len: verdict.valid as u64,
+            dirty: false,
         };
-        Ok((journal, batches))
+        Ok((journal, verdict.batches))
     }
 
     /// Appends batch `seq` and waits until it is on disk.
     pub fn append(&mut self, seq: u64, batch: &Batch) -> std::io::Result<()> {
-        let payload = serde_json::to_vec(batch)?;
-        let length = u32::try_from(payload.len())
-            .ok()
-            .filter(|n| (*n as usize) <= MAX_RECORD)
-            .ok_or_else(|| std::io::Error::other("a journal batch over 1 GiB"))?;
-        let mut record = Vec::with_capacity(payload.len() + FRAME);
-        record.extend_from_slice(&length.to_le_bytes());
-        record.extend_from_slice(&seq.to_le_bytes());
-        record.extend_from_slice(&payload);
-        record.extend_from_slice(&check(seq, &payload));
+        if self.dirty {
+            self.truncate_to(self.len)?;
+        }
+        let record = frame::encode(seq, batch)?;
         let written = self
             .file
             .write_all(&record)
@@ -131,12 +155,27 @@ impl Journal {
                 Ok(())
             }
             Err(e) => {
-                // Leave no half record for the next append to follow.
-                let _ = self.file.set_len(self.len);
-                let _ = self.file.seek(SeekFrom::Start(self.len));
+                // Leave no half record for the next append to follow; if that fails too, the
+                // next append tries again first.
+                self.dirty = self.truncate_to(self.len).is_err();
                 Err(e)
             }
         }
+    }
+
+    /// Drops every byte after `len` (a length [`len`](Self::len) returned): the record of a
+    /// batch the database could not apply, whose callers are told it failed.
+    pub fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+        let cut = self.file.metadata()?.len().saturating_sub(len);
+        self.file.set_len(len)?;
+        self.file.seek(SeekFrom::Start(len))?;
+        self.file.sync_data()?;
+        if cut > 0 {
+            tracing::warn!(path = %self.path.display(), bytes = cut, "state journal: cut off a record that was not applied");
+        }
+        self.len = len;
+        self.dirty = false;
+        Ok(())
     }
 
     /// Empties the journal: everything in it is durable in the database.
@@ -144,7 +183,12 @@ impl Journal {
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
         self.file.sync_all()?;
+        tracing::debug!(
+            bytes = self.len,
+            "state journal: emptied after a checkpoint"
+        );
         self.len = 0;
+        self.dirty = false;
         Ok(())
     }
 
@@ -162,42 +206,6 @@ impl Journal {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-fn check(seq: u64, payload: &[u8]) -> [u8; 8] {
-    let digest = Sha256::new()
-        .chain_update(seq.to_le_bytes())
-        .chain_update(payload)
-        .finalize();
-    let mut out = [0; 8];
-    out.copy_from_slice(&digest[..8]);
-    out
-}
-
-/// The valid records at the start of `bytes`, and how many bytes they take.
-fn parse(bytes: &[u8]) -> (Vec<(u64, Batch)>, usize) {
-    let mut batches = Vec::new();
-    let mut at = 0;
-    while let Some((seq, batch, next)) = record_at(bytes, at) {
-        batches.push((seq, batch));
-        at = next;
-    }
-    (batches, at)
-}
-
-fn record_at(bytes: &[u8], at: usize) -> Option<(u64, Batch, usize)> {
-    let length = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
-    if length > MAX_RECORD {
-        return None;
-    }
-    let seq = u64::from_le_bytes(bytes.get(at + 4..at + 12)?.try_into().ok()?);
-    let payload = bytes.get(at + 12..at + 12 + length)?;
-    let stored = bytes.get(at + 12 + length..at + FRAME + length)?;
-    if stored != check(seq, payload) {
-        return None;
-    }
-    let batch = serde_json::from_slice(payload).ok()?;
-    Some((seq, batch, at + FRAME + length))
 }
 
 #[cfg(test)]
@@ -230,12 +238,12 @@ mod tests {
     fn reads_back_what_was_appended_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.log");
-        let (mut journal, found) = Journal::open(&path).unwrap();
+        let (mut journal, found) = Journal::open(&path, 0).unwrap();
         assert!(found.is_empty() && journal.is_empty());
         journal.append(1, &batch("a")).unwrap();
         journal.append(2, &batch("b")).unwrap();
         drop(journal);
-        let (journal, found) = Journal::open(&path).unwrap();
+        let (journal, found) = Journal::open(&path, 0).unwrap();
         assert_eq!(found, vec![(1, batch("a")), (2, batch("b"))]);
         assert_eq!(journal.len(), std::fs::metadata(&path).unwrap().len());
     }
@@ -244,7 +252,7 @@ mod tests {
     fn a_torn_or_corrupt_tail_is_cut_off_and_appending_goes_on_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.log");
-        let (mut journal, _) = Journal::open(&path).unwrap();
+        let (mut journal, _) = Journal::open(&path, 0).unwrap();
         journal.append(1, &batch("a")).unwrap();
         let good = journal.len();
         journal.append(2, &batch("b")).unwrap();
@@ -252,19 +260,19 @@ mod tests {
         // A crash in the middle of the second write.
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
-        let (mut journal, found) = Journal::open(&path).unwrap();
+        let (mut journal, found) = Journal::open(&path, 0).unwrap();
         assert_eq!(found, vec![(1, batch("a"))]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
         journal.append(3, &batch("c")).unwrap();
         drop(journal);
         // A flipped bit in a payload ends the journal there too.
-        let (_, found) = Journal::open(&path).unwrap();
+        let (_, found) = Journal::open(&path, 0).unwrap();
         assert_eq!(found.len(), 2);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 12;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, found) = Journal::open(&path).unwrap();
+        let (_, found) = Journal::open(&path, 0).unwrap();
         assert_eq!(found, vec![(1, batch("a"))]);
     }
 
@@ -272,12 +280,12 @@ mod tests {
     fn clear_empties_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.log");
-        let (mut journal, _) = Journal::open(&path).unwrap();
+        let (mut journal, _) = Journal::open(&path, 0).unwrap();
         journal.append(1, &batch("a")).unwrap();
         journal.clear().unwrap();
         journal.append(2, &batch("b")).unwrap();
         drop(journal);
-        let (_, found) = Journal::open(&path).unwrap();
+        let (_, found) = Journal::open(&path, 0).unwrap();
         assert_eq!(found, vec![(2, batch("b"))]);
     }
 }

@@ -1,0 +1,106 @@
+//! What the store's handle and its writer thread share: the database (taken away while the
+//! writer reopens it after a write failure) and whether writes currently fail.
+
+use super::super::{StateError, WriteFailure, now_ms};
+use redb::Database;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+/// The database handle and the health of writes.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// The open database; `None` while the writer reopens it.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Since when, and why, writes fail; `None` while they work.
+    failure: Mutex<Option<WriteFailure>>,
+    /// Test-only fault hooks: the next journal append, or database commit, fails.
+    #[cfg(test)]
+    pub(super) faults: Faults,
+}
+
+/// A write the test-only fault hooks can make fail.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Fault {
+    /// The next journal append.
+    Append,
+    /// The next database commit.
+    Commit,
+    /// The next database commit panics.
+    Panic,
+}
+
+/// Test-only fault hooks, each set by a test and taken by the next write of its kind.
+#[cfg(test)]
+#[derive(Default)]
+pub(super) struct Faults {
+    /// Fails the next journal append.
+    pub append: std::sync::atomic::AtomicBool,
+    /// Fails the next database commit.
+    pub commit: std::sync::atomic::AtomicBool,
+    /// Makes the next database commit panic.
+    pub panic: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// The database, for one read (hold it no longer: a reopen waits for it to be let go).
+    pub(super) fn db(&self) -> Result<Arc<Database>, StateError> {
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        db.clone().ok_or_else(|| {
+            let why = self
+                .failure()
+                .map_or_else(String::new, |f| format!(": {}", f.error));
+            StateError(format!(
+                "the state database is being reopened after a write failure{why}"
+            ))
+        })
+    }
+
+    /// Puts a (re)opened database in place, or takes it away (`None`).
+    pub(super) fn set_db(&self, db: Option<Arc<Database>>) {
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = db;
+    }
+
+    /// Records that a write failed (keeping when the failures began).
+    pub(super) fn fail(&self, error: &str) {
+        let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        let since_ms = failure.as_ref().map_or_else(now_ms, |f| f.since_ms);
+        *failure = Some(WriteFailure {
+            since_ms,
+            error: error.to_owned(),
+        });
+    }
+
+    /// Records that a write worked; logs the recovery if writes had failed.
+    pub(super) fn recover(&self) {
+        let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = failure.take() {
+            let failed_ms = now_ms().saturating_sub(f.since_ms);
+            tracing::info!(failed_ms, "state: writes work again");
+        }
+    }
+
+    /// Whether a test made the next write of this kind fail (never outside tests).
+    pub(super) fn injected(&self, fault: Fault) -> bool {
+        #[cfg(test)]
+        {
+            let hook = match fault {
+                Fault::Append => &self.faults.append,
+                Fault::Commit => &self.faults.commit,
+                Fault::Panic => &self.faults.panic,
+            };
+            hook.swap(false, std::sync::atomic::Ordering::SeqCst)
+        }
+        #[cfg(not(test))]
+        {
+            let _ = fault;
+            false
+        }
+    }
+
+    /// Since when, and why, writes fail.
+    pub(super) fn failure(&self) -> Option<WriteFailure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
