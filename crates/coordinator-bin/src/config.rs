@@ -80,6 +80,20 @@ pub struct Config {
     )]
     pub state_dir: PathBuf,
 
+    /// Free space of the state directory's filesystem, in MiB, below which submissions are
+    /// answered 503 with Retry-After (before the disk is full, not after).
+    #[arg(
+        long,
+        env = "COORDINATOR_STATE_LOW_WATERMARK_MB",
+        default_value_t = 128
+    )]
+    pub state_low_watermark_mb: u64,
+
+    /// Starts without a finish (the process died while the task ran) after which a task is
+    /// quarantined with kind `crashed` instead of run again; 0 never quarantines.
+    #[arg(long, env = "COORDINATOR_QUARANTINE_AFTER", default_value_t = 3)]
+    pub quarantine_after: u32,
+
     /// Directory for fetched modules (by CID, re-verified when read) and compiled code (optional).
     #[arg(long, env = "COORDINATOR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -241,6 +255,20 @@ pub enum Command {
     /// Work with the TaskRegistry contract (settings from the `COORDINATOR_CHAIN_*` variables).
     #[command(subcommand)]
     Chain(ChainCommand),
+    /// Check or repair the state directory (`COORDINATOR_STATE_DIR`) of a stopped coordinator.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+/// `coordinator state ...`: run while no coordinator uses the directory.
+#[derive(Debug, Clone, Subcommand)]
+pub enum StateCommand {
+    /// Reads the journal and says what is intact and what is damaged; changes nothing. Exit 1
+    /// when something is damaged.
+    Check,
+    /// Keeps a copy of the journal, then rewrites it with every intact record, so that the
+    /// coordinator starts again with every task the damage spared.
+    Salvage,
 }
 
 /// `coordinator chain ...`.

@@ -5,7 +5,8 @@
 //! - `config`: every setting (one clap struct, each with its variable and default).
 //! - `wire`: the module store, backend, state and source the settings ask for; the intake rules.
 //! - `serve`: the API's listener, the `--once` pass, serving under supervision until a signal.
-//! - `commands`: `coordinator chain deploy|authorize|submit`.
+//! - `commands`: `coordinator chain deploy|authorize|submit`; `state_command`: `coordinator
+//!   state check|salvage`.
 //! - `table`: the `--once` summary; `telemetry`: logging.
 
 use crate::config::{Command, Config};
@@ -27,6 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod commands;
 mod config;
 mod serve;
+mod state_command;
 mod table;
 mod telemetry;
 mod wire;
@@ -53,8 +55,10 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
-    if let Some(Command::Chain(command)) = &config.command {
-        return commands::chain(command, &config.chain).await;
+    match &config.command {
+        Some(Command::Chain(command)) => return commands::chain(command, &config.chain).await,
+        Some(Command::State(command)) => return state_command::run(command, &config.state_dir),
+        None => {}
     }
     let modules = wire::module_store(&config)?;
     let rules = wire::intake_rules(&config)?;
@@ -76,6 +80,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         metrics: metrics.clone(),
         concurrency: config.concurrency,
         rules: rules.clone(),
+        quarantine_after: config.quarantine_after,
     };
     let (submit, inbox) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
     let api = wasm_exec_coordinator::api::Api {

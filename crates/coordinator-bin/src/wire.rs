@@ -83,7 +83,8 @@ pub fn state_store(config: &Config) -> anyhow::Result<Arc<RedbStore>> {
             config.state_dir.display()
         )
     })?;
-    Ok(Arc::new(store))
+    let watermark = config.state_low_watermark_mb.saturating_mul(1 << 20);
+    Ok(Arc::new(store.with_low_watermark(watermark)))
 }
 
 /// The task source: the placeholder (samples or `COORDINATOR_TASKS_FILE`, checked under

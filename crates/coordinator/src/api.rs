@@ -102,6 +102,8 @@ pub struct ApiError {
     status: StatusCode,
     field: Option<String>,
     message: String,
+    /// Seconds for a `Retry-After` header, if the client should come back.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -110,7 +112,13 @@ impl ApiError {
             status,
             field: field.map(str::to_owned),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     fn bad(field: &str, message: impl Into<String>) -> Self {
@@ -130,7 +138,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"status": self.status.as_u16(), "field": self.field, "message": self.message}});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -169,6 +183,17 @@ async fn require_token(State(api): State<Api>, request: Request, next: Next) -> 
 async fn readyz(State(api): State<Api>) -> Response {
     if let Err(e) = api.state.counts() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response();
+    }
+    if let Some(failure) = api.state.write_failure() {
+        let since_s = crate::state::now_ms().saturating_sub(failure.since_ms) / 1000;
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: state writes fail (for {since_s} s): {}\n",
+                failure.error
+            ),
+        )
+            .into_response();
     }
     match api.metrics.source_problem() {
         None => (StatusCode::OK, "ready\n").into_response(),
@@ -237,6 +262,7 @@ async fn submit_task(
              no submissions; start it without --once to submit tasks",
         ));
     };
+    refuse_when_disk_is_low(api.state.as_ref())?;
     let (task, generated) = validate(&body, &api.rules)?;
     let (task, fresh) = admit_submission(api.state.as_ref(), task, generated, new_task_id).await?;
     let spec = task.spec.clone();
@@ -268,6 +294,56 @@ async fn submit_task(
     Ok((status, axum::Json(TaskView::from(record))).into_response())
 }
 
+/// 503 with `Retry-After` while the state directory's free space is under its watermark, so a
+/// submission is refused before the disk is full rather than failing halfway (and is never
+/// run later after an error answer). Failing writes refuse it the same way.
+fn refuse_when_disk_is_low(state: &dyn StateStore) -> Result<(), ApiError> {
+    let space = state.disk_space().map_err(ApiError::internal)?;
+    if let Some(space) = space.filter(|s| s.is_low()) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!(
+                "the coordinator's state disk is nearly full ({} MiB free, under the {} MiB \
+                 of COORDINATOR_STATE_LOW_WATERMARK_MB); the task was not taken: retry later",
+                space.free_bytes >> 20,
+                space.low_watermark_bytes >> 20
+            ),
+        )
+        .retry_after(RETRY_AFTER_SECS));
+    }
+    if let Some(failure) = state.write_failure() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!(
+                "the coordinator cannot write its state ({}); the task was not taken: retry later",
+                failure.error
+            ),
+        )
+        .retry_after(RETRY_AFTER_SECS));
+    }
+    Ok(())
+}
+
+/// The answer to a submission the store could not persist: 503, with `Retry-After`, and the task
+/// id, since the write may or may not have landed: the same id again gets the same task, once.
+fn not_taken(task_id: &str, e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(task_id, error = %e, "a submission could not be persisted");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some("task_id"),
+        format!(
+            "the coordinator could not persist the task ({e}); it may or may not have been \
+             taken: submit it again with \"task_id\": \"{task_id}\" to get it exactly once"
+        ),
+    )
+    .retry_after(RETRY_AFTER_SECS)
+}
+
+/// Seconds a client is asked to wait before retrying a submission refused for lack of space.
+const RETRY_AFTER_SECS: u32 = 5;
+
 /// Persists a submission; returns the task as admitted and whether it is new. A task whose id
 /// was generated (`generated`) must be new: if its id is taken, however unlikely with 74 random
 /// bits, it gets another from `new_id` rather than being answered with someone else's task.
@@ -281,7 +357,7 @@ async fn admit_submission(
         let fresh = state
             .admit(vec![task.spec.clone()], crate::state::API_ORIGIN)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(|e| not_taken(task.id(), e))?;
         if !fresh.is_empty() || !generated {
             return Ok((task, !fresh.is_empty()));
         }

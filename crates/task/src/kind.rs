@@ -37,11 +37,15 @@ pub enum ErrorKind {
     /// The run was stopped before it finished because the coordinator is shutting down
     /// (coordinator): not a result, so the task stays unfinished and runs again after a restart.
     Cancelled,
+    /// The process running the task died while it ran, as often as the coordinator allows
+    /// (`COORDINATOR_QUARANTINE_AFTER`): the task is quarantined rather than run again, so that a
+    /// task that crashes the host cannot make a crash loop (coordinator).
+    Crashed,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for docs and tests).
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadInput,
         ErrorKind::BadModule,
         ErrorKind::EntryNotFound,
@@ -54,6 +58,7 @@ impl ErrorKind {
         ErrorKind::ModuleUnavailable,
         ErrorKind::ModuleTooLarge,
         ErrorKind::Cancelled,
+        ErrorKind::Crashed,
     ];
 
     /// The snake_case name used in the result document and as a metrics label.
@@ -71,13 +76,14 @@ impl ErrorKind {
             ErrorKind::ModuleUnavailable => "module_unavailable",
             ErrorKind::ModuleTooLarge => "module_too_large",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Crashed => "crashed",
         }
     }
 
     /// The executor's process exit code for this kind.
     ///
     /// 10-19: the task itself is wrong (input, module, entry); 20-29: the guest failed while
-    /// running; 30-39: the host failed. The executor never reports 13, 14, 31 or 32 (coordinator
+    /// running; 30-39: the host failed. The executor never reports 13, 14, 31, 32 or 33 (coordinator
     /// kinds), but every kind has a code so that kinds and codes stay one-to-one. Codes below 30
     /// are deterministic: running the same task again
     /// gives the same failure, so a Job should not retry it (timeout excepted, being wall-clock).
@@ -95,6 +101,7 @@ impl ErrorKind {
             ErrorKind::ModuleTooLarge => 14,
             ErrorKind::ModuleUnavailable => 31,
             ErrorKind::Cancelled => 32,
+            ErrorKind::Crashed => 33,
         }
     }
 
@@ -106,6 +113,7 @@ impl ErrorKind {
                 | ErrorKind::Io
                 | ErrorKind::ModuleUnavailable
                 | ErrorKind::Cancelled
+                | ErrorKind::Crashed
         )
     }
 }

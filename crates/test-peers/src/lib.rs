@@ -6,15 +6,18 @@
 //! - [`ipfs`]: a real IPFS node (js-ipfs from `peers/ipfs`).
 //! - [`service`]: one of our binaries, its log collected and its API address read from it.
 //! - [`http`]: blocking HTTP calls with statuses as data.
+//! - [`tmpfs`]: a small filesystem of its own, for disk-full tests.
 
 pub mod anvil;
 pub mod http;
 pub mod ipfs;
 pub mod service;
+pub mod tmpfs;
 
 pub use anvil::{Anvil, KEYS};
 pub use ipfs::JsIpfs;
 pub use service::Service;
+pub use tmpfs::Tmpfs;
 
 use std::path::{Path, PathBuf};
 

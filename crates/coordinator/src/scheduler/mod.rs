@@ -21,13 +21,13 @@ use crate::backend::Backend;
 use crate::metrics::Metrics;
 use crate::module::ModuleStore;
 use crate::source::TaskSource;
-use crate::state::{API_ORIGIN, StateStore};
+use crate::state::{API_ORIGIN, StateStore, quarantine};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
-use wasm_exec_task::{CheckError, CheckedTask, IntakeRules, ResultEnvelope, TaskSpec};
+use wasm_exec_task::{CheckError, CheckedTask, ErrorKind, IntakeRules, ResultEnvelope, TaskSpec};
 
 /// What happened to one task.
 #[derive(Debug, Clone)]
@@ -60,6 +60,9 @@ pub struct Scheduler {
     /// The intake check's limit defaults and maxima, for the source's tasks and for tasks
     /// resumed after a restart (the API checks its own before acknowledging them).
     pub rules: IntakeRules,
+    /// Starts without a finish after which a resumed task is quarantined (kind `crashed`)
+    /// instead of run again; 0 never quarantines (`COORDINATOR_QUARANTINE_AFTER`).
+    pub quarantine_after: u32,
 }
 
 /// A task to run and where it came from (its result goes back there).
@@ -71,6 +74,9 @@ struct Job {
     /// as `bad_input` without running, and that result written back).
     checked: Result<CheckedTask, CheckError>,
     origin: String,
+    /// Resumed after a restart: its start is made durable before it runs, so that every start
+    /// of a task that crashes the process is counted.
+    resumed: bool,
 }
 
 impl Job {
@@ -80,6 +86,7 @@ impl Job {
             task: checked.spec.clone(),
             checked: Ok(checked),
             origin: API_ORIGIN.into(),
+            resumed: false,
         }
     }
 }
@@ -145,10 +152,21 @@ impl Scheduler {
     async fn resume(&self) -> anyhow::Result<Vec<Job>> {
         let mut rerun = Vec::new();
         for record in self.state.resumable()? {
-            let job = self.job(record.task, &record.origin);
-            match record.result {
-                Some(result) if record.state.is_finished() => {
+            let poisoned = quarantine::is_poisoned(&record, self.quarantine_after);
+            let message = poisoned.then(|| quarantine::quarantine_message(&record));
+            let mut job = self.job(record.task, &record.origin);
+            job.resumed = true;
+            match (record.result, message) {
+                (Some(result), _) if record.state.is_finished() => {
                     info!(task_id = %job.task.task_id, "reporting a result persisted before a restart");
+                    self.report(&job, &result).await;
+                }
+                (_, Some(message)) => {
+                    warn!(task_id = %job.task.task_id, attempts = record.attempts, "quarantining a task that keeps crashing the coordinator");
+                    let result = ResultEnvelope::failure(ErrorKind::Crashed, message);
+                    self.state.quarantine(&job.task.task_id, &result).await?;
+                    self.metrics
+                        .record_result(ErrorKind::Crashed.as_str(), None);
                     self.report(&job, &result).await;
                 }
                 _ => rerun.push(job),
@@ -250,6 +268,7 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             concurrency: 1,
             rules: IntakeRules::default(),
+            quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
         };
         let state = Arc::new(RedbStore::open(dir.path()).unwrap());
         let outcomes = scheduler(state.clone(), vec![task])
@@ -316,6 +335,7 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             concurrency: 1,
             rules: IntakeRules::default(),
+            quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
         };
         let polls = || source.polls.load(std::sync::atomic::Ordering::SeqCst);
         let until = |want: usize| async move {
@@ -382,6 +402,7 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             concurrency: 1,
             rules: IntakeRules::default(),
+            quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
         };
         let (api, inbox) = mpsc::channel(INBOX_CAPACITY);
         let shutdown = CancellationToken::new();
@@ -410,5 +431,43 @@ mod tests {
             .expect("serve did not stop while the poll hung")
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_task_started_three_times_without_finishing_is_quarantined_not_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let task = TaskSpec::new("poison", "x.wasm", serde_json::Value::Null);
+        state.admit(vec![task], API_ORIGIN).await.unwrap();
+        for _ in 0..quarantine::DEFAULT_QUARANTINE_AFTER {
+            state.record_start("poison").await.unwrap(); // each start, then the process died
+        }
+        let backend = Arc::new(StoppedBackend::default());
+        let scheduler = Scheduler {
+            source: Arc::new(PlaceholderSource::new(vec![])),
+            modules: Arc::new(AnyModule),
+            backend: backend.clone(),
+            state: state.clone(),
+            metrics: Arc::new(Metrics::default()),
+            concurrency: 1,
+            rules: IntakeRules::default(),
+            quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
+        };
+        scheduler.run_once().await.unwrap();
+        let record = state.get("poison").unwrap().unwrap();
+        assert_eq!(
+            record.state,
+            crate::state::TaskState::Quarantined,
+            "{record:?}"
+        );
+        assert_eq!(record.attempts, 3, "it was not started a fourth time");
+        let result = record.result.expect("a result saying why");
+        assert_eq!(result.kind(), Some(ErrorKind::Crashed));
+        assert!(record.reported);
+        assert_eq!(
+            *backend.reconciled.lock().unwrap(),
+            [Vec::<String>::new()],
+            "nothing left to rerun"
+        );
     }
 }

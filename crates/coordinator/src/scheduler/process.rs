@@ -19,7 +19,7 @@ impl Scheduler {
         async move {
             let started = Instant::now();
             let result = match &job.checked {
-                Ok(task) => self.execute(task).await,
+                Ok(task) => self.execute(task, job.resumed).await,
                 Err(e) => ResultEnvelope::failure(
                     ErrorKind::BadInput,
                     format!("the task is malformed: {e}"),
@@ -82,10 +82,13 @@ impl Scheduler {
             task,
             checked,
             origin: origin.into(),
+            resumed: false,
         }
     }
 
-    async fn execute(&self, task: &CheckedTask) -> ResultEnvelope {
+    /// Fetches the module and runs the task; `durable_start` waits until its start is recorded
+    /// (a resumed task: see [`StateStore::record_start`](crate::state::StateStore::record_start)).
+    async fn execute(&self, task: &CheckedTask, durable_start: bool) -> ResultEnvelope {
         self.state.record_progress(task.id(), TaskState::Fetching);
         info!(state = "fetching", "task taken");
         let fetch_started = Instant::now();
@@ -97,7 +100,15 @@ impl Scheduler {
         self.metrics.fetch_seconds.observe(fetched.as_secs_f64());
         self.metrics.observe_stage("fetch", fetched);
         self.metrics.fetched_bytes.inc_by(module.len() as u64);
-        self.state.record_progress(task.id(), TaskState::Running);
+        if durable_start {
+            let state = self.state.as_ref();
+            retry("recording a resumed task's start", || {
+                state.record_start(task.id())
+            })
+            .await;
+        } else {
+            self.state.record_progress(task.id(), TaskState::Running);
+        }
         info!(state = "running", bytes = module.len(), "module ready");
         let run_started = Instant::now();
         let result = self.backend.run(task, module).await;

@@ -134,6 +134,15 @@ pub trait StateStore: Send + Sync {
     /// that only means the task runs again, as it would anyway.
     fn record_progress(&self, task_id: &str, state: TaskState);
 
+    /// Records that a task starts running (an attempt) and waits until that is durable. Used
+    /// for tasks resumed after a restart, so that a task that crashes the process is counted on
+    /// every start and quarantined after a few ([`quarantine`]) instead of making a crash loop.
+    /// The default records it without waiting.
+    async fn record_start(&self, task_id: &str) -> Result<(), StateError> {
+        self.record_progress(task_id, TaskState::Running);
+        Ok(())
+    }
+
     /// Persists a task's result and its final state; `reported` also records its write-back in
     /// the same commit (for tasks whose result needs no write-back: the API serves it).
     async fn finish(

@@ -90,7 +90,7 @@ mod tests {
             .collect();
         assert_eq!(ids, ["p"]);
         // `Io` stands in for the `crashed` kind the task crate is to add.
-        let result = ResultEnvelope::failure(ErrorKind::Io, quarantine_message(&resumed[0]));
+        let result = ResultEnvelope::failure(ErrorKind::Crashed, quarantine_message(&resumed[0]));
         store.quarantine("p", &result).await.unwrap();
         drop(store);
         let store = RedbStore::open(dir.path()).unwrap();

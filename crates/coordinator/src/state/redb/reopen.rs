@@ -122,8 +122,6 @@ mod tests {
     use super::super::RedbStore;
     use crate::state::StateStore;
     use serde_json::json;
-    use std::path::Path;
-    use std::process::Command;
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
     use wasm_exec_task::TaskSpec;
@@ -204,44 +202,7 @@ mod tests {
         );
     }
 
-    /// A tmpfs mounted on a fresh directory, unmounted on drop.
-    struct Tmpfs(tempfile::TempDir);
-
-    impl Tmpfs {
-        fn mount(size: &str) -> Option<Self> {
-            let dir = tempfile::tempdir().unwrap();
-            let mounted = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .status();
-            match mounted {
-                Ok(status) if status.success() => Some(Self(dir)),
-                other => {
-                    eprintln!("skipped: mounting a tmpfs needs root ({other:?})");
-                    None
-                }
-            }
-        }
-
-        fn path(&self) -> &Path {
-            self.0.path()
-        }
-
-        fn resize(&self, size: &str) {
-            let status = Command::new("mount")
-                .args(["-o", &format!("remount,size={size}")])
-                .arg(self.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.path()).status();
-        }
-    }
+    use wasm_exec_test_peers::Tmpfs;
 
     #[tokio::test]
     async fn writes_work_again_without_a_restart_once_a_full_disk_has_room() {

@@ -174,6 +174,14 @@ impl StateStore for RedbStore {
         }
     }
 
+    async fn record_start(&self, task_id: &str) -> Result<(), StateError> {
+        let change = Change::Progress {
+            id: task_id.to_owned(),
+            state: TaskState::Running,
+        };
+        answer(self.send(change, Waiter::Done)).await
+    }
+
     async fn finish(
         &self,
         task_id: &str,
