@@ -6,15 +6,18 @@
 //! - [`ipfs`]: a real IPFS node (js-ipfs from `peers/ipfs`).
 //! - [`service`]: one of our binaries, its log collected and its API address read from it.
 //! - [`http`]: blocking HTTP calls with statuses as data.
+//! - [`tls`]: a throwaway CA and a TLS proxy in front of a plain-HTTP peer.
 
 pub mod anvil;
 pub mod http;
 pub mod ipfs;
 pub mod service;
+pub mod tls;
 
 pub use anvil::{Anvil, KEYS};
 pub use ipfs::JsIpfs;
 pub use service::Service;
+pub use tls::{TestCa, TlsProxy};
 
 use std::path::{Path, PathBuf};
 
