@@ -1,6 +1,6 @@
 //! Reaching a node: JSON-RPC over HTTP(S), or over a WebSocket (`ws://`, `wss://`) that also
-//! pushes new heads. TLS is rustls with the ring provider and the certificate check reqwest makes
-//! (the system's store; `SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), for both.
+//! pushes new heads. TLS is `wasm-exec-tls`'s for both (the system's store, `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR` honoured, bundled roots where the system has none), as for the IPFS gateway.
 
 use crate::registry::ChainError;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -53,11 +53,17 @@ pub fn connect_http(url: &str, signer: PrivateKeySigner) -> Result<DynProvider, 
             "the RPC URL \"{url}\" is a WebSocket URL where an http:// or https:// one is needed"
         )));
     }
-    install_tls_provider();
-    let url = url
+    let parsed = url
         .parse()
         .map_err(|e| ChainError::Url(format!("the RPC URL \"{url}\" does not parse: {e}")))?;
-    Ok(with_fillers(RpcClient::new_http(url), signer))
+    let client = wasm_exec_tls::http_client()
+        .map_err(|e| ChainError::Tls(format!("for {url}: {e}")))?
+        .build()
+        .map_err(|e| ChainError::Tls(format!("building the HTTP client for {url}: {e}")))?;
+    Ok(with_fillers(
+        RpcClient::new_http_with_client(client, parsed),
+        signer,
+    ))
 }
 
 /// A provider over whichever transport `url` names, signing with `signer`, like
@@ -68,7 +74,6 @@ pub async fn connect(url: &str, signer: PrivateKeySigner) -> Result<DynProvider,
     match Transport::of(url)? {
         Transport::Http => connect_http(url, signer),
         Transport::WebSocket => {
-            install_tls_provider();
             let socket = Socket::new(url)?;
             let client = ClientBuilder::default()
                 .pubsub(socket)
@@ -92,11 +97,6 @@ fn with_fillers(client: RpcClient, signer: PrivateKeySigner) -> DynProvider {
         .erased()
 }
 
-/// The process-wide TLS provider: ring (kube uses it too); a second install is a no-op.
-fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// A WebSocket to the node, opened (and reopened) with our TLS configuration.
 struct Socket {
     url: String,
@@ -109,12 +109,8 @@ impl Socket {
             ChainError::Url(format!("the RPC URL \"{url}\" is not a WebSocket URL: {e}"))
         })?;
         let tls = if url.to_ascii_lowercase().starts_with("wss://") {
-            use rustls_platform_verifier::ConfigVerifierExt;
-            let config = rustls::ClientConfig::with_platform_verifier().map_err(|e| {
-                ChainError::Tls(format!(
-                    "loading the system's TLS certificates for {url}: {e}; install a CA bundle or point SSL_CERT_FILE at one"
-                ))
-            })?;
+            let config = wasm_exec_tls::client_config()
+                .map_err(|e| ChainError::Tls(format!("for {url}: {e}")))?;
             Some(Arc::new(config))
         } else {
             None

@@ -123,7 +123,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
+        let client = wasm_exec_tls::http_client().expect("TLS").pool_max_idle_per_host(CLIENTS).build().expect("client");
         let deadline = Instant::now() + Duration::from_secs(20);
         while client.get(format!("{base}/healthz")).send().await.is_err() {
             assert!(Instant::now() < deadline, "coordinator did not start");

@@ -15,7 +15,7 @@ use wasm_exec_chain::requester::{Completion, TaskRequest, completions, set_execu
 use wasm_exec_chain::{
     Address, DynProvider, PrivateKeySigner, Registry, U256, connect_http, deploy, keccak256,
 };
-use wasm_exec_test_peers::{Anvil, KEYS};
+use wasm_exec_test_peers::{Anvil, KEYS, TestCa};
 
 const ADD: &str = "bafkreic4y3temla33obbacyznk4penucufbdtaq5mcfju3jljlgm2lvhbi";
 const FIB: &str = "bafkreiesibz2ybgnmbptk3uq4lwwd2yh7njf2oqidqoxczgs6fvdqlv4je";
@@ -660,98 +660,13 @@ fn heads_seen(base: &str, via: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().expect("a count"))
 }
 
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (scripts/install-test-peers installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn https_and_wss_rpc_urls_work_and_their_certificates_are_verified() {
     let chain = Chain::start();
-    let certs = tempfile::tempdir().unwrap();
-    let dir = certs.path();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=wasm-exec test CA",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
     // TLS in front of the real node (anvil speaks plain HTTP).
-    let mut proxy = std::process::Command::new("python3")
-        .arg(support::repo("testdata/chain/tls-proxy.py"))
-        .args([dir.join("server.pem"), dir.join("server.key")])
-        .arg(&chain.anvil.url)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the TLS proxy");
-    let mut port = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(proxy.stdout.take().expect("stdout")),
-        &mut port,
-    )
-    .expect("the proxy's port");
-    let port = port.trim().to_string();
+    let ca = TestCa::new();
+    let proxy = ca.proxy(&chain.anvil.url);
+    let port = proxy.port;
     let submit = |scheme: &str, trusted: bool| {
         let url = format!("{scheme}://127.0.0.1:{port}");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"));
@@ -763,7 +678,7 @@ fn https_and_wss_rpc_urls_work_and_their_certificates_are_verified() {
                 "chain", "submit", "--cid", FIB, "--entry", "fib", "--args", "[7]",
             ]);
         if trusted {
-            cmd.env("SSL_CERT_FILE", dir.join("ca.pem"));
+            cmd.env("SSL_CERT_FILE", ca.ca_file());
         }
         cmd.output().expect("run coordinator chain submit")
     };
@@ -786,6 +701,4 @@ fn https_and_wss_rpc_urls_work_and_their_certificates_are_verified() {
             "{scheme}: {printed}"
         );
     }
-    let _ = proxy.kill();
-    let _ = proxy.wait();
 }

@@ -1,11 +1,13 @@
 //! The gateway store against a stand-in gateway (an axum server inside the test) that can lie,
-//! fail or stall: every byte must be verified against the CID before it is handed out.
+//! fail or stall: every byte must be verified against the CID before it is handed out; and over
+//! HTTPS, whose certificate is checked against the same roots as the chain RPC's.
 
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::path::Path;
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +15,7 @@ use wasm_exec_coordinator::module::ModuleStore;
 use wasm_exec_coordinator::module::gateway::{GatewayConfig, GatewayStore};
 use wasm_exec_ipfs::file_cids;
 use wasm_exec_task::ErrorKind;
+use wasm_exec_test_peers::TestCa;
 
 /// One scripted answer of the stand-in gateway.
 #[derive(Clone)]
@@ -218,36 +221,78 @@ async fn names_are_not_cids_for_a_gateway() {
     assert_eq!(err.kind(), ErrorKind::BadInput);
 }
 
+/// `coordinator --once` over one `fib(12)` task named `task` whose module `cid` comes from the
+/// gateway at `endpoint` only (no retries), with `env` added to an empty environment.
+async fn run_once(endpoint: &str, task: &str, cid: &str, env: &[(&str, &Path)]) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tasks = serde_json::json!([{"task_id": task, "wasm_cid": cid, "input": {"entry": "fib", "args": [12]}}]);
+    std::fs::write(dir.path().join("tasks.json"), tasks.to_string()).expect("tasks file");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"));
+    cmd.env_clear()
+        .arg("--once")
+        .env("COORDINATOR_IPFS_ENDPOINT", endpoint)
+        .env("COORDINATOR_IPFS_RETRIES", "0")
+        .env("COORDINATOR_TASKS_FILE", dir.path().join("tasks.json"))
+        .env("COORDINATOR_STATE_DIR", dir.path().join("state"))
+        .env("COORDINATOR_LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied());
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run coordinator"))
+        .await
+        .expect("the blocking task");
+    drop(dir);
+    out
+}
+
+/// The `--once` table's line for `task`, or the whole output if there is none.
+fn row(out: &Output, task: &str) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(task))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no row for {task}: {out:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_never_runs_a_module_a_tampered_gateway_sent() {
     let (mut bytes, cid) = fib();
     bytes[20] ^= 0x10;
     let gw = stand_in(vec![Answer::Plain(bytes)]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let tasks = serde_json::json!([{"task_id": "tampered", "wasm_cid": cid, "input": {"entry": "fib", "args": [12]}}]);
-    std::fs::write(dir.path().join("tasks.json"), tasks.to_string()).unwrap();
-    let (base, path) = (gw.base.clone(), dir.path().to_path_buf());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"))
-            .env_clear()
-            .arg("--once")
-            .env("COORDINATOR_IPFS_ENDPOINT", base)
-            .env("COORDINATOR_TASKS_FILE", path.join("tasks.json"))
-            .env("COORDINATOR_STATE_DIR", path.join("state"))
-            .env("COORDINATOR_LISTEN", "127.0.0.1:0")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = run_once(&gw.base, "tampered", &cid, &[]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("tampered") && l.contains("failed (integrity)")),
-        "{stdout}"
+        row(&out, "tampered").contains("failed (integrity)"),
+        "{out:?}"
     );
     assert!(!stderr.contains("module ready"), "nothing ran: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_gateway_behind_a_private_ca_is_trusted_only_through_ssl_cert_file() {
+    let (bytes, cid) = fib();
+    let gw = stand_in(vec![Answer::Plain(bytes)]).await;
+    let ca = tokio::task::spawn_blocking(TestCa::new).await.unwrap();
+    let proxy = ca.proxy(gw.base.trim_end_matches("/ipfs"));
+    let endpoint = format!("https://127.0.0.1:{}/ipfs", proxy.port);
+
+    let untrusted = run_once(&endpoint, "untrusted", &cid, &[]).await;
+    assert_eq!(untrusted.status.code(), Some(1), "{untrusted:?}");
+    assert!(
+        row(&untrusted, "untrusted").contains("failed (module_unavailable)"),
+        "{untrusted:?}"
+    );
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    assert_eq!(gw.hits.load(Ordering::SeqCst), 0, "no request got through");
+
+    let ca_file = ca.ca_file();
+    let trusted = run_once(&endpoint, "trusted", &cid, &[("SSL_CERT_FILE", &ca_file)]).await;
+    assert_eq!(trusted.status.code(), Some(0), "{trusted:?}");
+    let cols: Vec<String> = row(&trusted, "trusted")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    // TASK ENTRY STATE RESULT TIME
+    assert_eq!(cols[2..4], ["succeeded", "144"], "{cols:?}");
+    assert_eq!(gw.hits.load(Ordering::SeqCst), 1);
 }

@@ -7,16 +7,19 @@
 //! - [`service`]: one of our binaries, its log collected and its API address read from it.
 //! - [`http`]: blocking HTTP calls with statuses as data.
 //! - [`tmpfs`]: a small filesystem of its own, for disk-full tests.
+//! - [`tls`]: a throwaway CA and a TLS proxy in front of a plain-HTTP peer.
 
 pub mod anvil;
 pub mod http;
 pub mod ipfs;
 pub mod service;
+pub mod tls;
 pub mod tmpfs;
 
 pub use anvil::{Anvil, KEYS};
 pub use ipfs::JsIpfs;
 pub use service::Service;
+pub use tls::{TestCa, TlsProxy};
 pub use tmpfs::Tmpfs;
 
 use std::path::{Path, PathBuf};

@@ -61,9 +61,12 @@ enum Attempt {
 }
 
 impl GatewayStore {
-    /// A store for `config`; HTTPS gateways are trusted through the bundled Mozilla roots.
+    /// A store for `config`. An HTTPS gateway is trusted as the chain RPC is (`wasm-exec-tls`):
+    /// the system's store, `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, bundled roots where the
+    /// system has none.
     pub fn new(config: GatewayConfig) -> Result<Self, ModuleError> {
-        let client = reqwest::Client::builder()
+        let client = wasm_exec_tls::http_client()
+            .map_err(|e| ModuleError::Io(format!("TLS for the gateway {}: {e}", config.endpoint)))?
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(concat!("wasm-exec-coordinator/", env!("CARGO_PKG_VERSION")))
@@ -122,7 +125,7 @@ impl GatewayStore {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Attempt::Retry(format!("requesting {url}: {e}")),
+            Err(e) => return Attempt::Retry(format!("requesting {url}: {}", with_causes(&e))),
         };
         let status = response.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -159,7 +162,9 @@ impl GatewayStore {
                     limit: self.config.max_bytes,
                 });
             }
-            Err(Capped::Failed(e)) => return Attempt::Retry(format!("reading {url}: {e}")),
+            Err(Capped::Failed(e)) => {
+                return Attempt::Retry(format!("reading {url}: {}", with_causes(&e)));
+            }
         };
         let verified = if content_type.starts_with("application/vnd.ipld.car") {
             let limits = CarLimits {
@@ -186,6 +191,19 @@ impl GatewayStore {
             ))),
         }
     }
+}
+
+/// `error` and its causes, joined by `: ` (reqwest's own message leaves out why a connection
+/// failed, e.g. the certificate check's `UnknownIssuer`).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// Why a body was not read whole.

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""TLS in front of a JSON-RPC node, for the tests of https:// and wss:// RPC URLs: terminates TLS
-with the given certificate and relays the bytes of each connection to the node's plain port, so
-HTTP requests and WebSocket sessions both pass.
+"""TLS in front of a plain-HTTP peer (a JSON-RPC node, an IPFS gateway), for the tests of https://
+and wss:// URLs (started by crates/test-peers/src/tls.rs): terminates TLS with the given
+certificate and relays the bytes of each connection to the peer's plain port, so HTTP requests and
+WebSocket sessions both pass.
 
 Usage: tls-proxy.py CERT KEY UPSTREAM_URL   (prints the port it listens on, then serves)
 """
