@@ -1,7 +1,9 @@
 //! Bounded retries of API requests: transient failures (429, 5xx, timeouts, connection errors)
-//! are tried again with doubling backoff; anything else (4xx) fails at once.
+//! are tried again with doubling backoff and jitter ([`backon`]); anything else (4xx) fails at
+//! once.
 
 use super::errors::is_transient;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::future::Future;
 use std::time::Duration;
 use tracing::warn;
@@ -36,19 +38,31 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
     {
-        let mut wait = self.first_backoff;
-        let mut left = self.attempts.max(1);
+        let mut waits = self.waits();
         loop {
-            left -= 1;
             match attempt().await {
-                Err(e) if left > 0 && is_transient(&e) => {
+                Err(e) if is_transient(&e) => {
+                    let Some(wait) = waits.next() else {
+                        return Err(e);
+                    };
                     warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(self.max_backoff);
                 }
                 done => return done,
             }
         }
+    }
+
+    /// The waits between attempts: `attempts - 1` of them, from `first_backoff` doubling to
+    /// `max_backoff`, each with jitter (so that many tasks retrying one failed API server do not
+    /// all come back in the same instant).
+    pub fn waits(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::new()
+            .with_min_delay(self.first_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_jitter()
+            .with_max_times(self.attempts.max(1) as usize - 1)
+            .build()
     }
 }
 
@@ -62,6 +76,20 @@ mod tests {
         let mut status = Status::failure("no", "");
         status.code = code;
         kube::Error::Api(status.boxed())
+    }
+
+    #[test]
+    fn waits_double_up_to_the_cap_with_jitter_and_stop_at_the_bound() {
+        let policy = RetryPolicy::default();
+        let waits: Vec<Duration> = policy.waits().collect();
+        assert_eq!(waits.len() as u32, policy.attempts - 1);
+        for (n, wait) in waits.iter().enumerate() {
+            let base = (policy.first_backoff * 2u32.pow(n as u32)).min(policy.max_backoff);
+            assert!(
+                *wait >= base && *wait <= base * 2,
+                "wait {n}: {wait:?} for {base:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@
 use super::{BACKOFF, Job, Outcome, Scheduler};
 use crate::source::Delivery;
 use crate::state::{API_ORIGIN, TaskState};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
@@ -146,22 +147,27 @@ fn wasm_time(result: &ResultEnvelope) -> Duration {
     Duration::try_from_secs_f64(result.duration_ms / 1e3).unwrap_or_default()
 }
 
-/// Retries `attempt` with backoff (100 ms doubling to 30 s) until it succeeds: a task never
-/// moves past a step that did not happen.
-async fn retry<T, F, Fut, E>(what: &str, mut attempt: F) -> T
+/// Retries `attempt` with backoff (from 100 ms doubling to 30 s, with jitter) until it
+/// succeeds: a task never moves past a step that did not happen.
+pub(super) async fn retry<T, F, Fut, E>(what: &str, mut attempt: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    let mut wait = BACKOFF.0;
+    let mut waits = ExponentialBuilder::new()
+        .with_min_delay(BACKOFF.0)
+        .with_max_delay(BACKOFF.1)
+        .with_jitter()
+        .without_max_times()
+        .build();
     loop {
         match attempt().await {
             Ok(done) => return done,
             Err(e) => {
+                let wait = waits.next().unwrap_or(BACKOFF.1);
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(BACKOFF.1);
             }
         }
     }
