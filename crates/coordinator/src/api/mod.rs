@@ -1,0 +1,142 @@
+//! The HTTP API (always on): submit tasks, read them back with their results, probes, metrics.
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?}` |
+//! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result |
+//! | GET | `/v1/tasks/{id}/result` | the result document alone, as one compact JSON line: the bytes whose keccak-256 the chain source writes on chain |
+//! | GET | `/v1/tasks?state=&after=&limit=` | a page of tasks ordered by id |
+//! | GET | `/healthz`, `/readyz` | probes (never need the token) |
+//! | GET | `/metrics` | Prometheus text |
+//!
+//! A submission is persisted before it is answered (201), so an accepted task is never lost; a
+//! second submission with the same `task_id` and body answers 200 with the existing task and is
+//! not run again; the same id with another body is a 409. Errors are JSON naming the field.
+
+//!
+//! # Layout
+//! - here: the [`Api`] state, the [`router`], the body cap, the probes and `/metrics`.
+//! - `submit`: `POST /v1/tasks`; `read`: the GET routes; `auth`: the bearer token;
+//!   `error`: [`ApiError`].
+
+mod auth;
+mod error;
+mod read;
+mod submit;
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::state::StateStore;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use wasm_exec_task::{CheckedTask, IntakeRules};
+
+/// Largest page of `GET /v1/tasks`.
+pub const MAX_PAGE: usize = 1000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    /// Where tasks are persisted and read back.
+    pub state: Arc<dyn StateStore>,
+    /// Hands accepted tasks to the scheduler (bounded: [`crate::scheduler::INBOX_CAPACITY`]);
+    /// `None` when nothing would run them (a `--once` run), so submissions are refused.
+    pub submit: Option<mpsc::Sender<CheckedTask>>,
+    /// The intake check's limit defaults and maxima.
+    pub rules: Arc<IntakeRules>,
+    /// Bearer token every request but the probes must carry, if set.
+    pub token: Option<Arc<str>>,
+    /// The metrics rendered by `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router with every route, the body size cap (`max_body` bytes; 413 beyond) and the token
+/// check.
+pub fn router(api: Api, max_body: usize) -> Router {
+    let protected = Router::new()
+        .route("/v1/tasks", get(read::list_tasks).post(submit::submit_task))
+        .route("/v1/tasks/{id}", get(read::get_task))
+        .route("/v1/tasks/{id}/result", get(read::get_result))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            api.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            max_body,
+            reject_announced_oversize,
+        ))
+        .with_state(api)
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over the cap, before any of its
+/// body is read (a body without a length is still cut at the cap as it is read).
+async fn reject_announced_oversize(
+    State(max_body): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max_body as u64) {
+        return body_too_large().into_response();
+    }
+    next.run(request).await
+}
+
+pub(super) fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+        "request body too large; the limit is COORDINATOR_MAX_BODY_KB",
+    )
+}
+
+/// Ready when the state store reads and the task source works (a failing source is named).
+async fn readyz(State(api): State<Api>) -> Response {
+    if let Err(e) = api.state.counts() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response();
+    }
+    if let Some(failure) = api.state.write_failure() {
+        let since_s = crate::state::now_ms().saturating_sub(failure.since_ms) / 1000;
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: state writes fail (for {since_s} s): {}\n",
+                failure.error
+            ),
+        )
+            .into_response();
+    }
+    match api.metrics.source_problem() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the task source fails: {problem}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {
+    let text = api
+        .metrics
+        .render(api.state.as_ref())
+        .map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

@@ -1,0 +1,254 @@
+//! `POST /v1/tasks`: a submission parsed, passed through the intake check, persisted (answered
+//! 201 only once it is durable), and handed to the scheduler.
+
+use super::{Api, ApiError, body_too_large, read::TaskView};
+use crate::state::StateStore;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use wasm_exec_task::{CheckedTask, IntakeRules, TaskLimits, TaskSpec};
+
+/// The body of `POST /v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
+    task_id: Option<String>,
+    wasm_cid: String,
+    entry: Option<String>,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    limits: TaskLimits,
+}
+
+pub(super) async fn submit_task(
+    State(api): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            body_too_large()
+        } else {
+            ApiError::new(e.status(), None, e.body_text())
+        }
+    })?;
+    let Some(submit) = &api.submit else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "this coordinator runs with --once: it runs its source's tasks and exits, and takes \
+             no submissions; start it without --once to submit tasks",
+        ));
+    };
+    refuse_when_disk_is_low(api.state.as_ref())?;
+    let (task, generated) = validate(&body, &api.rules)?;
+    let (task, fresh) = admit_submission(api.state.as_ref(), task, generated, new_task_id).await?;
+    let spec = task.spec.clone();
+    if fresh {
+        tracing::info!(task_id = %spec.task_id.escape_debug(), cid = %spec.wasm_cid.escape_debug(), state = "pending", "task submitted");
+        // The scheduler is gone only during shutdown; the task is persisted and resumes on start.
+        let _ = submit.send(task).await;
+    }
+    let record = api
+        .state
+        .get(&spec.task_id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("an admitted task vanished"))?;
+    if !fresh && record.task != spec {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            Some("task_id"),
+            format!(
+                "task_id \"{}\" was already submitted with another body; choose another id",
+                spec.task_id
+            ),
+        ));
+    }
+    let status = if fresh {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(TaskView::from(record))).into_response())
+}
+
+/// 503 with `Retry-After` while the state directory's free space is under its watermark, so a
+/// submission is refused before the disk is full rather than failing halfway (and is never
+/// run later after an error answer). Failing writes refuse it the same way.
+fn refuse_when_disk_is_low(state: &dyn StateStore) -> Result<(), ApiError> {
+    let space = state.disk_space().map_err(ApiError::internal)?;
+    if let Some(space) = space.filter(|s| s.is_low()) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!(
+                "the coordinator's state disk is nearly full ({} MiB free, under the {} MiB \
+                 of COORDINATOR_STATE_LOW_WATERMARK_MB); the task was not taken: retry later",
+                space.free_bytes >> 20,
+                space.low_watermark_bytes >> 20
+            ),
+        )
+        .retry_after(RETRY_AFTER_SECS));
+    }
+    if let Some(failure) = state.write_failure() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!(
+                "the coordinator cannot write its state ({}); the task was not taken: retry later",
+                failure.error
+            ),
+        )
+        .retry_after(RETRY_AFTER_SECS));
+    }
+    Ok(())
+}
+
+/// The answer to a submission the store could not persist: 503, with `Retry-After`, and the task
+/// id, since the write may or may not have landed: the same id again gets the same task, once.
+fn not_taken(task_id: &str, e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(task_id, error = %e, "a submission could not be persisted");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some("task_id"),
+        format!(
+            "the coordinator could not persist the task ({e}); it may or may not have been \
+             taken: submit it again with \"task_id\": \"{task_id}\" to get it exactly once"
+        ),
+    )
+    .retry_after(RETRY_AFTER_SECS)
+}
+
+/// Seconds a client is asked to wait before retrying a submission refused for lack of space.
+const RETRY_AFTER_SECS: u32 = 5;
+
+/// Persists a submission; returns the task as admitted and whether it is new. A task whose id
+/// was generated (`generated`) must be new: if its id is taken, however unlikely with 74 random
+/// bits, it gets another from `new_id` rather than being answered with someone else's task.
+async fn admit_submission(
+    state: &dyn StateStore,
+    mut task: CheckedTask,
+    generated: bool,
+    mut new_id: impl FnMut() -> String,
+) -> Result<(CheckedTask, bool), ApiError> {
+    for _ in 0..GENERATED_ID_TRIES {
+        let fresh = state
+            .admit(vec![task.spec.clone()], crate::state::API_ORIGIN)
+            .await
+            .map_err(|e| not_taken(task.id(), e))?;
+        if !fresh.is_empty() || !generated {
+            return Ok((task, !fresh.is_empty()));
+        }
+        tracing::warn!(task_id = %task.id(), "a generated task id was taken; drawing another");
+        task.spec.task_id = new_id();
+    }
+    Err(ApiError::internal("could not draw an unused task id"))
+}
+
+/// Draws of a fresh id before a submission is refused (each collision has odds of 2^-74).
+const GENERATED_ID_TRIES: usize = 4;
+
+/// Parses a submission and passes it through the intake check ([`TaskSpec::check`]); every
+/// error names its field. Also says whether the task id was generated here (there was none).
+fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let sub: Submission = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body" } else { path.as_str() };
+        ApiError::bad(
+            field,
+            format!(
+                "{}; expected {{\"task_id\"?, \"wasm_cid\", \"entry\"?, \"input\"?, \"limits\"?}}",
+                e.inner()
+            ),
+        )
+    })?;
+    de.end().map_err(|e| {
+        ApiError::bad(
+            "body",
+            format!("{e}: send one JSON object and nothing after it"),
+        )
+    })?;
+    let generated = sub.task_id.is_none();
+    let spec = TaskSpec {
+        task_id: sub.task_id.unwrap_or_else(new_task_id),
+        wasm_cid: sub.wasm_cid,
+        entry: sub.entry,
+        input: sub.input,
+        limits: sub.limits,
+    };
+    let checked = spec
+        .check(rules)
+        .map_err(|e| ApiError::bad(&e.field, e.message))?;
+    Ok((checked, generated))
+}
+
+/// A fresh id for a submission without one: a UUIDv7 (its time, then 74 random bits), so an id
+/// drawn after a restart or after the clock stepped back does not repeat an old one; ids drawn
+/// later sort later while the clock moves forward.
+fn new_task_id() -> String {
+    task_id_at(uuid::Timestamp::now(uuid::NoContext))
+}
+
+/// A UUIDv7 task id for the time `at` (random in every bit that is not the time).
+fn task_id_at(at: uuid::Timestamp) -> String {
+    uuid::Uuid::new_v7(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::API_ORIGIN;
+    use crate::state::redb::RedbStore;
+    use serde_json::json;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_drawn_after_the_clock_stepped_back_never_meet_the_old_ones() {
+        let at = |ms: u64| uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, 0);
+        // Before a restart: 50,000 ids in the same millisecond. After it, the clock stepped back
+        // to that very millisecond and 50,000 more are drawn.
+        let before: HashSet<String> = (0..50_000)
+            .map(|_| task_id_at(at(1_700_000_000_000)))
+            .collect();
+        assert_eq!(before.len(), 50_000, "ids repeated within one millisecond");
+        let met = (0..50_000)
+            .map(|_| task_id_at(at(1_700_000_000_000)))
+            .filter(|id| before.contains(id))
+            .count();
+        assert_eq!(met, 0, "an id drawn after the step back met an old one");
+        assert_ne!(new_task_id(), new_task_id());
+    }
+
+    #[tokio::test]
+    async fn a_generated_id_already_taken_is_drawn_again_never_answered_with_the_old_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = RedbStore::open(dir.path()).unwrap();
+        let old = TaskSpec::new("taken", "fib.wasm", json!([12]))
+            .check(&IntakeRules::default())
+            .unwrap();
+        state
+            .admit(vec![old.spec.clone()], API_ORIGIN)
+            .await
+            .unwrap();
+
+        let same_body = old.clone();
+        let (spec, fresh) = admit_submission(&state, same_body, true, || "drawn-again".into())
+            .await
+            .unwrap();
+        assert!(fresh, "the submission was answered with the old task");
+        assert_eq!(spec.id(), "drawn-again");
+        assert!(state.get("drawn-again").unwrap().is_some());
+
+        // An id the submitter chose keeps its meaning: the same body again is the same task.
+        let (spec, fresh) = admit_submission(&state, old, false, || unreachable!())
+            .await
+            .unwrap();
+        assert!(!fresh);
+        assert_eq!(spec.id(), "taken");
+    }
+}
