@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+mod rejection;
+
 /// How results are written.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
@@ -252,7 +254,7 @@ impl BatchSender {
                         return answer(batch, |_| Err(WriteError::Refused(why.clone())));
                     }
                     None => {
-                        let error = self.send_error(&e.to_string());
+                        let error = rejection::classify_call(&e, self.from);
                         return answer(batch, |_| Err(error.clone()));
                     }
                 },
@@ -423,19 +425,8 @@ impl BatchSender {
             }
             Err(e) => {
                 *next = None;
-                Err(self.send_error(&e.to_string()))
+                Err(rejection::classify(&e, self.from))
             }
-        }
-    }
-
-    fn send_error(&self, message: &str) -> WriteError {
-        if message.contains("insufficient funds") || message.contains("gas required exceeds") {
-            WriteError::NoFunds {
-                address: self.from,
-                detail: message.to_owned(),
-            }
-        } else {
-            WriteError::Node(message.to_owned())
         }
     }
 }
