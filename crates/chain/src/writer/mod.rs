@@ -48,6 +48,9 @@ pub struct WriteOptions {
     pub max_batch_bytes: usize,
     /// Longest wait for more results once one is waiting.
     pub linger: Duration,
+    /// Most results waiting to be gathered into a batch (default 256, four full batches); a
+    /// [`ResultWriter::write`] waits while the queue is full.
+    pub queue: usize,
 }
 
 impl Default for WriteOptions {
@@ -59,6 +62,7 @@ impl Default for WriteOptions {
             max_batch: 64,
             max_batch_bytes: 16 * 1024,
             linger: Duration::from_millis(10),
+            queue: 256,
         }
     }
 }
@@ -121,7 +125,11 @@ pub enum WriteError {
 
 /// Sends results from one executor account.
 pub struct ResultWriter {
-    queue: mpsc::UnboundedSender<Queued>,
+    /// Results waiting for [`gather`], at most [`WriteOptions::queue`]. A full queue cannot
+    /// deadlock: `gather` awaits nothing but the queue and its linger timer (each batch is sent
+    /// on a task of its own, so neither the node nor the receipt tracker holds it up), and the
+    /// tracker never writes here. A caller of `write` waits only until `gather` takes one.
+    queue: mpsc::Sender<Queued>,
     from: Address,
     batcher: tokio::task::JoinHandle<()>,
 }
@@ -144,7 +152,7 @@ impl ResultWriter {
         heads: Heads,
     ) -> Self {
         let sender = Arc::new(BatchSender::new(provider, contract, from, options, heads));
-        let (queue, waiting) = mpsc::unbounded_channel();
+        let (queue, waiting) = mpsc::channel(options.queue.max(1));
         Self {
             queue,
             from,
@@ -158,7 +166,7 @@ impl ResultWriter {
     }
 
     /// Writes one result (in a batch with others waiting) and waits until it is confirmed, or
-    /// finds it already written.
+    /// finds it already written; first waits for room in the queue when it is full.
     pub async fn write(&self, result: &OnChainResult) -> Result<Written, WriteError> {
         let stopped = || WriteError::Node("the result writer has stopped".into());
         let (done, outcome) = oneshot::channel();
@@ -167,13 +175,14 @@ impl ResultWriter {
                 result: result.clone(),
                 done,
             })
+            .await
             .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 }
 
 /// Gathers waiting results into batches and sends each batch on its own task.
-async fn gather(sender: Arc<BatchSender>, mut waiting: mpsc::UnboundedReceiver<Queued>) {
+async fn gather(sender: Arc<BatchSender>, mut waiting: mpsc::Receiver<Queued>) {
     let options = sender.options;
     while let Some(first) = waiting.recv().await {
         let mut bytes = first.result.result.len();
