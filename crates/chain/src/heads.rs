@@ -4,6 +4,7 @@
 
 use crate::connect::Transport;
 use alloy::providers::{DynProvider, Provider};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -11,6 +12,19 @@ use tokio::sync::watch;
 
 /// First and longest waits before subscribing again after the subscription failed.
 const RESUBSCRIBE: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
+
+/// The waits between subscriptions: [`RESUBSCRIBE`]'s first doubling to its longest, each drawn
+/// between half and all of that (jitter, so that coordinators that lost one node do not all
+/// come back to it in the same instant). Never runs out.
+fn resubscribe_waits() -> ExponentialBackoff {
+    let (first, longest) = RESUBSCRIBE;
+    ExponentialBuilder::new()
+        .with_min_delay(first / 2)
+        .with_max_delay(longest / 2)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
 
 /// A new head: its number, and whether the node pushed it (else it was asked for).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,40 +96,49 @@ async fn polled(provider: DynProvider, tx: watch::Sender<Head>, every: Duration)
     }
 }
 
-/// Subscribes to new heads and publishes each; subscribes again, with backoff, when the
-/// subscription cannot be made or ends (alloy renews it across reconnects by itself).
+/// Subscribes to new heads and publishes each; subscribes again, after [`resubscribe_waits`],
+/// when the subscription cannot be made or ends (alloy renews it across reconnects by itself).
 async fn pushed(provider: DynProvider, tx: watch::Sender<Head>) {
-    let (first, longest) = RESUBSCRIBE;
-    let mut wait = first;
+    let mut waits = resubscribe_waits();
     loop {
-        match provider.subscribe_blocks().await {
-            Ok(mut subscription) => {
-                wait = first;
+        let failed = match provider.subscribe_blocks().await {
+            Ok(subscription) => {
+                waits = resubscribe_waits();
                 // A block mined before the subscription took effect is not pushed: ask once.
                 if let Ok(number) = provider.get_block_number().await {
                     publish(&tx, asked(number));
                 }
-                loop {
-                    match subscription.recv().await {
-                        Ok(header) => publish(
-                            &tx,
-                            Head {
-                                number: header.number,
-                                pushed: true,
-                            },
-                        ),
-                        Err(RecvError::Lagged(_)) => continue,
-                        Err(RecvError::Closed) => break,
-                    }
-                }
+                forward(subscription, &tx).await;
                 tracing::warn!("the node ended the new-heads subscription; subscribing again");
+                None
             }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "subscribing to the node's new heads");
-            }
+            Err(e) => Some(e),
+        };
+        let wait = waits.next().unwrap_or(RESUBSCRIBE.1);
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "subscribing to the node's new heads");
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(longest);
+    }
+}
+
+/// Publishes each head `subscription` pushes, until it ends.
+async fn forward(
+    mut subscription: alloy::pubsub::Subscription<alloy::rpc::types::Header>,
+    tx: &watch::Sender<Head>,
+) {
+    loop {
+        match subscription.recv().await {
+            Ok(header) => publish(
+                tx,
+                Head {
+                    number: header.number,
+                    pushed: true,
+                },
+            ),
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 
@@ -139,5 +162,23 @@ mod tests {
         assert!(!rx.has_changed().unwrap(), "the same block again");
         publish(&tx, asked(4));
         assert_eq!(rx.borrow_and_update().number, 4);
+    }
+
+    #[test]
+    fn resubscribing_waits_double_with_jitter_under_todays_waits() {
+        let (first, longest) = RESUBSCRIBE;
+        let waits: Vec<Duration> = resubscribe_waits().take(12).collect();
+        let mut ceiling = first;
+        for wait in &waits {
+            assert!(
+                *wait >= ceiling / 2 && *wait <= ceiling,
+                "{wait:?} for {ceiling:?}"
+            );
+            ceiling = (ceiling * 2).min(longest);
+        }
+        assert!(
+            waits[6..].windows(2).any(|w| w[0] != w[1]),
+            "jitter makes the waits at the cap differ: {waits:?}"
+        );
     }
 }

@@ -2,12 +2,16 @@
 //! the committed ABI and bytecode (`contracts/out`, rebuilt and checked by
 //! `scripts/build-contracts`): the only crate that names alloy's contract types.
 //!
+//! Layout:
+//!
 //! - [`registry`]: the binding, deployment, typed reverts; [`connect`]: providers over HTTP(S)
 //!   or WebSocket; [`heads`]: following the chain's head, pushed or polled.
 //! - [`scan`]: reading `TaskSubmitted` events at a confirmation depth, noticing reorgs;
 //!   [`node`]: the scanner's view of a real node.
-//! - [`writer`]: writing results back exactly once, pipelined, with fee bumps.
-//! - [`setup`]: the checks before serving; [`key`]: the key file.
+//! - [`writer`]: writing results back exactly once, batched, pipelined, with fee bumps;
+//!   [`receipts`]: the one poller that follows result transactions to their depth.
+//! - [`setup`]: the checks before serving; [`key`]: the key file; [`requester`]: what a
+//!   requester and the owner do (submit a task, wait for its result, authorise an executor).
 
 pub mod connect;
 pub mod heads;

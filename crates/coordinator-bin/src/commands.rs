@@ -7,32 +7,18 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use std::process::ExitCode;
 use std::time::Duration;
-use wasm_exec_chain::requester::{TaskRequest, set_executor, submit_task, wait_completed};
+use wasm_exec_chain::requester::{
+    Submitted, TaskRequest, set_executor, submit_task, wait_completed,
+};
 use wasm_exec_chain::{Address, DynProvider, Registry, deploy};
 
 /// Runs one chain command; prints its outcome as one JSON line on stdout.
 pub async fn chain(command: &ChainCommand, args: &ChainArgs) -> anyhow::Result<ExitCode> {
     let provider = connect(args).await?;
     match command {
-        ChainCommand::Deploy => {
-            let address = deploy(&provider)
-                .await
-                .context("deploying the TaskRegistry")?;
-            eprintln!("deployed; serve it with COORDINATOR_CONTRACT_ADDRESS={address}");
-            println!("{}", json!({ "contract": address.to_string() }));
-        }
+        ChainCommand::Deploy => deploy_registry(&provider).await,
         ChainCommand::Authorize { executor, revoke } => {
-            let executor: Address = executor.parse().with_context(|| {
-                format!("--executor \"{executor}\" is not an address (0x and 40 hex digits)")
-            })?;
-            let registry = registry(args, &provider)?;
-            let tx = set_executor(&registry, executor, !revoke)
-                .await
-                .context("calling setExecutor (is the key file the registry owner's?)")?;
-            println!(
-                "{}",
-                json!({ "executor": executor.to_string(), "allowed": !revoke, "tx": tx.to_string() })
-            );
+            authorize(&registry(args, &provider)?, executor, !revoke).await
         }
         ChainCommand::Submit {
             cid,
@@ -44,77 +30,129 @@ pub async fn chain(command: &ChainCommand, args: &ChainArgs) -> anyhow::Result<E
             wait,
             wait_timeout_sec,
         } => {
-            let input = match (call_args, input) {
-                (Some(a), _) => {
-                    let parsed: serde_json::Value = serde_json::from_str(a).with_context(|| {
-                        format!("--args \"{a}\" is not JSON; give an array, e.g. '[12]'")
-                    })?;
-                    if !parsed.is_array() {
-                        bail!("--args must be a JSON array, e.g. '[12]'; got {a}");
-                    }
-                    a.clone()
-                }
-                (None, Some(i)) => {
-                    serde_json::from_str::<serde_json::Value>(i)
-                        .with_context(|| format!("--input \"{i}\" is not JSON"))?;
-                    i.clone()
-                }
-                (None, None) => String::new(),
+            let request = TaskRequest {
+                wasm_cid: cid.clone(),
+                entry: entry.clone(),
+                input: task_input(call_args.as_deref(), input.as_deref())?,
+                fuel: *fuel,
+                timeout_sec: *timeout_sec,
             };
             let registry = registry(args, &provider)?;
-            let submitted = submit_task(
-                &registry,
-                &TaskRequest {
-                    wasm_cid: cid.clone(),
-                    entry: entry.clone(),
-                    input,
-                    fuel: *fuel,
-                    timeout_sec: *timeout_sec,
-                },
-            )
-            .await
-            .context("submitting the task")?;
+            let submitted = submit_task(&registry, &request)
+                .await
+                .context("submitting the task")?;
             if !wait {
-                println!(
-                    "{}",
-                    json!({
-                        "task_id": submitted.task_id.to_string(),
-                        "tx": submitted.tx.to_string(),
-                        "block": submitted.block,
-                    })
-                );
+                print_submitted(&submitted);
                 return Ok(ExitCode::SUCCESS);
             }
-            eprintln!(
-                "task {} submitted in block {}; waiting for its result",
-                submitted.task_id, submitted.block
-            );
-            let done = wait_completed(
-                &provider,
-                *registry.address(),
-                submitted.task_id,
-                submitted.block,
-                Duration::from_millis(args.chain_poll_ms.max(50)),
-                Duration::from_secs(*wait_timeout_sec),
-            )
-            .await?;
-            println!(
-                "{}",
-                json!({
-                    "task_id": submitted.task_id.to_string(),
-                    "ok": done.ok,
-                    "result": done.result,
-                    "envelope_hash": done.envelope_hash.to_string(),
-                    "executor": done.executor.to_string(),
-                    "block": done.block,
-                })
-            );
-            if !done.ok {
-                return Ok(ExitCode::from(1));
-            }
+            let poll = Duration::from_millis(args.chain_poll_ms.max(50));
+            let timeout = Duration::from_secs(*wait_timeout_sec);
+            wait_and_print(&registry, &submitted, poll, timeout).await
         }
     }
+}
+
+/// `chain deploy`: deploys a registry owned by the key's account and prints its address.
+async fn deploy_registry(provider: &DynProvider) -> anyhow::Result<ExitCode> {
+    let address = deploy(provider)
+        .await
+        .context("deploying the TaskRegistry")?;
+    eprintln!("deployed; serve it with COORDINATOR_CONTRACT_ADDRESS={address}");
+    println!("{}", json!({ "contract": address.to_string() }));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `chain authorize`: allows (or, with `--revoke`, forbids) `executor` to write results.
+async fn authorize(
+    registry: &Registry<DynProvider>,
+    executor: &str,
+    allowed: bool,
+) -> anyhow::Result<ExitCode> {
+    let executor: Address = executor.parse().with_context(|| {
+        format!("--executor \"{executor}\" is not an address (0x and 40 hex digits)")
+    })?;
+    let tx = set_executor(registry, executor, allowed)
+        .await
+        .context("calling setExecutor (is the key file the registry owner's?)")?;
+    println!(
+        "{}",
+        json!({ "executor": executor.to_string(), "allowed": allowed, "tx": tx.to_string() })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The task's input document from `--args` (a JSON array) or `--input` (any JSON); empty for
+/// neither.
+fn task_input(call_args: Option<&str>, input: Option<&str>) -> anyhow::Result<String> {
+    match (call_args, input) {
+        (Some(a), _) => {
+            let parsed: serde_json::Value = serde_json::from_str(a).with_context(|| {
+                format!("--args \"{a}\" is not JSON; give an array, e.g. '[12]'")
+            })?;
+            if !parsed.is_array() {
+                bail!("--args must be a JSON array, e.g. '[12]'; got {a}");
+            }
+            Ok(a.to_owned())
+        }
+        (None, Some(i)) => {
+            serde_json::from_str::<serde_json::Value>(i)
+                .with_context(|| format!("--input \"{i}\" is not JSON"))?;
+            Ok(i.to_owned())
+        }
+        (None, None) => Ok(String::new()),
+    }
+}
+
+/// `chain submit` without `--wait`: the task id, transaction and block.
+fn print_submitted(submitted: &Submitted) {
+    println!(
+        "{}",
+        json!({
+            "task_id": submitted.task_id.to_string(),
+            "tx": submitted.tx.to_string(),
+            "block": submitted.block,
+        })
+    );
+}
+
+/// `chain submit --wait`: waits for the task's `TaskCompleted` (asking every `poll`, at most
+/// `timeout`) and prints the result; exit 1 when it is a failure.
+async fn wait_and_print(
+    registry: &Registry<DynProvider>,
+    submitted: &Submitted,
+    poll: Duration,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "task {} submitted in block {}; waiting for its result",
+        submitted.task_id, submitted.block
+    );
+    let (contract, id) = (*registry.address(), submitted.task_id);
+    let done = wait_completed(
+        registry.provider(),
+        contract,
+        id,
+        submitted.block,
+        poll,
+        timeout,
+    )
+    .await?;
+    println!(
+        "{}",
+        json!({
+            "task_id": submitted.task_id.to_string(),
+            "ok": done.ok,
+            "result": done.result,
+            "envelope_hash": done.envelope_hash.to_string(),
+            "executor": done.executor.to_string(),
+            "block": done.block,
+        })
+    );
+    Ok(if done.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn connect(args: &ChainArgs) -> anyhow::Result<DynProvider> {

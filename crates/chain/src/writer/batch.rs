@@ -1,0 +1,199 @@
+//! One batch of results as one `submitResults` transaction: simulated first (which answers the
+//! results the contract refuses), priced with the node's EIP-1559 fees, sent with the next local
+//! nonce, and each result answered with how its write ended.
+
+use super::confirm::Mined;
+use super::{OnChainResult, WriteError, WriteOptions, Written, rejection};
+use crate::heads::Heads;
+use crate::receipts::ReceiptTracker;
+use crate::registry::{Registry, TaskRegistry, TaskRegistry::TaskRegistryErrors};
+use alloy::eips::eip1559::Eip1559Estimation;
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, B256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::TransactionRequest;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, oneshot};
+
+/// A result waiting to be written, and who waits for the outcome.
+pub(super) struct Queued {
+    /// The result.
+    pub(super) result: OnChainResult,
+    /// Answered once with how its write ended.
+    pub(super) done: oneshot::Sender<Result<Written, WriteError>>,
+}
+
+/// A `submitResults` call of one batch, from the executor account.
+type SubmitResults<'a> =
+    alloy::contract::SolCallBuilder<&'a DynProvider, TaskRegistry::submitResultsCall>;
+
+/// What sends batches: the account, its nonces, fees, and the receipt poller.
+pub(super) struct BatchSender {
+    pub(super) provider: DynProvider,
+    registry: Registry<DynProvider>,
+    pub(super) from: Address,
+    /// The next nonce to use, if known (unknown after a failed send).
+    nonce: Mutex<Option<u64>>,
+    /// Follows sent transactions to their depth.
+    pub(super) tracker: ReceiptTracker,
+    /// The last fee estimate and when it was made (reused for a second).
+    fees: Mutex<Option<(Instant, Eip1559Estimation)>>,
+    pub(super) options: WriteOptions,
+}
+
+impl BatchSender {
+    /// A sender to the registry at `contract` from `from`, following receipts as `heads` moves.
+    pub(super) fn new(
+        provider: DynProvider,
+        contract: Address,
+        from: Address,
+        options: WriteOptions,
+        heads: Heads,
+    ) -> Self {
+        Self {
+            registry: Registry::new(contract, provider.clone()),
+            tracker: ReceiptTracker::start(provider.clone(), heads),
+            provider,
+            from,
+            nonce: Mutex::new(None),
+            fees: Mutex::new(None),
+            options,
+        }
+    }
+
+    /// Sends one batch and answers each of its results.
+    pub(super) async fn send(self: Arc<Self>, mut batch: Vec<Queued>) {
+        while !batch.is_empty() {
+            let call = self.call(&batch);
+            match call.estimate_gas().await {
+                Ok(gas) => {
+                    let outcome = self.send_priced(call, gas).await;
+                    return answer_sent(batch, outcome);
+                }
+                Err(e) => match self.refused(batch, &e) {
+                    Some(rest) => batch = rest,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Answers the results a failed simulation refuses. When only one task is unknown (its
+    /// request was reorganised away) the others are returned, to be simulated again.
+    fn refused(&self, batch: Vec<Queued>, error: &alloy::contract::Error) -> Option<Vec<Queued>> {
+        let why = match error.as_decoded_interface_error::<TaskRegistryErrors>() {
+            Some(TaskRegistryErrors::UnknownTask(unknown)) => {
+                let (gone, rest): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .partition(|q| q.result.task_id == unknown.taskId);
+                if gone.is_empty() {
+                    // Not one of ours: simulating the same batch again would loop.
+                    let why = WriteError::Refused(format!("{unknown:?}"));
+                    answer(rest, |_| Err(why.clone()));
+                    return None;
+                }
+                answer(gone, |_| Err(WriteError::UnknownTask(unknown.taskId)));
+                return Some(rest);
+            }
+            Some(TaskRegistryErrors::NotExecutor(_)) => WriteError::NotExecutor(self.from),
+            Some(other) => WriteError::Refused(format!("{other:?}")),
+            None => rejection::classify_call(error, self.from),
+        };
+        answer(batch, |_| Err(why.clone()));
+        None
+    }
+
+    fn call(&self, batch: &[Queued]) -> SubmitResults<'_> {
+        self.registry
+            .submitResults(
+                batch.iter().map(|q| q.result.task_id).collect(),
+                batch.iter().map(|q| q.result.ok).collect(),
+                batch.iter().map(|q| q.result.result.clone()).collect(),
+                batch.iter().map(|q| q.result.envelope_hash).collect(),
+            )
+            .from(self.from)
+    }
+
+    /// Sends `call` with a fifth more gas than simulated and the node's fees, and follows it.
+    async fn send_priced(&self, call: SubmitResults<'_>, gas: u64) -> Result<Mined, WriteError> {
+        let fees = self.fees().await?;
+        let request = call
+            .into_transaction_request()
+            .with_gas_limit(gas.saturating_add(gas / 5))
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        self.send_and_follow(request).await
+    }
+
+    /// EIP-1559 fees from the node, asked at most once a second.
+    async fn fees(&self) -> Result<Eip1559Estimation, WriteError> {
+        let mut cached = self.fees.lock().await;
+        if let Some((at, fees)) = *cached
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return Ok(fees);
+        }
+        let fees = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(|e| WriteError::Node(format!("estimating fees: {e}")))?;
+        *cached = Some((Instant::now(), fees));
+        Ok(fees)
+    }
+
+    /// Sends `request` with the next local nonce (recorded in it); a failed send forgets the
+    /// local count so that the next one asks the node.
+    pub(super) async fn send_next(
+        &self,
+        request: &mut TransactionRequest,
+    ) -> Result<B256, WriteError> {
+        let mut next = self.nonce.lock().await;
+        let nonce = match *next {
+            Some(n) => n,
+            None => self
+                .provider
+                .get_transaction_count(self.from)
+                .pending()
+                .await
+                .map_err(|e| WriteError::Node(format!("reading the account's nonce: {e}")))?,
+        };
+        request.set_nonce(nonce);
+        match self.provider.send_transaction(request.clone()).await {
+            Ok(pending) => {
+                *next = Some(nonce + 1);
+                Ok(*pending.tx_hash())
+            }
+            Err(e) => {
+                *next = None;
+                Err(rejection::classify(&e, self.from))
+            }
+        }
+    }
+}
+
+/// Answers each result of a sent batch: written by it, already written before, or its error.
+fn answer_sent(batch: Vec<Queued>, outcome: Result<Mined, WriteError>) {
+    match outcome {
+        Ok(mined) => answer(batch, |result| {
+            Ok(if mined.wrote.contains(&result.task_id) {
+                Written::Mined {
+                    tx: mined.tx,
+                    block: mined.block,
+                    replacements: mined.replacements,
+                }
+            } else {
+                Written::AlreadyCompleted
+            })
+        }),
+        Err(e) => answer(batch, |_| Err(e.clone())),
+    }
+}
+
+/// Answers each queued result with `outcome` of it.
+fn answer(batch: Vec<Queued>, outcome: impl Fn(&OnChainResult) -> Result<Written, WriteError>) {
+    for queued in batch {
+        let _ = queued.done.send(outcome(&queued.result));
+    }
+}

@@ -1,0 +1,206 @@
+//! Writing results back, exactly once per task, batched and pipelined.
+//!
+//! Results waiting to be written are gathered into batches (up to [`WriteOptions::max_batch`]
+//! results and [`WriteOptions::max_batch_bytes`] of result text, gathered for at most
+//! [`WriteOptions::linger`]) and each batch is one `submitResults` transaction; batches are sent
+//! without waiting for the previous one to be mined. One transaction per result would bind the
+//! throughput to how many transactions the node takes in a second.
+//!
+//! Exactly once: each batch is first simulated (`eth_estimateGas`), which reads the tasks' state
+//! on chain. `submitResults` skips a task already completed (an earlier write of ours, before a
+//! crash), and the receipt's `TaskCompleted` logs say which results this transaction wrote; the
+//! others count as already written. The contract never records a second result for a task,
+//! however a retry races.
+//!
+//! Nonces are kept here, not asked of the node per transaction: each batch takes the next nonce
+//! under a short lock, and a failed send drops the local count so the next send reads it again
+//! from the node. A transaction that is not mined in time (dropped from the pool, or priced under
+//! the market) is sent again with the same nonce and fees raised by a quarter, which replaces it.
+//!
+//! - [`batch`]: one batch as a transaction: simulated, priced, sent with the next local nonce;
+//!   [`rejection`]: which of the node's refusals mean an account without funds.
+//! - [`confirm`]: following a sent transaction to its depth, replacing it while it is not mined.
+
+use crate::heads::Heads;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::DynProvider;
+use batch::{BatchSender, Queued};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+mod batch;
+mod confirm;
+mod rejection;
+
+/// How results are written.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Blocks that must follow a result's block before it counts as written.
+    pub confirmations: u64,
+    /// Time a transaction gets to be mined (and confirmed) before it is replaced.
+    pub receipt_timeout: Duration,
+    /// Most replacements of one transaction before the write fails (and is retried later).
+    pub max_replacements: u32,
+    /// Most results in one transaction.
+    pub max_batch: usize,
+    /// Most bytes of result values in one transaction (storage gas grows with them).
+    pub max_batch_bytes: usize,
+    /// Longest wait for more results once one is waiting.
+    pub linger: Duration,
+    /// Most results waiting to be gathered into a batch (default 256, four full batches); a
+    /// [`ResultWriter::write`] waits while the queue is full.
+    pub queue: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            confirmations: 2,
+            receipt_timeout: Duration::from_secs(60),
+            max_replacements: 5,
+            max_batch: 64,
+            max_batch_bytes: 16 * 1024,
+            linger: Duration::from_millis(10),
+            queue: 256,
+        }
+    }
+}
+
+/// One task's result as it goes on chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnChainResult {
+    /// The task's id in the registry.
+    pub task_id: U256,
+    /// Whether the task succeeded.
+    pub ok: bool,
+    /// The result value (at most the contract's `MAX_RESULT_BYTES`).
+    pub result: String,
+    /// keccak-256 of the full result document.
+    pub envelope_hash: B256,
+}
+
+/// How a write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Our transaction wrote it, and is confirmed.
+    Mined {
+        /// Its hash.
+        tx: B256,
+        /// Its block.
+        block: u64,
+        /// How many times it was replaced with a higher fee first.
+        replacements: u32,
+    },
+    /// The task already had its result on chain (an earlier write of ours landed).
+    AlreadyCompleted,
+}
+
+/// Why a write failed; every one is worth retrying later except where noted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The account is not an authorised executor (the owner must call `setExecutor`).
+    #[error(
+        "the executor account {0} is not authorised on the TaskRegistry; its owner must authorise it (coordinator chain authorize --executor {0})"
+    )]
+    NotExecutor(Address),
+    /// No such task in the registry (a wrong contract, or its request was reorganised away).
+    #[error("the TaskRegistry has no task {0}")]
+    UnknownTask(U256),
+    /// The account cannot pay for gas.
+    #[error("the executor account {address} cannot pay for the transaction (fund it): {detail}")]
+    NoFunds {
+        /// The account.
+        address: Address,
+        /// The node's words.
+        detail: String,
+    },
+    /// The contract refused the result for another reason (not worth retrying as is).
+    #[error("the TaskRegistry refused the result: {0}")]
+    Refused(String),
+    /// The node failed, could not be reached, or the transaction was not mined.
+    #[error("{0}")]
+    Node(String),
+}
+
+/// Sends results from one executor account.
+pub struct ResultWriter {
+    /// Results waiting for [`gather`], at most [`WriteOptions::queue`]. A full queue cannot
+    /// deadlock: `gather` awaits nothing but the queue and its linger timer (each batch is sent
+    /// on a task of its own, so neither the node nor the receipt tracker holds it up), and the
+    /// tracker never writes here. A caller of `write` waits only until `gather` takes one.
+    queue: mpsc::Sender<Queued>,
+    from: Address,
+    batcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ResultWriter {
+    fn drop(&mut self) {
+        self.batcher.abort();
+    }
+}
+
+impl ResultWriter {
+    /// A writer to the registry at `contract`, signing as `from` (the provider's signer),
+    /// following confirmations as `heads` announces new blocks. Must be called within a Tokio
+    /// runtime.
+    pub fn new(
+        provider: DynProvider,
+        contract: Address,
+        from: Address,
+        options: WriteOptions,
+        heads: Heads,
+    ) -> Self {
+        let sender = Arc::new(BatchSender::new(provider, contract, from, options, heads));
+        let (queue, waiting) = mpsc::channel(options.queue.max(1));
+        Self {
+            queue,
+            from,
+            batcher: tokio::spawn(gather(sender, waiting)),
+        }
+    }
+
+    /// The account results are sent from.
+    pub fn address(&self) -> Address {
+        self.from
+    }
+
+    /// Writes one result (in a batch with others waiting) and waits until it is confirmed, or
+    /// finds it already written; first waits for room in the queue when it is full.
+    pub async fn write(&self, result: &OnChainResult) -> Result<Written, WriteError> {
+        let stopped = || WriteError::Node("the result writer has stopped".into());
+        let (done, outcome) = oneshot::channel();
+        self.queue
+            .send(Queued {
+                result: result.clone(),
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+/// Gathers waiting results into batches and sends each batch on its own task.
+async fn gather(sender: Arc<BatchSender>, mut waiting: mpsc::Receiver<Queued>) {
+    let options = sender.options;
+    while let Some(first) = waiting.recv().await {
+        let mut bytes = first.result.result.len();
+        let mut batch = vec![first];
+        let linger = tokio::time::sleep(options.linger);
+        tokio::pin!(linger);
+        while batch.len() < options.max_batch.max(1) && bytes < options.max_batch_bytes {
+            tokio::select! {
+                next = waiting.recv() => match next {
+                    Some(next) => {
+                        bytes += next.result.result.len();
+                        batch.push(next);
+                    }
+                    None => break,
+                },
+                () = &mut linger => break,
+            }
+        }
+        tokio::spawn(sender.clone().send(batch));
+    }
+}
