@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use wasm_exec_coordinator::health::Health;
 use wasm_exec_coordinator::metrics::Metrics;
 use wasm_exec_coordinator::scheduler::{INBOX_CAPACITY, Scheduler};
 
@@ -63,6 +64,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
     let modules = wire::module_store(&config)?;
     let rules = wire::intake_rules(&config)?;
     let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::new(&metrics));
     let abandon = CancellationToken::new();
     let backend = wire::backend(&config, metrics.clone(), &abandon).await?;
     tracing::info!(
@@ -71,7 +73,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         "coordinator starting"
     );
     let state = wire::state_store(&config)?;
-    let source = wire::task_source(&config, &rules, state.as_ref(), metrics.clone()).await?;
+    let source = wire::task_source(&config, &rules, state.as_ref(), &metrics, &health).await?;
     let scheduler = Scheduler {
         source,
         modules,
@@ -90,6 +92,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
         rules: Arc::new(rules),
         token: config.api_token.as_deref().map(Arc::from),
         metrics,
+        health,
     };
     let app = wasm_exec_coordinator::api::router(api, config.max_body_kb.saturating_mul(1024));
     let shutdown = CancellationToken::new();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wasm_exec_coordinator::backend::Backend;
 use wasm_exec_coordinator::backend::local::LocalBackend;
+use wasm_exec_coordinator::health::Health;
 use wasm_exec_coordinator::metrics::Metrics;
 use wasm_exec_coordinator::module::ModuleStore;
 use wasm_exec_coordinator::module::gateway::{GatewayConfig, GatewayStore};
@@ -93,7 +94,8 @@ pub async fn task_source(
     config: &Config,
     rules: &IntakeRules,
     state: &dyn StateStore,
-    metrics: Arc<Metrics>,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
 ) -> anyhow::Result<Arc<dyn TaskSource>> {
     Ok(match config.task_source {
         SourceKind::Placeholder => {
@@ -107,7 +109,7 @@ pub async fn task_source(
             Arc::new(source)
         }
         SourceKind::Chain => Arc::new(
-            chain_source(&config.chain, state, metrics)
+            chain_source(&config.chain, state, metrics.clone(), health.clone())
                 .await
                 .context("starting the chain source (COORDINATOR_TASK_SOURCE=chain)")?,
         ),
@@ -119,6 +121,7 @@ async fn chain_source(
     args: &ChainArgs,
     state: &dyn StateStore,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
 ) -> anyhow::Result<ChainSource> {
     let contract = crate::commands::contract_address(args)?;
     let chain_id = args.chain_id.context(
@@ -139,7 +142,7 @@ async fn chain_source(
         receipt_timeout: Duration::from_secs(args.chain_receipt_timeout_sec.max(1)),
     };
     let saved = state.cursor("chain")?;
-    Ok(ChainSource::connect(settings, signer, saved, metrics).await?)
+    Ok(ChainSource::connect(settings, signer, saved, metrics, health).await?)
 }
 
 /// The intake check's rules from the settings: the default limits and the operator's maxima,

@@ -11,12 +11,14 @@
 //!   here; the kubernetes backend is the `wasm-exec-kube-backend` crate.
 //! - [`state`]: the persisted state of every task (the [`StateStore`](state::StateStore) trait):
 //!   redb behind a write-ahead journal.
-//! - [`api`]: the HTTP API (submit, read back, probes, metrics); [`metrics`]: what is counted.
+//! - [`api`]: the HTTP API (submit, read back, probes, metrics); [`metrics`]: what is counted;
+//!   [`health`]: what is failing now, for `/readyz`.
 //!
 //! The `coordinator` binary (crate `coordinator`, `crates/coordinator-bin`) wires these up.
 
 pub mod api;
 pub mod backend;
+pub mod health;
 pub mod metrics;
 pub mod module;
 pub mod scheduler;

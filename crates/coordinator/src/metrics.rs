@@ -81,12 +81,10 @@ pub struct Metrics {
     pub fetched_bytes: Counter,
     /// Compiled-module cache lookups of the local backend, by outcome.
     pub module_cache: Family<OutcomeLabel, Counter>,
-    /// Failures of the task source, by operation.
-    pub source_errors: Family<OpLabel, Counter>,
-    /// 1 while the task source works, 0 while an operation is failing.
+    /// Failures of the task source, by operation (kept by [`Health`](crate::health::Health)).
+    source_errors: Family<OpLabel, Counter>,
+    /// 1 while the task source works, 0 while an operation is failing (kept by `Health`).
     source_up: Gauge,
-    /// What is failing now, by operation (shown by `/readyz`).
-    source_problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
     /// Chain sources: block numbers.
     pub chain_block: Family<BlockLabel, Gauge>,
     /// Chain sources: new heads that woke the source, by how they came.
@@ -150,7 +148,6 @@ impl Default for Metrics {
         );
         let source_errors = Family::<OpLabel, Counter>::default();
         let source_up = Gauge::default();
-        source_up.set(1);
         let chain_block = Family::<BlockLabel, Gauge>::default();
         let chain_heads = Family::<ViaLabel, Counter>::default();
         let writebacks = Family::<OutcomeLabel, Counter>::default();
@@ -194,7 +191,6 @@ impl Default for Metrics {
         Self {
             source_errors,
             source_up,
-            source_problems: std::sync::Mutex::default(),
             chain_block,
             chain_heads,
             writebacks,
@@ -238,42 +234,9 @@ impl Metrics {
         }
     }
 
-    /// Records that the source failed at `op`: counted, and shown by `/readyz` until it works
-    /// again.
-    pub fn source_failed(&self, op: &'static str, problem: impl Into<String>) {
-        self.source_errors.get_or_create(&OpLabel { op }).inc();
-        let mut problems = self
-            .source_problems
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        problems.insert(op, problem.into());
-        self.source_up.set(0);
-    }
-
-    /// Records that the source's `op` works (again).
-    pub fn source_worked(&self, op: &'static str) {
-        let mut problems = self
-            .source_problems
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if problems.remove(op).is_some() && problems.is_empty() {
-            self.source_up.set(1);
-        }
-    }
-
-    /// What is failing in the source now, if anything (`op: problem; ...`).
-    pub fn source_problem(&self) -> Option<String> {
-        let problems = self
-            .source_problems
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        (!problems.is_empty()).then(|| {
-            problems
-                .iter()
-                .map(|(op, problem)| format!("{op}: {problem}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+    /// The source's gauge and error counter, for [`Health`](crate::health::Health) to keep.
+    pub fn source_health(&self) -> (Gauge, Family<OpLabel, Counter>) {
+        (self.source_up.clone(), self.source_errors.clone())
     }
 
     /// Counts a compiled-module cache lookup.
@@ -297,40 +260,14 @@ impl Metrics {
                 })
                 .set(value);
         }
+        self.render_registry()
+    }
+
+    /// Renders every metric as it stands, in the Prometheus text format.
+    pub fn render_registry(&self) -> Result<String, String> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .map_err(|e| e.to_string())?;
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failing_source_is_named_until_every_operation_works_again() {
-        let metrics = Metrics::default();
-        assert_eq!(metrics.source_problem(), None);
-        metrics.source_failed("read", "the node at http://x is down");
-        metrics.source_failed("write", "no funds");
-        assert_eq!(metrics.source_up.get(), 0);
-        let problem = metrics.source_problem().unwrap();
-        assert!(problem.contains("read: the node") && problem.contains("write: no funds"));
-        metrics.source_worked("read");
-        assert_eq!(metrics.source_problem().as_deref(), Some("write: no funds"));
-        assert_eq!(metrics.source_up.get(), 0);
-        metrics.source_worked("write");
-        assert_eq!(
-            (metrics.source_problem(), metrics.source_up.get()),
-            (None, 1)
-        );
-        assert_eq!(
-            metrics
-                .source_errors
-                .get_or_create(&OpLabel { op: "read" })
-                .get(),
-            1
-        );
     }
 }

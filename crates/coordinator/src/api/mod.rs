@@ -26,6 +26,7 @@ mod submit;
 
 pub use error::ApiError;
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::state::StateStore;
 use axum::Router;
@@ -55,6 +56,8 @@ pub struct Api {
     pub token: Option<Arc<str>>,
     /// The metrics rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// What is failing now, for `/readyz`.
+    pub health: Arc<Health>,
 }
 
 /// The router with every route, the body size cap (`max_body` bytes; 413 beyond) and the token
@@ -123,7 +126,7 @@ async fn readyz(State(api): State<Api>) -> Response {
         )
             .into_response();
     }
-    match api.metrics.source_problem() {
+    match api.health.source_problem() {
         None => (StatusCode::OK, "ready\n").into_response(),
         Some(problem) => (
             StatusCode::SERVICE_UNAVAILABLE,

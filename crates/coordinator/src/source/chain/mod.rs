@@ -27,6 +27,7 @@ mod write;
 pub use write::{MAX_RESULT_BYTES, result_value};
 
 use super::{Delivery, Polled, SourceError, TaskSource};
+use crate::health::Health;
 use crate::metrics::{Metrics, ViaLabel};
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -100,6 +101,8 @@ pub struct ChainSource {
     /// `eip155-<chain>-<contract>-`: every task id of this registry starts with it.
     prefix: String,
     metrics: Arc<Metrics>,
+    /// Where failing reads and writes are named for `/readyz`.
+    health: Arc<Health>,
     reading: Mutex<ReadState>,
 }
 
@@ -123,11 +126,12 @@ impl ChainSource {
         signer: PrivateKeySigner,
         saved: Option<String>,
         metrics: Arc<Metrics>,
+        health: Arc<Health>,
     ) -> Result<Self, ChainSourceError> {
         let transport = Transport::of(&settings.rpc_url).map_err(url_problem)?;
-        let provider = wait_for_registry(&settings, &signer, &metrics).await?;
+        let provider = wait_for_registry(&settings, &signer, &health).await?;
         wasm_exec_chain::registry::set_poll_interval(&provider, settings.poll);
-        metrics.source_worked("read");
+        health.source_worked("read");
         let reading = ReadState::resume(saved, &settings)?;
         tracing::info!(
             chain_id = settings.chain_id, contract = %settings.contract, executor = %signer.address(),
@@ -163,6 +167,7 @@ impl ChainSource {
             _heads: heads,
             settings,
             metrics,
+            health,
             reading: Mutex::new(reading),
         })
     }
@@ -189,7 +194,7 @@ fn url_problem(e: ChainError) -> ChainSourceError {
 async fn wait_for_registry(
     settings: &ChainSettings,
     signer: &PrivateKeySigner,
-    metrics: &Metrics,
+    health: &Health,
 ) -> Result<DynProvider, ChainSourceError> {
     let mut waits = backoff(FIRST_BACKOFF);
     loop {
@@ -206,7 +211,7 @@ async fn wait_for_registry(
             Err(e) => e.to_string(),
         };
         let wait = waits.next().unwrap_or(MAX_BACKOFF);
-        metrics.source_failed("read", problem.clone());
+        health.source_failed("read", problem.clone());
         tracing::warn!(error = %problem, retry_in_ms = wait.as_millis() as u64, "waiting for the chain node");
         tokio::time::sleep(wait).await;
     }

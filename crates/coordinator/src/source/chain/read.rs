@@ -99,7 +99,7 @@ impl ChainSource {
             Ok(step) => step,
             Err(e) => return Err(self.read_failed(&e)),
         };
-        self.metrics.source_worked("read");
+        self.health.source_worked("read");
         self.show_progress(&step);
         let tasks: Vec<TaskSpec> = step
             .found
@@ -142,7 +142,7 @@ impl ChainSource {
             state.next_read = Instant::now() + wait;
             wait
         };
-        self.metrics.source_failed("read", error.to_string());
+        self.health.source_failed("read", error.to_string());
         SourceError(format!(
             "reading tasks from the chain (next try in {} ms): {error}",
             wait.as_millis()

@@ -31,11 +31,11 @@ impl ChainSource {
         self.metrics.writebacks_in_flight.dec();
         match outcome {
             Ok(delivery) => {
-                self.metrics.source_worked("write");
+                self.health.source_worked("write");
                 Ok(delivery)
             }
             Err(e) => {
-                self.metrics.source_failed("write", e.to_string());
+                self.health.source_failed("write", e.to_string());
                 Err(SourceError(format!(
                     "writing the result of task {id} on chain: {e}"
                 )))
