@@ -99,113 +99,110 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("wasm_exec");
-        let tasks = Family::<StateLabel, Gauge>::default();
-        let results = Family::<KindLabel, Counter>::default();
-        // 100 µs to about 100 s.
-        let run_seconds = Histogram::new(exponential_buckets(1e-4, 4.0, 11));
-        let fetch_seconds = Histogram::new(exponential_buckets(1e-5, 4.0, 11));
-        let overhead_seconds = overhead_buckets();
-        let stage_seconds =
-            Family::<StageLabel, Histogram>::new_with_constructor(overhead_buckets as fn() -> _);
-        let fetched_bytes = Counter::default();
-        let module_cache = Family::<OutcomeLabel, Counter>::default();
-        registry.register("tasks", "Tasks by state", tasks.clone());
-        registry.register(
+        let mut metrics = Self {
+            registry: Registry::with_prefix("wasm_exec"),
+            tasks: Family::default(),
+            results: Family::default(),
+            // 100 µs to about 100 s.
+            run_seconds: Histogram::new(exponential_buckets(1e-4, 4.0, 11)),
+            fetch_seconds: Histogram::new(exponential_buckets(1e-5, 4.0, 11)),
+            overhead_seconds: overhead_buckets(),
+            stage_seconds: Family::new_with_constructor(overhead_buckets as fn() -> _),
+            fetched_bytes: Counter::default(),
+            module_cache: Family::default(),
+            source_errors: Family::default(),
+            source_up: Gauge::default(),
+            chain_block: Family::default(),
+            chain_heads: Family::default(),
+            writebacks: Family::default(),
+            writeback_replacements: Counter::default(),
+            writebacks_in_flight: Gauge::default(),
+        };
+        metrics.register_tasks();
+        metrics.register_sources();
+        metrics
+    }
+}
+
+impl Metrics {
+    /// Registers what is counted of tasks and modules.
+    fn register_tasks(&mut self) {
+        self.registry
+            .register("tasks", "Tasks by state", self.tasks.clone());
+        self.registry.register(
             "task_results",
             "Finished tasks by result kind",
-            results.clone(),
+            self.results.clone(),
         );
-        registry.register(
+        self.registry.register(
             "task_run_seconds",
             "Time a backend took to run a task",
-            run_seconds.clone(),
+            self.run_seconds.clone(),
         );
-        registry.register(
+        self.registry.register(
             "task_overhead_seconds",
             "Coordinator time per task from taking it to its result on disk, minus the Wasm call",
-            overhead_seconds.clone(),
+            self.overhead_seconds.clone(),
         );
-        registry.register(
+        self.registry.register(
             "task_stage_seconds",
             "Coordinator time per task by stage (fetch, dispatch, persist)",
-            stage_seconds.clone(),
+            self.stage_seconds.clone(),
         );
-        registry.register(
+        self.registry.register(
             "module_fetch_seconds",
             "Time to fetch and verify a module",
-            fetch_seconds.clone(),
+            self.fetch_seconds.clone(),
         );
-        registry.register(
+        self.registry.register(
             "module_fetched_bytes",
             "Module bytes fetched",
-            fetched_bytes.clone(),
+            self.fetched_bytes.clone(),
         );
-        registry.register(
+        self.registry.register(
             "compiled_module_cache",
             "Compiled-module cache lookups",
-            module_cache.clone(),
+            self.module_cache.clone(),
         );
-        let source_errors = Family::<OpLabel, Counter>::default();
-        let source_up = Gauge::default();
-        let chain_block = Family::<BlockLabel, Gauge>::default();
-        let chain_heads = Family::<ViaLabel, Counter>::default();
-        let writebacks = Family::<OutcomeLabel, Counter>::default();
-        let writeback_replacements = Counter::default();
-        let writebacks_in_flight = Gauge::default();
-        registry.register(
+    }
+
+    /// Registers what is counted of the task source and its write-backs.
+    fn register_sources(&mut self) {
+        self.registry.register(
             "source_errors",
             "Failures of the task source, by operation (read tasks, write a result back)",
-            source_errors.clone(),
+            self.source_errors.clone(),
         );
-        registry.register(
+        self.registry.register(
             "source_up",
             "1 while the task source works, 0 while it is failing",
-            source_up.clone(),
+            self.source_up.clone(),
         );
-        registry.register(
+        self.registry.register(
             "chain_block",
             "Chain source: the node's head and the last block scanned for tasks",
-            chain_block.clone(),
+            self.chain_block.clone(),
         );
-        registry.register(
+        self.registry.register(
             "chain_heads",
             "Chain source: new heads that woke it, pushed by the node (ws) or polled (http)",
-            chain_heads.clone(),
+            self.chain_heads.clone(),
         );
-        registry.register(
+        self.registry.register(
             "chain_writebacks",
             "Chain source: results written back, by outcome",
-            writebacks.clone(),
+            self.writebacks.clone(),
         );
-        registry.register(
+        self.registry.register(
             "chain_writeback_replacements",
             "Chain source: result transactions replaced with a higher fee",
-            writeback_replacements.clone(),
+            self.writeback_replacements.clone(),
         );
-        registry.register(
+        self.registry.register(
             "writebacks_in_flight",
             "Results being written back to their source now",
-            writebacks_in_flight.clone(),
+            self.writebacks_in_flight.clone(),
         );
-        Self {
-            source_errors,
-            source_up,
-            chain_block,
-            chain_heads,
-            writebacks,
-            writeback_replacements,
-            writebacks_in_flight,
-            registry,
-            tasks,
-            results,
-            run_seconds,
-            fetch_seconds,
-            overhead_seconds,
-            stage_seconds,
-            fetched_bytes,
-            module_cache,
-        }
     }
 }
 
