@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use support::{Service, command, get, post, repo, table_row, wait_finished};
+use wasm_exec_ipfs::file_cids;
 
 /// A line no result, log or table may ever show.
 const SECRET: &str = "MIRROR_TEST_SECRET=hunter2-5f0c1e";
@@ -209,29 +210,27 @@ fn wat_and_other_text_in_the_mirror_is_bad_module_never_quoted() {
     assert_no_secret("the log", &String::from_utf8_lossy(&out.stderr));
 }
 
-/// The peak resident set of the process whose environment holds `marker`, in KiB.
-fn peak_rss_kib(marker: &str) -> u64 {
-    for entry in std::fs::read_dir("/proc")
-        .expect("mirror test setup")
-        .flatten()
-    {
+/// A number from `/proc/PID/{file}` (`key: N ...`) of the process whose environment holds
+/// `marker`: `("status", "VmHWM")` is its peak resident set in KiB, `("io", "rchar")` the bytes
+/// it has read.
+fn proc_figure(marker: &str, file: &str, key: &str) -> u64 {
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
         if environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
-            let status =
-                std::fs::read_to_string(entry.path().join("status")).expect("mirror test setup");
-            let line = status
+            let text = std::fs::read_to_string(entry.path().join(file)).expect("a /proc file");
+            let line = text
                 .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .expect("mirror test setup");
-            return line
-                .split_whitespace()
-                .nth(1)
-                .expect("mirror test setup")
-                .parse()
-                .expect("mirror test setup");
+                .find(|l| l.split(':').next() == Some(key))
+                .expect("the key");
+            let value = line.split_whitespace().nth(1).expect("a value");
+            return value.parse().expect("a number");
         }
     }
     panic!("no process with {marker} in its environment");
+}
+
+fn peak_rss_kib(marker: &str) -> u64 {
+    proc_figure(marker, "status", "VmHWM")
 }
 
 /// Submits `task` and waits for its result; returns the task view and how long it took.
@@ -295,4 +294,120 @@ fn a_sparse_4gb_file_and_proc_files_are_refused_quickly_with_bounded_memory() {
     eprintln!("/proc/self as the mirror: peak RSS {rss} KiB");
     assert!(rss < 200 << 10, "peak RSS {rss} KiB");
     assert_no_secret("the service log", &svc.log.lock().unwrap());
+}
+
+/// How many log lines hold `event`, and the sum of their `field=N`.
+fn logged_sum(log: &str, event: &str, field: &str) -> (u64, u64) {
+    let prefix = format!(" {field}=");
+    let values: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains(event))
+        .map(|l| {
+            let rest = l.split(&prefix).nth(1).expect("the field in the line");
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().expect("a count")
+        })
+        .collect();
+    (values.len() as u64, values.iter().sum())
+}
+
+#[test]
+fn unknown_cids_rescan_by_change_without_rehashing_the_mirror() {
+    const FILE: usize = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    std::fs::create_dir(&mirror).unwrap();
+    let modules: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let tail = (0..FILE).map(|j| ((j * 31 + i) % 251) as u8);
+            b"\0asm".iter().copied().chain(tail).collect()
+        })
+        .collect();
+    for (i, bytes) in modules.iter().enumerate() {
+        std::fs::write(mirror.join(format!("m{i}.wasm")), bytes).unwrap();
+    }
+    let marker = "MIRROR_TEST_RUN=rescan";
+    let (name, value) = marker.split_once('=').unwrap();
+    let mut cmd = command(&dir.path().join("state"));
+    cmd.env(
+        "RUST_LOG",
+        "info,wasm_exec_coordinator::module::mirror=debug",
+    )
+    .env(name, value)
+    .env("COORDINATOR_IPFS_MIRROR", &mirror);
+    let svc = Service::start(cmd);
+    let log = || svc.log.lock().unwrap().clone();
+    let (_, indexed) = logged_sum(&log(), "mirror indexed", "hashed_bytes");
+    assert_eq!(
+        indexed,
+        4 * (FILE as u64 + 4),
+        "each file hashed once at open"
+    );
+
+    let read_before = proc_figure(marker, "io", "rchar");
+    let started = Instant::now();
+    for i in 0..20 {
+        let cid = file_cids(format!("nobody-{i}").as_bytes()).v1.to_string();
+        let (view, _) = submit(
+            &svc,
+            &json!({"task_id": format!("unknown-{i}"), "wasm_cid": cid}),
+        );
+        assert_eq!(
+            view["result"]["error"]["kind"], "module_unavailable",
+            "{view}"
+        );
+    }
+    let elapsed = started.elapsed();
+    let read = proc_figure(marker, "io", "rchar") - read_before;
+    let (rescans, rehashed) = logged_sum(&log(), "mirror rescanned", "rehashed_bytes");
+    eprintln!(
+        "20 unknown CIDs in {elapsed:?}: {read} bytes read, {rescans} re-scans, {rehashed} bytes re-hashed"
+    );
+    assert!(
+        read < 1 << 20,
+        "{read} bytes read: the mirror was read again"
+    );
+    assert_eq!(rehashed, 0, "unchanged files are not re-hashed");
+    assert!(
+        rescans <= elapsed.as_secs() + 1,
+        "{rescans} re-scans in {elapsed:?}"
+    );
+
+    // A file added later is found once the next re-scan is due; only it is hashed.
+    let add = std::fs::read(repo("host/wasm/add.wasm")).unwrap();
+    std::fs::write(mirror.join("late.wasm"), &add).unwrap();
+    let late = file_cids(&add).v1.to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for i in 0.. {
+        let task = json!({"task_id": format!("late-{i}"), "wasm_cid": late, "input": {"entry": "add", "args": [5, 7]}});
+        let (view, _) = submit(&svc, &task);
+        if view["state"] == "succeeded" {
+            assert_eq!(view["result"]["result"], 12, "{view}");
+            break;
+        }
+        assert_eq!(
+            view["result"]["error"]["kind"], "module_unavailable",
+            "{view}"
+        );
+        assert!(Instant::now() < deadline, "late.wasm never found");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let read = proc_figure(marker, "io", "rchar") - read_before;
+    let (rescans, rehashed) = logged_sum(&log(), "mirror rescanned", "rehashed_bytes");
+    eprintln!(
+        "late.wasm found: {read} bytes read in all, {rescans} re-scans, {rehashed} bytes re-hashed"
+    );
+    assert_eq!(rehashed, add.len() as u64, "only the new file is hashed");
+    assert!(
+        read < 1 << 20,
+        "{read} bytes read: the mirror was read again"
+    );
+
+    // Bytes changed after indexing are still caught when served.
+    let m0 = file_cids(&modules[0]).v1.to_string();
+    let mut changed = modules[0].clone();
+    changed[FILE / 2] ^= 1;
+    std::fs::write(mirror.join("m0.wasm"), &changed).unwrap();
+    let (view, _) = submit(&svc, &json!({"task_id": "changed", "wasm_cid": m0}));
+    assert_eq!(view["result"]["error"]["kind"], "integrity", "{view}");
 }
