@@ -50,7 +50,8 @@ impl Index {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             let Ok(name) = entry.file_name().into_string() else {
-                tracing::warn!(name = ?entry.file_name(), "mirror: skipped a file whose name is not UTF-8");
+                // Debug, not info: it is seen again on every re-scan, and no task can name it.
+                tracing::debug!(name = ?entry.file_name(), "mirror: skipped a file whose name is not UTF-8");
                 continue;
             };
             // `DirEntry::metadata` does not follow links: this is the entry itself.

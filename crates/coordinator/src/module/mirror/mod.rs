@@ -29,6 +29,14 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// A directory of modules indexed by CID.
 #[derive(Debug)]
 pub struct MirrorStore {
+    /// Shared with the blocking threads that read and hash its files.
+    mirror: Arc<Mirror>,
+}
+
+/// The mirror's state; its methods block (file reads, hashing), so `fetch` runs them on tokio's
+/// blocking pool rather than on a worker thread.
+#[derive(Debug)]
+struct Mirror {
     /// The mirror directory.
     dir: PathBuf,
     /// The size cap of one module, in bytes (`COORDINATOR_MAX_MODULE_MB`).
@@ -38,8 +46,8 @@ pub struct MirrorStore {
     /// When the last scan started; held while scanning, so one request scans and the others
     /// use the index as it is.
     last_scan: Mutex<Instant>,
-    /// The least time between two re-scans.
-    refresh_every: Duration,
+    /// The least time between two re-scans, in nanoseconds.
+    refresh_every_ns: AtomicU64,
     /// Scans so far, the first at open included.
     scans: AtomicU64,
     /// Bytes read and hashed by scans so far.
@@ -49,43 +57,49 @@ pub struct MirrorStore {
 impl MirrorStore {
     /// Indexes `dir` (its regular files holding binary Wasm, up to `max_bytes`; not recursive).
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, ModuleError> {
-        let store = Self {
+        let mirror = Mirror {
             dir: dir.to_owned(),
             max_bytes,
             index: RwLock::default(),
             last_scan: Mutex::new(Instant::now()),
-            refresh_every: REFRESH_EVERY,
+            refresh_every_ns: AtomicU64::new(0),
             scans: AtomicU64::new(0),
             hashed_bytes: AtomicU64::new(0),
         };
-        let stats = store.scan()?;
+        let stats = mirror.scan()?;
         tracing::info!(
-            dir = %store.dir.display(),
+            dir = %mirror.dir.display(),
             listed = stats.listed,
             modules = stats.hashed_files,
             hashed_bytes = stats.hashed_bytes,
             "mirror indexed"
         );
-        Ok(store)
+        Ok(Self {
+            mirror: Arc::new(mirror),
+        }
+        .refresh_every(REFRESH_EVERY))
     }
 
     /// The same store, re-scanning for an unknown CID at most once per `every` (default
     /// [`REFRESH_EVERY`]; zero re-scans on every miss).
-    pub fn refresh_every(mut self, every: Duration) -> Self {
-        self.refresh_every = every;
+    pub fn refresh_every(self, every: Duration) -> Self {
+        let ns = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX);
+        self.mirror.refresh_every_ns.store(ns, Ordering::Relaxed);
         self
     }
 
     /// How many times the directory was scanned, the scan at open included.
     pub fn scans(&self) -> u64 {
-        self.scans.load(Ordering::Relaxed)
+        self.mirror.scans.load(Ordering::Relaxed)
     }
 
     /// How many bytes the scans read and hashed (only new or changed files are).
     pub fn hashed_bytes(&self) -> u64 {
-        self.hashed_bytes.load(Ordering::Relaxed)
+        self.mirror.hashed_bytes.load(Ordering::Relaxed)
     }
+}
 
+impl Mirror {
     /// Re-scans the directory and swaps the index in.
     fn scan(&self) -> Result<ScanStats, ModuleError> {
         let current = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -110,7 +124,8 @@ impl MirrorStore {
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return Ok(()),
         };
-        if last.elapsed() < self.refresh_every {
+        let every = Duration::from_nanos(self.refresh_every_ns.load(Ordering::Relaxed));
+        if last.elapsed() < every {
             return Ok(());
         }
         *last = Instant::now();
@@ -162,8 +177,13 @@ impl MirrorStore {
 #[async_trait]
 impl ModuleStore for MirrorStore {
     async fn fetch(&self, cid: &str) -> Result<Arc<Vec<u8>>, ModuleError> {
-        // Small local reads, capped; hashing a module is fast next to compiling it.
-        self.fetch_sync(cid).map(Arc::new)
+        // Reads up to the cap and, on a re-scan, hashing of new files: off the async workers.
+        let mirror = Arc::clone(&self.mirror);
+        let cid = cid.to_owned();
+        tokio::task::spawn_blocking(move || mirror.fetch_sync(&cid))
+            .await
+            .map_err(|e| ModuleError::Io(format!("reading from the mirror: {e}")))?
+            .map(Arc::new)
     }
 }
 
