@@ -38,9 +38,9 @@ impl FileKey {
 
 /// Reads `dir/name` as a module of at most `max_bytes`: its bytes, binary Wasm.
 ///
-/// The type is checked before opening (`lstat`), so a FIFO or a device is never opened; the open
-/// itself refuses links (`O_NOFOLLOW`) and cannot block (`O_NONBLOCK`); the opened descriptor is
-/// checked again (`fstat`), so a file swapped in between is caught, not followed.
+/// The type is checked before opening (`lstat`), so a FIFO or a device found there is not opened;
+/// the open itself refuses links (`O_NOFOLLOW`) and cannot block (`O_NONBLOCK`), and the opened
+/// descriptor is checked again (`fstat`), so a file swapped in between is refused before a read.
 pub(super) fn read_module(dir: &Path, name: &str, max_bytes: u64) -> Result<Vec<u8>, ModuleError> {
     let path = dir.join(name);
     let io = |e: std::io::Error| ModuleError::Io(format!("reading \"{name}\" in the mirror: {e}"));

@@ -159,7 +159,16 @@ impl Mirror {
                 })?
             }
         };
-        let bytes = file::read_module(&self.dir, &file, self.max_bytes)?;
+        let bytes = match file::read_module(&self.dir, &file, self.max_bytes) {
+            // Removed since the last scan: name the CID asked for, not the file.
+            Err(ModuleError::NotFound { place, .. }) => {
+                return Err(ModuleError::NotFound {
+                    cid: name.to_owned(),
+                    place,
+                });
+            }
+            read => read?,
+        };
         verify_file(&cid, &bytes).map_err(|e| ModuleError::Integrity(e.to_string()))?;
         Ok(bytes)
     }
@@ -232,6 +241,16 @@ mod tests {
         std::fs::write(dir.path().join("m.wasm"), wasm(b"tampered")).unwrap();
         let err = store.fetch(&cid).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_file_removed_after_indexing_is_unavailable_under_its_cid() {
+        let (dir, store) = mirror_with(&[("m.wasm", &wasm(b"gone"))]);
+        let cid = file_cids(&wasm(b"gone")).v1.to_string();
+        std::fs::remove_file(dir.path().join("m.wasm")).unwrap();
+        let err = store.fetch(&cid).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModuleUnavailable, "{err}");
+        assert!(err.to_string().contains(&cid), "{err}");
     }
 
     #[tokio::test]
