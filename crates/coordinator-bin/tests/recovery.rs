@@ -11,7 +11,7 @@ const TASKS: usize = 40;
 
 fn start(state: &std::path::Path) -> Service {
     let mut cmd = command(state);
-    cmd.env("COORDINATOR_IPFS_MIRROR", repo("testdata/wat"))
+    cmd.env("COORDINATOR_IPFS_MIRROR", repo("testdata/mirror"))
         .env("COORDINATOR_CONCURRENCY", "2");
     Service::start(cmd)
 }
@@ -22,7 +22,7 @@ fn sigkill_mid_batch_then_restart_gives_every_task_one_result() {
     let svc = start(dir.path());
     for i in 0..TASKS {
         // About 10-30 ms of work each, so the batch is still running when the kill comes.
-        let body = json!({"task_id": format!("job-{i:02}"), "wasm_cid": "busy_loop.wat", "input": {"entry": "count", "args": [20_000_000 + i]}});
+        let body = json!({"task_id": format!("job-{i:02}"), "wasm_cid": "busy_loop.wasm", "input": {"entry": "count", "args": [20_000_000 + i]}});
         assert_eq!(
             post(&svc.base, "/v1/tasks", &body.to_string(), None).status,
             201
@@ -77,7 +77,7 @@ fn sigkill_mid_batch_then_restart_gives_every_task_one_result() {
 fn sigkill_mid_batch_writes_each_result_back_to_the_source_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let tasks: Vec<_> = (0..TASKS)
-        .map(|i| json!({"task_id": format!("src-{i:02}"), "wasm_cid": "busy_loop.wat", "input": {"entry": "count", "args": [20_000_000 + i]}}))
+        .map(|i| json!({"task_id": format!("src-{i:02}"), "wasm_cid": "busy_loop.wasm", "input": {"entry": "count", "args": [20_000_000 + i]}}))
         .collect();
     let tasks_file = dir.path().join("tasks.json");
     std::fs::write(&tasks_file, serde_json::Value::from(tasks).to_string()).unwrap();
@@ -85,7 +85,7 @@ fn sigkill_mid_batch_writes_each_result_back_to_the_source_exactly_once() {
     let state = dir.path().join("state");
     let start = || {
         let mut cmd = command(&state);
-        cmd.env("COORDINATOR_IPFS_MIRROR", repo("testdata/wat"))
+        cmd.env("COORDINATOR_IPFS_MIRROR", repo("testdata/mirror"))
             .env("COORDINATOR_CONCURRENCY", "2")
             .env("COORDINATOR_TASKS_FILE", &tasks_file)
             .env("COORDINATOR_RESULTS_FILE", &results);

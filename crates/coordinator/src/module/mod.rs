@@ -48,6 +48,26 @@ pub enum ModuleError {
     /// A local file could not be read.
     #[error("{0}")]
     Io(String),
+    /// The mirror's entry is not a regular file (a link, directory, FIFO, device, socket): it is
+    /// never followed or read, so a link cannot expose a host file.
+    #[error(
+        "\"{name}\" in the mirror is {what}, not a regular file; the mirror serves regular files only (copy the module in rather than linking it)"
+    )]
+    NotRegularFile {
+        /// The file name asked for or found.
+        name: String,
+        /// What it is instead (`a symbolic link`, `a FIFO`, ...).
+        what: &'static str,
+    },
+    /// The file does not start with the binary Wasm magic. Its bytes are never quoted: they may
+    /// be any file's.
+    #[error(
+        "\"{name}\" is not a binary Wasm module (no \\0asm magic); compile WAT with wat2wasm first"
+    )]
+    NotWasm {
+        /// The file name asked for or found.
+        name: String,
+    },
 }
 
 impl ModuleError {
@@ -61,6 +81,9 @@ impl ModuleError {
             ModuleError::Integrity(_) => ErrorKind::Integrity,
             ModuleError::TooLarge { .. } => ErrorKind::ModuleTooLarge,
             ModuleError::Io(_) => ErrorKind::Io,
+            ModuleError::NotRegularFile { .. } | ModuleError::NotWasm { .. } => {
+                ErrorKind::BadModule
+            }
         }
     }
 }
