@@ -64,6 +64,10 @@ fn reverted(result: Result<impl std::fmt::Debug, ChainError>) -> TaskRegistryErr
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[tokio::test]
 async fn a_task_is_submitted_then_completed_once_by_an_authorised_executor() {
     let f = fixture().await;
@@ -152,6 +156,10 @@ async fn a_task_is_submitted_then_completed_once_by_an_authorised_executor() {
     );
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[tokio::test]
 async fn every_rule_reverts_with_its_own_error() {
     let f = fixture().await;
@@ -250,6 +258,10 @@ async fn every_rule_reverts_with_its_own_error() {
     );
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[tokio::test]
 async fn a_batch_writes_what_is_missing_and_skips_what_is_completed() {
     let f = fixture().await;

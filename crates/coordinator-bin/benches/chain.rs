@@ -319,6 +319,10 @@ struct Figures {
     drained: f64,
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the benchmark's steps, read top to bottom as the table they print"
+)]
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -91,6 +91,10 @@ async fn finished(client: &reqwest::Client, base: &str) -> u64 {
         .sum()
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the benchmark's steps, read top to bottom as the table they print"
+)]
 fn main() {
     let tasks: usize = std::env::var("TASKS")
         .ok()

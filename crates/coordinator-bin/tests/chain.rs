@@ -192,6 +192,10 @@ impl Chain {
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[test]
 fn samples_submitted_on_chain_get_one_result_each_and_the_hash_pins_the_document() {
     let chain = Chain::start();
@@ -332,6 +336,10 @@ fn a_task_reorganised_away_before_its_confirmations_never_runs() {
     miner.store(false, Ordering::Relaxed);
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[test]
 fn a_task_reorganised_away_after_it_was_taken_is_not_written_back_and_the_api_says_why() {
     let chain = Chain::start();

@@ -311,6 +311,10 @@ fn logged_sum(log: &str, event: &str, field: &str) -> (u64, u64) {
     (values.len() as u64, values.iter().sum())
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[test]
 fn unknown_cids_rescan_by_change_without_rehashing_the_mirror() {
     const FILE: usize = 4 << 20;

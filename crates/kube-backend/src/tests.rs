@@ -602,6 +602,10 @@ async fn a_shutdown_deletes_the_running_job_and_leaves_the_task_unfinished() {
     assert!(result.phases.is_none());
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[tokio::test]
 async fn start_up_removes_objects_no_unfinished_task_needs() {
     let kept = TaskNames::for_task("kept");

@@ -6,7 +6,7 @@
 
 use crate::cache::CompiledCache;
 use crate::cache_key::CacheLocation;
-use crate::classify::{Exit, classify};
+use crate::classify::{Exit, Failure, classify};
 use crate::clock::VirtualClock;
 use crate::entry::{self, EntryCall, EntryRequest, INITIALIZE_ENTRY};
 use crate::limiter::TaskLimiter;
@@ -257,6 +257,30 @@ impl Runtime {
     ) -> ResultEnvelope {
         let limits = &request.limits;
         let started = Instant::now();
+        let (mut store, budget) = self.store(module, request, captures);
+        let mut results = vec![Val::I32(0); plan.call.ty.results().len()];
+        let outcome = self
+            .linker
+            .instantiate(&mut store, &module.module)
+            .map_err(|e| classify(e, limits, true))
+            .and_then(|instance| call_entry(&mut store, &instance, plan, limits, &mut results));
+        let mut envelope = plan.envelope.clone();
+        envelope.duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        envelope.fuel_consumed = budget.map(|b| b.saturating_sub(store.get_fuel().unwrap_or(0)));
+        captures.fill(&mut envelope);
+        settle(&mut envelope, outcome, &results, plan.call.is_command());
+        envelope
+    }
+
+    /// A store for one run: the guest's WASI view, its memory limiter, its fuel (returned, when
+    /// metered) and its epoch deadline.
+    fn store(
+        &self,
+        module: &LoadedModule,
+        request: &RunRequest,
+        captures: &Captures,
+    ) -> (Store<HostState>, Option<u64>) {
+        let limits = &request.limits;
         let clock = VirtualClock::default();
         let wasi = wasi_context(
             &request.stdin,
@@ -287,57 +311,59 @@ impl Runtime {
             store.set_epoch_deadline(EpochTicker::ticks_for(limits.timeout));
             store.epoch_deadline_trap();
         }
+        (store, budget)
+    }
+}
 
-        let mut results = vec![Val::I32(0); plan.call.ty.results().len()];
-        let outcome = self
-            .linker
-            .instantiate(&mut store, &module.module)
-            .map_err(|e| classify(e, limits, true))
-            .and_then(|instance| {
-                if !plan.call.is_command()
-                    && let Ok(init) =
-                        instance.get_typed_func::<(), ()>(&mut store, INITIALIZE_ENTRY)
-                {
-                    init.call(&mut store, ())
-                        .map_err(|e| classify(e, limits, false))?;
-                }
-                let func = instance
-                    .get_func(&mut store, &plan.call.name)
-                    .ok_or_else(|| {
-                        RuntimeError::EntryNotFound(format!(
-                            "entry \"{}\" vanished",
-                            plan.call.name
-                        ))
-                    })?;
-                func.call(&mut store, &plan.params, &mut results)
-                    .map_err(|e| classify(e, limits, false))
-            });
+/// Runs a reactor's `_initialize` (once), then the planned entry, into `results`.
+fn call_entry(
+    store: &mut Store<HostState>,
+    instance: &wasmtime::Instance,
+    plan: &Plan,
+    limits: &RunLimits,
+    results: &mut [Val],
+) -> Result<(), Failure> {
+    if !plan.call.is_command()
+        && let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, INITIALIZE_ENTRY)
+    {
+        init.call(&mut *store, ())
+            .map_err(|e| classify(e, limits, false))?;
+    }
+    let func = instance
+        .get_func(&mut *store, &plan.call.name)
+        .ok_or_else(|| {
+            RuntimeError::EntryNotFound(format!("entry \"{}\" vanished", plan.call.name))
+        })?;
+    func.call(&mut *store, &plan.params, results)
+        .map_err(|e| classify(e, limits, false))
+}
 
-        let mut envelope = plan.envelope.clone();
-        envelope.duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-        envelope.fuel_consumed = budget.map(|b| b.saturating_sub(store.get_fuel().unwrap_or(0)));
-        captures.fill(&mut envelope);
-        match outcome {
-            Ok(()) => {
-                envelope.ok = true;
-                envelope.result = convert::results_to_json(&results);
-                if plan.call.is_command() {
-                    envelope.exit_code = Some(0);
-                }
-            }
-            Err(Exit(0)) => {
-                envelope.ok = true;
+/// Fills `envelope` from how the call ended: its results, or its exit status, or its error.
+fn settle(
+    envelope: &mut ResultEnvelope,
+    outcome: Result<(), Failure>,
+    results: &[Val],
+    command: bool,
+) {
+    match outcome {
+        Ok(()) => {
+            envelope.ok = true;
+            envelope.result = convert::results_to_json(results);
+            if command {
                 envelope.exit_code = Some(0);
             }
-            Err(e) => {
-                if let Exit(code) = e {
-                    envelope.exit_code = Some(code);
-                }
-                let e = e.into_error();
-                envelope.error = Some(ErrorInfo::new(e.kind(), e.to_string()));
-            }
         }
-        envelope
+        Err(Exit(0)) => {
+            envelope.ok = true;
+            envelope.exit_code = Some(0);
+        }
+        Err(e) => {
+            if let Exit(code) = e {
+                envelope.exit_code = Some(code);
+            }
+            let e = e.into_error();
+            envelope.error = Some(ErrorInfo::new(e.kind(), e.to_string()));
+        }
     }
 }
 

@@ -40,6 +40,10 @@ fn env(container: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[test]
 fn job_carries_the_task_and_keeps_what_the_template_tunes() {
     let names = TaskNames::for_task("Fib 12");
