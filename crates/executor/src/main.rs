@@ -17,10 +17,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasm_exec_runtime::{
-    Captures, EntryRequest, LoadedModule, ModuleLimits, RunRequest, Runtime, RuntimeError,
-    native_stack_size,
-};
+use wasm_exec_runtime::{LoadedModule, ModuleLimits, Runtime, RuntimeError, native_stack_size};
 use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput};
 use watchdog::Watchdog;
 
@@ -87,25 +84,21 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
         Ok(loaded) => loaded,
         Err(envelope) => return *envelope,
     };
-    let request = RunRequest {
-        entry: EntryRequest {
-            named: input.entry.or_else(|| config.entry.clone()),
-            args: input.args,
-            add_fallback: settings.add_fallback,
-        },
-        stdin: input.text.into_bytes(),
-        limits: settings.limits,
-    };
-    let plan = match runtime.plan(&module, &request) {
-        Ok(plan) => plan,
+    let prepared = match runtime.prepare(
+        &module,
+        &input,
+        config.entry.as_deref(),
+        settings.add_fallback,
+        settings.limits,
+    ) {
+        Ok(prepared) => prepared,
         Err(envelope) => return *envelope,
     };
-    let captures = Captures::new(&request.limits);
-    watchdog.call_starting(plan.envelope(), &captures);
+    watchdog.call_starting(prepared.plan.envelope(), &prepared.captures);
     let envelope = if main_stack_allows(native_stack_size(runtime.options())) {
-        runtime.call(&module, &plan, &request, &captures)
+        runtime.run_prepared(&module, &prepared)
     } else {
-        runtime.call_on_task_thread(&module, &plan, &request, &captures)
+        runtime.run_prepared_on_task_thread(&module, &prepared)
     };
     log_outcome(&envelope, module.cache.as_str());
     envelope

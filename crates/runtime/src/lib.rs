@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`engine`]: engine settings (determinism, fuel, how time is enforced) and their fingerprint.
 //! - [`runtime`]: [`Runtime`]: load, plan (entry + arguments), call.
+//! - [`prepare`]: input document to a run ready to call, shared by the executor and the local backend.
 //! - [`module`]: loading: shape check, then the cache or the compiler.
 //! - [`shape`]: [`ModuleLimits`]: the module's shape, checked before compiling.
 //! - [`entry`]: which export to call, by the seed's rules.
@@ -42,6 +43,7 @@ pub mod error;
 pub mod limiter;
 pub mod module;
 pub mod poll;
+pub mod prepare;
 pub mod runtime;
 pub mod sandbox;
 pub mod shape;
@@ -53,6 +55,7 @@ pub use engine::{EngineOptions, Interruption, native_stack_size};
 pub use entry::EntryRequest;
 pub use error::RuntimeError;
 pub use module::{CacheOutcome, LoadedModule, module_sha256_hex};
+pub use prepare::Prepared;
 pub use runtime::{Captures, Plan, RunLimits, RunRequest, Runtime, failed};
 pub use shape::{ModuleLimits, ModuleShape};
 pub use ticker::EpochTicker;

@@ -14,9 +14,7 @@ use sha2::{Digest, Sha256};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use wasm_exec_runtime::{
-    EngineOptions, EntryRequest, Interruption, LoadedModule, RunLimits, RunRequest, Runtime,
-};
+use wasm_exec_runtime::{EngineOptions, Interruption, LoadedModule, RunLimits, Runtime};
 use wasm_exec_task::{CheckedTask, ErrorKind, ResultEnvelope};
 
 /// Runs tasks in this process, on its own pool of threads sized for the Wasm stack.
@@ -120,28 +118,23 @@ impl Inner {
             }
         };
         let limits = &task.limits;
-        let request = RunRequest {
-            entry: EntryRequest {
-                named: task.entry.clone(),
-                args: task.input.args.clone(),
-                add_fallback: [serde_json::json!(5), serde_json::json!(7)],
-            },
-            stdin: task.input.text.clone().into_bytes(),
-            limits: RunLimits {
-                timeout: limits.timeout,
-                max_memory_bytes: usize::try_from(limits.max_memory_mb.saturating_mul(1 << 20))
-                    .unwrap_or(usize::MAX),
-                fuel: limits.fuel,
-                max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
-            },
+        let limits = RunLimits {
+            timeout: limits.timeout,
+            max_memory_bytes: usize::try_from(limits.max_memory_mb.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            fuel: limits.fuel,
+            max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
         };
-        let plan = match engine.runtime.plan(&loaded, &request) {
-            Ok(plan) => plan,
-            Err(envelope) => return *envelope,
-        };
-        let captures = wasm_exec_runtime::Captures::new(&request.limits);
-        // Runs on a pool thread, whose stack is sized for the Wasm stack limit.
-        engine.runtime.call(&loaded, &plan, &request, &captures)
+        let add_fallback = [serde_json::json!(5), serde_json::json!(7)];
+        let entry = task.spec.entry.as_deref();
+        match engine
+            .runtime
+            .prepare(&loaded, &task.input, entry, add_fallback, limits)
+        {
+            // Runs on a pool thread, whose stack is sized for the Wasm stack limit.
+            Ok(prepared) => engine.runtime.run_prepared(&loaded, &prepared),
+            Err(envelope) => *envelope,
+        }
     }
 }
 
