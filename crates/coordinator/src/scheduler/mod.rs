@@ -220,6 +220,24 @@ mod tests {
     use tokio_util::sync::CancellationToken;
     use wasm_exec_task::ErrorKind;
 
+    /// A scheduler over `source`, `backend` and `state`, with every module the same bytes.
+    fn scheduler_of(
+        source: Arc<dyn TaskSource>,
+        backend: Arc<dyn Backend>,
+        state: Arc<dyn StateStore>,
+    ) -> Scheduler {
+        Scheduler {
+            source,
+            modules: Arc::new(AnyModule),
+            backend,
+            state,
+            metrics: Arc::new(Metrics::default()),
+            concurrency: 1,
+            rules: IntakeRules::default(),
+            quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
+        }
+    }
+
     /// Every module is the same few bytes.
     struct AnyModule;
 
@@ -260,15 +278,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = Arc::new(StoppedBackend::default());
         let task = TaskSpec::new("t1", "x.wasm", serde_json::Value::Null);
-        let scheduler = |state: Arc<RedbStore>, tasks: Vec<TaskSpec>| Scheduler {
-            source: Arc::new(PlaceholderSource::new(tasks)),
-            modules: Arc::new(AnyModule),
-            backend: backend.clone(),
-            state,
-            metrics: Arc::new(Metrics::default()),
-            concurrency: 1,
-            rules: IntakeRules::default(),
-            quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
+        let scheduler = |state: Arc<RedbStore>, tasks: Vec<TaskSpec>| {
+            scheduler_of(
+                Arc::new(PlaceholderSource::new(tasks)),
+                backend.clone(),
+                state,
+            )
         };
         let state = Arc::new(RedbStore::open(dir.path()).unwrap());
         let outcomes = scheduler(state.clone(), vec![task])
@@ -327,16 +342,11 @@ mod tests {
     async fn news_from_the_source_brings_its_next_poll_forward() {
         let dir = tempfile::tempdir().unwrap();
         let source = Arc::new(NewsSource::default());
-        let scheduler = Scheduler {
-            source: source.clone(),
-            modules: Arc::new(AnyModule),
-            backend: Arc::new(StoppedBackend::default()),
-            state: Arc::new(RedbStore::open(dir.path()).unwrap()),
-            metrics: Arc::new(Metrics::default()),
-            concurrency: 1,
-            rules: IntakeRules::default(),
-            quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
-        };
+        let scheduler = scheduler_of(
+            source.clone(),
+            Arc::new(StoppedBackend::default()),
+            Arc::new(RedbStore::open(dir.path()).unwrap()),
+        );
         let polls = || source.polls.load(std::sync::atomic::Ordering::SeqCst);
         let until = |want: usize| async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -394,16 +404,11 @@ mod tests {
     async fn a_poll_that_never_returns_holds_up_neither_the_api_nor_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let state = Arc::new(RedbStore::open(dir.path()).unwrap());
-        let scheduler = Scheduler {
-            source: Arc::new(SilentSource),
-            modules: Arc::new(AnyModule),
-            backend: Arc::new(StoppedBackend::default()),
-            state: state.clone(),
-            metrics: Arc::new(Metrics::default()),
-            concurrency: 1,
-            rules: IntakeRules::default(),
-            quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
-        };
+        let scheduler = scheduler_of(
+            Arc::new(SilentSource),
+            Arc::new(StoppedBackend::default()),
+            state.clone(),
+        );
         let (api, inbox) = mpsc::channel(INBOX_CAPACITY);
         let shutdown = CancellationToken::new();
         let serving = tokio::spawn({
@@ -443,16 +448,11 @@ mod tests {
             state.record_start("poison").await.unwrap(); // each start, then the process died
         }
         let backend = Arc::new(StoppedBackend::default());
-        let scheduler = Scheduler {
-            source: Arc::new(PlaceholderSource::new(vec![])),
-            modules: Arc::new(AnyModule),
-            backend: backend.clone(),
-            state: state.clone(),
-            metrics: Arc::new(Metrics::default()),
-            concurrency: 1,
-            rules: IntakeRules::default(),
-            quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
-        };
+        let scheduler = scheduler_of(
+            Arc::new(PlaceholderSource::new(vec![])),
+            backend.clone(),
+            state.clone(),
+        );
         scheduler.run_once().await.unwrap();
         let record = state.get("poison").unwrap().unwrap();
         assert_eq!(
