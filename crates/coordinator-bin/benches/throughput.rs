@@ -141,7 +141,7 @@ fn main() {
             let id = format!("seq-{i}");
             let body = json!({"task_id": id, "wasm_cid": "add.wasm", "input": [i, 1]});
             let started = Instant::now();
-            client.post(format!("{base}/v1/tasks")).body(body.to_string()).send().await.expect("submit");
+            client.post(format!("{base}/v1/tasks")).header("Content-Type", "application/json").body(body.to_string()).send().await.expect("submit");
             submits.push(started.elapsed().as_secs_f64() * 1e3);
             loop {
                 let text = client.get(format!("{base}/v1/tasks/{id}")).send().await.expect("get").text().await.expect("body");
@@ -173,7 +173,7 @@ fn main() {
                         break;
                     }
                     let body = json!({"task_id": format!("t{i:07}"), "wasm_cid": "add.wasm", "input": [i, 1]});
-                    let resp = client.post(format!("{base}/v1/tasks")).body(body.to_string()).send().await.expect("submit");
+                    let resp = client.post(format!("{base}/v1/tasks")).header("Content-Type", "application/json").body(body.to_string()).send().await.expect("submit");
                     assert_eq!(resp.status().as_u16(), 201);
                 }
             }));

@@ -57,18 +57,6 @@ fn bad_requests_name_the_field() {
         ("not json", "body"),
         (r#"{"wasm_cid": "fib.wasm"} xyz"#, "body"),
         (r#"{"wasm_cid": "fib\n.wasm"}"#, "wasm_cid"),
-        (
-            r#"{"wasm_cid": "fib.wasm", "limits": {"max_memory_mb": 4096}}"#,
-            "COORDINATOR_MAX_TASK_MEMORY_MB",
-        ),
-        (
-            r#"{"wasm_cid": "fib.wasm", "limits": {"max_memory_mb": 18446744073709551615}}"#,
-            "limits.max_memory_mb",
-        ),
-        (
-            r#"{"wasm_cid": "fib.wasm", "limits": {"timeout_sec": 1e20}}"#,
-            "COORDINATOR_MAX_TASK_TIMEOUT_SEC",
-        ),
     ];
     for (body, field) in cases {
         let r = post(&svc.base, "/v1/tasks", body, None);
@@ -94,6 +82,67 @@ fn bad_requests_name_the_field() {
         listed.body["tasks"],
         serde_json::json!([]),
         "nothing refused was stored"
+    );
+}
+
+#[test]
+fn limits_over_the_maxima_and_forged_log_lines_are_refused_naming_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(command(dir.path()));
+    let cases = [
+        (
+            r#"{"wasm_cid": "fib.wasm", "entry": "fib\nINFO forged"}"#,
+            "entry",
+        ),
+        (
+            r#"{"wasm_cid": "fib.wasm", "limits": {"max_memory_mb": 4096}}"#,
+            "COORDINATOR_MAX_TASK_MEMORY_MB",
+        ),
+        (
+            r#"{"wasm_cid": "fib.wasm", "limits": {"max_memory_mb": 18446744073709551615}}"#,
+            "limits.max_memory_mb",
+        ),
+        (
+            r#"{"wasm_cid": "fib.wasm", "limits": {"timeout_sec": 1e20}}"#,
+            "COORDINATOR_MAX_TASK_TIMEOUT_SEC",
+        ),
+    ];
+    for (body, expected) in cases {
+        let r = post(&svc.base, "/v1/tasks", body, None);
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        assert!(
+            r.body["error"].to_string().contains(expected),
+            "{body}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn submissions_must_be_declared_json_and_hold_only_exact_integers() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(command(dir.path()));
+    let body = r#"{"wasm_cid": "fib.wasm"}"#;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let r = support::post_as(&svc.base, "/v1/tasks", body, content_type);
+        assert_eq!(r.status, 415, "{content_type:?}: {r:?}");
+        assert!(r.body.to_string().contains("application/json"), "{r:?}");
+    }
+    let charset = Some("application/json; charset=utf-8");
+    let r = support::post_as(&svc.base, "/v1/tasks", body, charset);
+    assert_eq!(r.status, 201, "{r:?}");
+    let huge = r#"{"wasm_cid": "fib.wasm", "input": [123456789012345678901234567890]}"#;
+    let r = post(&svc.base, "/v1/tasks", huge, None);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.to_string().contains("decimal string"), "{r:?}");
+    let listed = get(&svc.base, "/v1/tasks", None);
+    let stored = listed.body["tasks"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        stored, 1,
+        "only the one good submission was stored: {listed:?}"
     );
 }
 

@@ -225,6 +225,9 @@ impl TaskSpec {
         }
         let input = check_input(&self.input, rules.max_input_bytes)?;
         let limits = self.limits.resolve(rules)?;
+        if let Some(entry) = &input.entry {
+            check_entry(entry).map_err(|e| CheckError::new("input.entry", e.message))?;
+        }
         let entry = input.entry.clone().or_else(|| self.entry.clone());
         Ok(CheckedTask {
             spec: self.clone(),
@@ -259,6 +262,12 @@ fn check_entry(entry: &str) -> Result<(), CheckError> {
         return Err(CheckError::new(
             "entry",
             format!("must be 1-{MAX_NAME_BYTES} bytes, got {}", entry.len()),
+        ));
+    }
+    if entry.chars().any(char::is_control) {
+        return Err(CheckError::new(
+            "entry",
+            "must not hold control characters (a newline would forge lines in the log)",
         ));
     }
     Ok(())

@@ -46,6 +46,15 @@ pub fn get_text(base: &str, path: &str) -> (u16, String) {
     (status, resp.body_mut().read_to_string().unwrap_or_default())
 }
 
+/// `POST base+path` with a body declared as `content_type` (`None`: no Content-Type at all).
+pub fn post_as(base: &str, path: &str, body: &str, content_type: Option<&str>) -> Reply {
+    let mut req = agent().post(format!("{base}{path}"));
+    if let Some(content_type) = content_type {
+        req = req.header("Content-Type", content_type);
+    }
+    reply(req.send(body))
+}
+
 /// `POST base+path` with a body, with a bearer token if given.
 pub fn post(base: &str, path: &str, body: &str, token: Option<&str>) -> Reply {
     let mut req = agent()

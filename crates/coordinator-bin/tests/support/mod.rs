@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this helper
 
-pub use wasm_exec_test_peers::http::{Reply, get, get_text, post};
+pub use wasm_exec_test_peers::http::{Reply, get, get_text, post, post_as};
 pub use wasm_exec_test_peers::{JsIpfs, Service, repo};
 
 use serde_json::Value;

@@ -6,7 +6,7 @@ use crate::state::StateStore;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
@@ -27,8 +27,10 @@ struct Submission {
 
 pub(super) async fn submit_task(
     State(api): State<Api>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    require_json(&headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             body_too_large()
@@ -45,6 +47,7 @@ pub(super) async fn submit_task(
         ));
     };
     refuse_when_disk_is_low(api.state.as_ref())?;
+    refuse_inexact_integers(&body)?;
     let (task, generated) = validate(&body, &api.rules)?;
     let (task, fresh) = admit_submission(api.state.as_ref(), task, generated, new_task_id).await?;
     let spec = task.spec.clone();
@@ -74,6 +77,76 @@ pub(super) async fn submit_task(
         StatusCode::OK
     };
     Ok((status, axum::Json(TaskView::from(record))).into_response())
+}
+
+/// 415 unless the body is declared `application/json`: a browser sends a cross-site "simple"
+/// POST (no preflight) only as `text/plain`, form or multipart, so this keeps any web page from
+/// creating tasks through a visitor's browser.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match declared.as_deref() {
+        Some("application/json") => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("Content-Type"),
+            format!(
+                "the body must be sent as Content-Type: application/json (got {}); with curl: \
+                 -H 'Content-Type: application/json'",
+                other.unwrap_or("none")
+            ),
+        )),
+    }
+}
+
+/// 400 when the body holds an integer literal outside the 64-bit range (below -2^63 or above
+/// 2^64-1): a JSON parser would turn it into a float and lose its low digits. Arguments that
+/// large go as decimal strings (`"18446744073709551615"`), which the runtime converts exactly.
+fn refuse_inexact_integers(body: &[u8]) -> Result<(), ApiError> {
+    let (mut in_string, mut escaped) = (false, false);
+    let mut number: Option<usize> = None; // where the number token under the cursor began
+    for (at, &b) in body.iter().chain(std::iter::once(&b' ')).enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+            number.get_or_insert(at);
+            continue;
+        }
+        if let Some(start) = number.take() {
+            check_integer(&body[start..at])?;
+        }
+        in_string = b == b'"';
+    }
+    Ok(())
+}
+
+/// An integer literal (no fraction, no exponent) must fit an `i64` or a `u64`.
+fn check_integer(token: &[u8]) -> Result<(), ApiError> {
+    if token.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        return Ok(()); // a float: JSON numbers with a fraction are floats by intent
+    }
+    let text = std::str::from_utf8(token).unwrap_or_default();
+    if text.parse::<u64>().is_ok() || text.parse::<i64>().is_ok() {
+        return Ok(());
+    }
+    let digits = token.iter().filter(|b| b.is_ascii_digit()).count();
+    Err(ApiError::bad(
+        "body",
+        format!(
+            "an integer of {digits} digits is outside the 64-bit range and cannot be kept \
+             exactly; send it as a decimal string (\"123...\"), which arguments accept"
+        ),
+    ))
 }
 
 /// 503 with `Retry-After` while the state directory's free space is under its watermark, so a
@@ -206,6 +279,26 @@ mod tests {
     use crate::state::redb::RedbStore;
     use serde_json::json;
     use std::collections::HashSet;
+
+    #[test]
+    fn integers_too_long_to_keep_exactly_are_refused_and_strings_and_floats_pass() {
+        let refused = br#"{"wasm_cid": "fib.wasm", "input": [123456789012345678901234567890]}"#;
+        let e = format!("{:?}", refuse_inexact_integers(refused).unwrap_err());
+        assert!(e.contains("30 digits"), "{e}");
+        let just_over = br#"{"input": [18446744073709551616]}"#;
+        assert!(refuse_inexact_integers(just_over).is_err());
+        for fine in [
+            &br#"{"input": ["123456789012345678901234567890", 18446744073709551615]}"#[..],
+            br#"{"input": [1.2345678901234567890123, 1e300, -9223372036854775808]}"#,
+            br#"{"wasm_cid": "a\"123456789012345678901234567890"}"#,
+        ] {
+            assert!(
+                refuse_inexact_integers(fine).is_ok(),
+                "{}",
+                String::from_utf8_lossy(fine)
+            );
+        }
+    }
 
     #[test]
     fn ids_drawn_after_the_clock_stepped_back_never_meet_the_old_ones() {

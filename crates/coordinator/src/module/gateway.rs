@@ -12,6 +12,7 @@
 
 use super::{ModuleError, ModuleStore};
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ use std::time::Duration;
 use wasm_exec_ipfs::Cid;
 use wasm_exec_ipfs::{CarLimits, file_from_car};
 use wasm_exec_ipfs::{parse_cid, verify_file, verify_raw_block};
+
+/// Longest wait between two attempts at a gateway.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Multicodec of a raw block.
 const RAW: u64 = 0x55;
@@ -256,7 +260,13 @@ impl ModuleStore for GatewayStore {
             "{}/{cid}?format=car",
             self.config.endpoint.trim_end_matches('/')
         );
-        let mut wait = self.config.backoff;
+        // The first wait, doubling, each with jitter (backon); at most 30 s.
+        let mut waits = ExponentialBuilder::new()
+            .with_min_delay(self.config.backoff)
+            .with_max_delay(MAX_BACKOFF)
+            .with_jitter()
+            .without_max_times()
+            .build();
         let mut last = String::new();
         for attempt in 0..=self.config.retries {
             match self.attempt(&cid, &url).await {
@@ -269,8 +279,7 @@ impl ModuleStore for GatewayStore {
                     tracing::warn!(attempt, %why, "fetching a module failed");
                     last = why;
                     if attempt < self.config.retries {
-                        tokio::time::sleep(wait).await;
-                        wait = wait.saturating_mul(2);
+                        tokio::time::sleep(waits.next().unwrap_or(MAX_BACKOFF)).await;
                     }
                 }
             }
