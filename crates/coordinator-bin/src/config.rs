@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use wasm_exec_task::limits;
 
 /// The wasm-exec coordinator: takes tasks from a source, fetches their modules by CID with
 /// verification, runs them on a backend and writes each result back.
@@ -99,16 +100,16 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
 
     /// Default wall-clock limit of a task, in seconds (a task's `limits.timeout_sec` wins).
-    #[arg(long, env = "TIMEOUT_SEC", default_value_t = 20.0)]
+    #[arg(long, env = "TIMEOUT_SEC", default_value_t = limits::DEFAULT_TIMEOUT_SEC)]
     pub timeout_sec: f64,
 
     /// Default linear-memory limit of a task, in MiB (a task's `limits.max_memory_mb` wins).
-    #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 256)]
+    #[arg(long, env = "MAX_MEMORY_MB", default_value_t = limits::DEFAULT_MEMORY_MB)]
     pub max_memory_mb: u64,
 
     /// Default bytes of a guest's stdout, and of its stderr, kept in its result (a task's
     /// `limits.max_output_bytes` wins).
-    #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = limits::DEFAULT_OUTPUT_BYTES)]
     pub max_output_bytes: u64,
 
     /// The longest wall-clock limit a task may ask for, in seconds; a task over it is refused

@@ -44,7 +44,7 @@ pub struct Config {
 
     /// Hard wall-clock limit, in seconds (fractions allowed), covering compilation and the call;
     /// above 0, at most 604800 (7 days).
-    #[arg(long, env = "TIMEOUT_SEC", default_value_t = 20.0)]
+    #[arg(long, env = "TIMEOUT_SEC", default_value_t = limits::DEFAULT_TIMEOUT_SEC)]
     pub timeout_sec: f64,
 
     /// Input document file: `{"entry": "fib", "args": [12]}` or a bare array of arguments.
@@ -57,7 +57,7 @@ pub struct Config {
 
     /// Memory budget of the task, in MiB: all its linear memories and tables together (a table
     /// element counts 8 bytes); 1 to 65536.
-    #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 256)]
+    #[arg(long, env = "MAX_MEMORY_MB", default_value_t = limits::DEFAULT_MEMORY_MB)]
     pub max_memory_mb: u64,
 
     /// Instruction budget for deterministic metering; the result reports fuel consumed.
@@ -67,7 +67,7 @@ pub struct Config {
 
     /// Bytes of the guest's stdout, and of its stderr, kept in the result; the rest is dropped
     /// and the result says `truncated`; 0 to 67108864.
-    #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = limits::DEFAULT_OUTPUT_BYTES)]
     pub max_output_bytes: u64,
 
     /// Directory for compiled modules, keyed by module SHA-256 and engine settings; a second run

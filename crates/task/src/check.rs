@@ -32,9 +32,9 @@ impl Default for Limits {
     /// The seed's defaults: 20 s, 256 MiB, 1 MiB of output, no fuel metering.
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(20),
-            max_memory_mb: 256,
-            max_output_bytes: 1 << 20,
+            timeout: Duration::from_secs_f64(limits::DEFAULT_TIMEOUT_SEC),
+            max_memory_mb: limits::DEFAULT_MEMORY_MB,
+            max_output_bytes: limits::DEFAULT_OUTPUT_BYTES,
             fuel: None,
         }
     }

@@ -4,6 +4,13 @@
 
 use std::time::Duration;
 
+/// The seed's default wall-clock limit of a task, in seconds (`TIMEOUT_SEC`).
+pub const DEFAULT_TIMEOUT_SEC: f64 = 20.0;
+/// The seed's default memory budget of a task, in MiB (`MAX_MEMORY_MB`).
+pub const DEFAULT_MEMORY_MB: u64 = 256;
+/// The default bytes of stdout, and of stderr, a result keeps (`MAX_OUTPUT_BYTES`).
+pub const DEFAULT_OUTPUT_BYTES: u64 = 1 << 20;
+
 /// Longest wall-clock limit: 7 days, in seconds.
 pub const MAX_TIMEOUT_SEC: f64 = 604_800.0;
 /// Largest memory budget of a task: 64 GiB (16 memories of 4 GiB), in MiB.
