@@ -182,7 +182,7 @@ impl Inner {
     async fn run(&self, checked: &CheckedTask, module: &[u8]) -> ResultEnvelope {
         let task = &checked.spec;
         let names = TaskNames::for_task(&task.task_id);
-        if let Err((kind, message)) = render::check_size(module.len(), task.input_text().len()) {
+        if let Err((kind, message)) = render::check_size(module.len(), checked.input.text.len()) {
             return ResultEnvelope::failure(kind, message);
         }
         let run = self.run_settings(checked);
