@@ -95,6 +95,17 @@ pub struct Config {
     #[arg(long, env = "COORDINATOR_QUARANTINE_AFTER", default_value_t = 3)]
     pub quarantine_after: u32,
 
+    /// Compile modules in a child process of this binary, killed when the task's time runs out
+    /// and limited to `COORDINATOR_COMPILE_MEMORY_MB`. `false` compiles in the worker thread,
+    /// where nothing bounds a compile's time or memory but the module shape check.
+    #[arg(long, env = "COORDINATOR_COMPILE_IN_CHILD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub compile_in_child: bool,
+
+    /// Address space one compiler child process may use, in MiB; a compile needing more ends
+    /// its task with `out_of_memory`.
+    #[arg(long, env = "COORDINATOR_COMPILE_MEMORY_MB", default_value_t = 1024)]
+    pub compile_memory_mb: u64,
+
     /// Directory for fetched modules (by CID, re-verified when read) and compiled code (optional).
     #[arg(long, env = "COORDINATOR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -259,6 +270,9 @@ pub enum Command {
     /// Check or repair the state directory (`COORDINATOR_STATE_DIR`) of a stopped coordinator.
     #[command(subcommand)]
     State(StateCommand),
+    /// Internal: the compiler child process (module on stdin, compiled code on stdout).
+    #[command(hide = true)]
+    CompileModule,
 }
 
 /// `coordinator state ...`: run while no coordinator uses the directory.

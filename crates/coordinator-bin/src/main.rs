@@ -36,6 +36,9 @@ mod wire;
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::CompileModule) = config.command {
+        return wasm_exec_runtime::compile_child::serve();
+    }
     telemetry::init_logging(config.log_format);
     match run(config) {
         Ok(code) => code,
@@ -59,7 +62,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
     match &config.command {
         Some(Command::Chain(command)) => return commands::chain(command, &config.chain).await,
         Some(Command::State(command)) => return state_command::run(command, &config.state_dir),
-        None => {}
+        Some(Command::CompileModule) | None => {}
     }
     let modules = wire::module_store(&config)?;
     let rules = wire::intake_rules(&config)?;

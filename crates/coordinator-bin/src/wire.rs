@@ -20,6 +20,7 @@ use wasm_exec_coordinator::source::results_file::ResultsFile;
 use wasm_exec_coordinator::state::StateStore;
 use wasm_exec_coordinator::state::redb::RedbStore;
 use wasm_exec_kube_backend::{KubernetesBackend, KubernetesSettings};
+use wasm_exec_runtime::ChildCompiler;
 use wasm_exec_task::{IntakeRules, Limits};
 
 /// The module store: the IPFS gateway if `COORDINATOR_IPFS_ENDPOINT` is set, else the mirror.
@@ -52,6 +53,21 @@ pub fn module_store(config: &Config) -> anyhow::Result<Arc<dyn ModuleStore>> {
     })
 }
 
+/// The compiler child processes (this executable's hidden `compile-module` command), unless
+/// `COORDINATOR_COMPILE_IN_CHILD` is off.
+fn child_compiler(config: &Config) -> anyhow::Result<Option<ChildCompiler>> {
+    if !config.compile_in_child {
+        return Ok(None);
+    }
+    let program = std::env::current_exe().context("finding this executable to compile in")?;
+    Ok(Some(ChildCompiler::new(
+        program,
+        vec!["compile-module".into()],
+        config.compile_memory_mb.saturating_mul(1 << 20),
+        "COORDINATOR_COMPILE_MEMORY_MB",
+    )))
+}
+
 /// The backend. `abandon` is cancelled when the shutdown grace runs out: the kubernetes backend
 /// then deletes the Jobs still running, and their tasks stay unfinished, to run again later.
 pub async fn backend(
@@ -64,6 +80,7 @@ pub async fn backend(
             config.cache_dir.clone(),
             metrics,
             config.concurrency.max(1),
+            child_compiler(config)?,
         )?),
         BackendKind::Kubernetes => {
             let settings = KubernetesSettings::new(

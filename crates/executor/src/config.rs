@@ -8,7 +8,7 @@ use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use wasm_exec_runtime::{CacheLocation, EngineOptions, Interruption, RunLimits};
+use wasm_exec_runtime::{CacheLocation, ChildCompiler, EngineOptions, Interruption, RunLimits};
 use wasm_exec_task::limits;
 
 /// Runs one WebAssembly task and writes its result document.
@@ -86,6 +86,16 @@ pub struct Config {
     #[arg(long, env = "MAX_WASM_STACK_KB", default_value_t = 1024)]
     pub max_wasm_stack_kb: u64,
 
+    /// Data one compiler child process may use, in MiB: the module is compiled in a child process
+    /// of this executable, killed at TIMEOUT_SEC, and a compile needing more is `out_of_memory`.
+    /// 0 compiles in this process (bounded by the watchdog and the module shape check only).
+    #[arg(long, env = "COMPILE_MEMORY_MB", default_value_t = 1024)]
+    pub compile_memory_mb: u64,
+
+    /// Internal: be the compiler child process (module on stdin, compiled code on stdout).
+    #[arg(long, hide = true)]
+    pub compile_module: bool,
+
     /// How TIMEOUT_SEC is enforced: `watchdog` (a thread reports the timeout and ends the
     /// process; guests run at full speed) or `epoch` (checks compiled into the guest, as
     /// in-process; slower on call-heavy code).
@@ -129,6 +139,8 @@ pub struct Settings {
     pub add_fallback: [Value; 2],
     /// The compiled-module cache and its key, if WASM_CACHE_DIR is set.
     pub cache: Option<CacheLocation>,
+    /// Compiles in child processes of this executable, unless COMPILE_MEMORY_MB is 0.
+    pub compiler: Option<ChildCompiler>,
 }
 
 /// Largest input document read from INPUT_PATH.
@@ -170,11 +182,28 @@ impl Config {
                 max_memory_bytes,
                 fuel: self.fuel,
                 max_output_bytes,
+                spent: std::time::Duration::ZERO,
             },
             input_text,
             add_fallback: [json_or_string(&self.add_x), json_or_string(&self.add_y)],
             cache,
+            compiler: self.compiler()?,
         })
+    }
+
+    /// The compiler child processes: this executable with `--compile-module`.
+    fn compiler(&self) -> anyhow::Result<Option<ChildCompiler>> {
+        if self.compile_memory_mb == 0 {
+            return Ok(None);
+        }
+        let program = std::env::current_exe()
+            .context("finding this executable to compile in (or set COMPILE_MEMORY_MB=0)")?;
+        Ok(Some(ChildCompiler::new(
+            program,
+            vec!["--compile-module".into()],
+            self.compile_memory_mb.saturating_mul(1 << 20),
+            "COMPILE_MEMORY_MB",
+        )))
     }
 
     /// WASM_CACHE_DIR with its key: WASM_CACHE_KEY_FILE, or the default beside the directory.

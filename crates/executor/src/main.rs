@@ -17,7 +17,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasm_exec_runtime::{LoadedModule, ModuleLimits, Runtime, RuntimeError, native_stack_size};
+use wasm_exec_runtime::{
+    LoadedModule, ModuleLimits, RunLimits, Runtime, RuntimeError, native_stack_size,
+};
 use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskInput};
 use watchdog::Watchdog;
 
@@ -32,6 +34,9 @@ const EPOCH_BACKSTOP: Duration = Duration::from_millis(500);
 fn main() -> ExitCode {
     let started = Instant::now();
     let config = Config::parse();
+    if config.compile_module {
+        return wasm_exec_runtime::compile_child::serve();
+    }
     init_logging();
     let reporter = Arc::new(Reporter::new(
         config.output_path.clone(),
@@ -80,16 +85,20 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
         Ok(input) => input,
         Err(e) => return ResultEnvelope::failure(ErrorKind::BadInput, e.to_string()),
     };
-    let (runtime, module) = match load(config, &settings) {
+    let (runtime, module) = match load(config, &settings, started) {
         Ok(loaded) => loaded,
         Err(envelope) => return *envelope,
+    };
+    let limits = RunLimits {
+        spent: started.elapsed(),
+        ..settings.limits
     };
     let prepared = match runtime.prepare(
         &module,
         &input,
         config.entry.as_deref(),
         settings.add_fallback,
-        settings.limits,
+        limits,
     ) {
         Ok(prepared) => prepared,
         Err(envelope) => return *envelope,
@@ -104,22 +113,31 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
     envelope
 }
 
-/// Reads WASM_PATH (up to the module size limit), creates the runtime and loads the module.
+/// Reads WASM_PATH (up to the module size limit), creates the runtime and loads the module,
+/// compiling it within the time left of TIMEOUT_SEC from `started`.
 fn load(
     config: &Config,
     settings: &Settings,
+    started: Instant,
 ) -> Result<(Runtime, LoadedModule), Box<ResultEnvelope>> {
     let limits = ModuleLimits::default();
     let bytes = read_module(&config.wasm_path, limits.max_module_bytes)
         .map_err(|e| Box::new(failure(&e, ErrorKind::Io)))?;
     let refused = |e: RuntimeError| Box::new(ResultEnvelope::failure(e.kind(), e.to_string()));
     limits.check_size(bytes.len()).map_err(refused)?;
-    let runtime = Runtime::with_cache(settings.engine, settings.cache.as_ref()).map_err(refused)?;
-    let module = runtime.load(&bytes).map_err(|e| {
-        let mut envelope = refused(e);
-        envelope.module_sha256 = Some(wasm_exec_runtime::module_sha256_hex(&bytes));
-        envelope
-    })?;
+    let mut runtime =
+        Runtime::with_cache(settings.engine, settings.cache.as_ref()).map_err(refused)?;
+    if let Some(compiler) = &settings.compiler {
+        runtime = runtime.with_child_compiler(compiler.clone());
+    }
+    let time_limit = Some(settings.limits.timeout);
+    let module = runtime
+        .load_within(&bytes, started, time_limit)
+        .map_err(|e| {
+            let mut envelope = refused(e);
+            envelope.module_sha256 = Some(wasm_exec_runtime::module_sha256_hex(&bytes));
+            envelope
+        })?;
     Ok((runtime, module))
 }
 

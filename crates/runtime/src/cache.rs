@@ -140,16 +140,26 @@ impl CompiledCache {
     /// Stores a compiled module. Failures are logged and otherwise ignored: the cache only saves
     /// time, it never decides an outcome.
     pub fn store(&self, module: &Module, module_sha256: &[u8; 32]) {
-        if let Err(e) = self.try_store(module, module_sha256) {
+        match module.serialize() {
+            Ok(payload) => self.store_serialized(&payload, module_sha256),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not serialise a compiled module for the cache");
+            }
+        }
+    }
+
+    /// Stores compiled code as `Module::serialize` (or `Engine::precompile_module`) made it;
+    /// failures are logged as for [`CompiledCache::store`].
+    pub fn store_serialized(&self, payload: &[u8], module_sha256: &[u8; 32]) {
+        if let Err(e) = self.try_store(payload, module_sha256) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not write compiled-module cache entry");
         }
     }
 
-    fn try_store(&self, module: &Module, module_sha256: &[u8; 32]) -> std::io::Result<()> {
+    fn try_store(&self, payload: &[u8], module_sha256: &[u8; 32]) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
-        let payload = module.serialize().map_err(std::io::Error::other)?;
         let tag = self
-            .mac_of(module_sha256, &self.fingerprint, &payload)
+            .mac_of(module_sha256, &self.fingerprint, payload)
             .finalize()
             .into_bytes();
         std::fs::DirBuilder::new()
@@ -161,7 +171,7 @@ impl CompiledCache {
         file.write_all(module_sha256)?;
         file.write_all(&self.fingerprint)?;
         file.write_all(&tag)?;
-        file.write_all(&payload)?;
+        file.write_all(payload)?;
         file.persist(self.path_for(module_sha256))
             .map_err(|e| e.error)?;
         Ok(())

@@ -26,6 +26,14 @@ pub enum RuntimeError {
         /// The limit that ran out, in seconds.
         limit_sec: f64,
     },
+    /// Compiling the module outlasted the task's time limit (the compiler process was killed).
+    #[error(
+        "compiling the module took longer than the task's time limit of {limit_sec} s; make the module smaller or raise the limit"
+    )]
+    CompileTimeout {
+        /// The limit that ran out, in seconds.
+        limit_sec: f64,
+    },
     /// Linear memory or table growth beyond the limit.
     #[error("{0}")]
     OutOfMemory(String),
@@ -50,7 +58,9 @@ impl RuntimeError {
             RuntimeError::BadModule(_) => ErrorKind::BadModule,
             RuntimeError::EntryNotFound(_) => ErrorKind::EntryNotFound,
             RuntimeError::Trap(_) => ErrorKind::Trap,
-            RuntimeError::Timeout { .. } => ErrorKind::Timeout,
+            RuntimeError::Timeout { .. } | RuntimeError::CompileTimeout { .. } => {
+                ErrorKind::Timeout
+            }
             RuntimeError::OutOfMemory(_) => ErrorKind::OutOfMemory,
             RuntimeError::OutOfFuel { .. } => ErrorKind::OutOfFuel,
             RuntimeError::Io(_) => ErrorKind::Io,

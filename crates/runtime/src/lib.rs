@@ -7,6 +7,7 @@
 //! - [`runtime`]: [`Runtime`]: load, plan (entry + arguments), call.
 //! - [`prepare`]: input document to a run ready to call, shared by the executor and the local backend.
 //! - [`module`]: loading: shape check, then the cache or the compiler.
+//! - [`compile_child`]: compiling in a child process that the deadline can kill, memory capped.
 //! - [`shape`]: [`ModuleLimits`]: the module's shape, checked before compiling.
 //! - [`entry`]: which export to call, by the seed's rules.
 //! - [`convert`]: JSON arguments to Wasm values and results back.
@@ -36,6 +37,7 @@ pub mod cache_key;
 pub mod capture;
 mod classify;
 pub mod clock;
+pub mod compile_child;
 pub mod convert;
 pub mod engine;
 pub mod entry;
@@ -51,6 +53,7 @@ pub mod ticker;
 
 pub use cache_key::CacheLocation;
 pub use capture::OutputCapture;
+pub use compile_child::ChildCompiler;
 pub use engine::{EngineOptions, Interruption, native_stack_size};
 pub use entry::EntryRequest;
 pub use error::RuntimeError;

@@ -2,8 +2,10 @@
 
 use crate::cache::CompiledCache;
 use crate::classify::one_line;
-use crate::{ModuleLimits, RuntimeError, entry};
+use crate::compile_child::ChildCompiler;
+use crate::{EngineOptions, ModuleLimits, RuntimeError, entry};
 use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
 use wasmtime::{Engine, Module};
 
 /// How a module was obtained.
@@ -49,54 +51,94 @@ impl LoadedModule {
     }
 }
 
-/// Checks the shape of `bytes` (binary Wasm or WAT text) against the module limits, then
-/// compiles it, or loads the compiled code from the cache.
-pub(crate) fn load(
-    engine: &Engine,
-    cache: Option<&CompiledCache>,
-    limits: &ModuleLimits,
-    bytes: &[u8],
-) -> Result<LoadedModule, RuntimeError> {
-    let sha256: [u8; 32] = Sha256::digest(bytes).into();
-    limits.check_size(bytes.len())?;
-    let wasm = wat::parse_bytes(bytes).map_err(|e| {
-        RuntimeError::BadModule(format!(
-            "the module is neither a Wasm binary (no \\0asm header) nor valid WAT text: {}",
-            e.to_string()
-                .lines()
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-    })?;
-    let shape = limits.check(&wasm)?;
-    tracing::debug!(?shape, "module shape within limits");
-    if let Some(cache) = cache
-        && let Some(module) = cache.load(engine, &sha256)
-    {
-        return Ok(LoadedModule {
+/// What loading a module needs from the runtime.
+pub(crate) struct Loader<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) options: &'a EngineOptions,
+    pub(crate) cache: Option<&'a CompiledCache>,
+    pub(crate) limits: &'a ModuleLimits,
+    /// Compiles in a child process when set; in this thread otherwise.
+    pub(crate) compiler: Option<&'a ChildCompiler>,
+}
+
+impl Loader<'_> {
+    /// Checks the shape of `bytes` (binary Wasm or WAT text) against the module limits, then
+    /// compiles it, or loads the compiled code from the cache. A child compiler is stopped when
+    /// `time_limit` (from `started`) runs out.
+    pub(crate) fn load(
+        &self,
+        bytes: &[u8],
+        started: Instant,
+        time_limit: Option<Duration>,
+    ) -> Result<LoadedModule, RuntimeError> {
+        let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        self.limits.check_size(bytes.len())?;
+        let wasm = wat::parse_bytes(bytes).map_err(|e| {
+            RuntimeError::BadModule(format!(
+                "the module is neither a Wasm binary (no \\0asm header) nor valid WAT text: {}",
+                e.to_string()
+                    .lines()
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
+        let shape = self.limits.check(&wasm)?;
+        tracing::debug!(?shape, "module shape within limits");
+        if let Some(cache) = self.cache
+            && let Some(module) = cache.load(self.engine, &sha256)
+        {
+            return Ok(LoadedModule {
+                module,
+                sha256,
+                cache: CacheOutcome::Hit,
+            });
+        }
+        let (module, code) = match self.compiler {
+            Some(compiler) => {
+                let code = compiler.compile(self.options, &wasm, started, time_limit)?;
+                (deserialize_own(self.engine, &code)?, Some(code))
+            }
+            None => (
+                Module::from_binary(self.engine, &wasm).map_err(|e| {
+                    RuntimeError::BadModule(format!(
+                        "the module does not validate or compile: {}",
+                        one_line(&e)
+                    ))
+                })?,
+                None,
+            ),
+        };
+        let outcome = match self.cache {
+            Some(cache) => {
+                match code {
+                    Some(code) => cache.store_serialized(&code, &sha256),
+                    None => cache.store(&module, &sha256),
+                }
+                CacheOutcome::Miss
+            }
+            None => CacheOutcome::Off,
+        };
+        Ok(LoadedModule {
             module,
             sha256,
-            cache: CacheOutcome::Hit,
-        });
+            cache: outcome,
+        })
     }
-    let module = Module::from_binary(engine, &wasm).map_err(|e| {
-        RuntimeError::BadModule(format!(
-            "the module does not validate or compile: {}",
+}
+
+/// Loads code that our own compiler process just made.
+#[allow(unsafe_code)]
+fn deserialize_own(engine: &Engine, code: &[u8]) -> Result<Module, RuntimeError> {
+    // SAFETY: `Module::deserialize` requires bytes made by `Engine::precompile_module` or
+    // `Module::serialize` with compatible settings. These come from our own executable
+    // (`compile_child::serve`, the same build and options) over a pipe only the two processes
+    // hold; wasmtime re-checks the version and settings itself.
+    unsafe { Module::deserialize(engine, code) }.map_err(|e| {
+        RuntimeError::Io(format!(
+            "loading the compiler process's code: {}",
             one_line(&e)
         ))
-    })?;
-    let outcome = match cache {
-        Some(cache) => {
-            cache.store(&module, &sha256);
-            CacheOutcome::Miss
-        }
-        None => CacheOutcome::Off,
-    };
-    Ok(LoadedModule {
-        module,
-        sha256,
-        cache: outcome,
     })
 }
 

@@ -8,6 +8,7 @@ use crate::cache::CompiledCache;
 use crate::cache_key::CacheLocation;
 use crate::classify::{Exit, Failure, classify};
 use crate::clock::VirtualClock;
+use crate::compile_child::ChildCompiler;
 use crate::entry::{self, EntryCall, EntryRequest, INITIALIZE_ENTRY};
 use crate::limiter::TaskLimiter;
 use crate::module::LoadedModule;
@@ -32,6 +33,9 @@ pub struct RunLimits {
     pub fuel: Option<u64>,
     /// Bytes kept of stdout and of stderr each (`MAX_OUTPUT_BYTES`).
     pub max_output_bytes: usize,
+    /// Time the task already used before the run (compiling its module), counted against
+    /// `timeout`.
+    pub spent: Duration,
 }
 
 impl Default for RunLimits {
@@ -41,6 +45,7 @@ impl Default for RunLimits {
             max_memory_bytes: 256 << 20,
             fuel: None,
             max_output_bytes: 1 << 20,
+            spent: Duration::ZERO,
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct Runtime {
     cache: Option<CompiledCache>,
     /// The largest module shape accepted for compilation.
     module_limits: ModuleLimits,
+    /// Compiles in a child process that the deadline can kill, when set.
+    compiler: Option<ChildCompiler>,
     /// Keeps the epoch advancing while the runtime lives (epoch interruption only).
     _ticker: Option<EpochTicker>,
 }
@@ -147,6 +154,7 @@ impl Runtime {
             linker,
             cache,
             module_limits: ModuleLimits::default(),
+            compiler: None,
             _ticker: ticker,
         })
     }
@@ -162,15 +170,35 @@ impl Runtime {
         &self.options
     }
 
+    /// Compiles in child processes started by `compiler` from now on, so that a compile can be
+    /// stopped at the task's deadline and its memory is capped (see [`crate::compile_child`]).
+    pub fn with_child_compiler(mut self, compiler: ChildCompiler) -> Self {
+        self.compiler = Some(compiler);
+        self
+    }
+
     /// Checks the shape of `bytes` (binary Wasm or WAT text) against the module limits, then
     /// compiles it, or loads the compiled code from the cache.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, RuntimeError> {
-        crate::module::load(
-            &self.engine,
-            self.cache.as_ref(),
-            &self.module_limits,
-            bytes,
-        )
+        self.load_within(bytes, Instant::now(), None)
+    }
+
+    /// [`Runtime::load`] within a task's time: with a child compiler, a compile still running
+    /// when `time_limit` (counted from `started`) runs out is killed, a `timeout`.
+    pub fn load_within(
+        &self,
+        bytes: &[u8],
+        started: Instant,
+        time_limit: Option<Duration>,
+    ) -> Result<LoadedModule, RuntimeError> {
+        let loader = crate::module::Loader {
+            engine: &self.engine,
+            options: &self.options,
+            cache: self.cache.as_ref(),
+            limits: &self.module_limits,
+            compiler: self.compiler.as_ref(),
+        };
+        loader.load(bytes, started, time_limit)
     }
 
     /// Chooses the entry and converts the arguments; any error comes back as a failed envelope.
@@ -308,7 +336,9 @@ impl Runtime {
             let _ = store.set_fuel(budget);
         }
         if self.options.interruption == Interruption::Epoch {
-            store.set_epoch_deadline(EpochTicker::ticks_for(limits.timeout));
+            store.set_epoch_deadline(EpochTicker::ticks_for(
+                limits.timeout.saturating_sub(limits.spent),
+            ));
             store.epoch_deadline_trap();
         }
         (store, budget)

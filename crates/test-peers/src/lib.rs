@@ -5,11 +5,13 @@
 //! - [`anvil`]: a real Ethereum node (anvil from `peers/anvil`).
 //! - [`ipfs`]: a real IPFS node (js-ipfs from `peers/ipfs`).
 //! - [`service`]: one of our binaries, its log collected and its API address read from it.
+//! - [`hostile`]: hostile guests generated as WAT, too large to commit.
 //! - [`http`]: blocking HTTP calls with statuses as data.
 //! - [`tmpfs`]: a small filesystem of its own, for disk-full tests.
 //! - [`tls`]: a throwaway CA and a TLS proxy in front of a plain-HTTP peer.
 
 pub mod anvil;
+pub mod hostile;
 pub mod http;
 pub mod ipfs;
 pub mod service;

@@ -71,6 +71,18 @@ impl Service {
         }
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the coordinator's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status");
+        kib / 1024
+    }
+
     /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit code.
     pub fn signal_and_wait(mut self, signal: &str) -> Option<i32> {
         let _ = Command::new("kill")

@@ -4,7 +4,9 @@
 //! compiled in only for the engine that serves tasks with a `fuel` limit); each task gets its own
 //! store and limits. Epoch interruption enforces the time limit, since the host must outlive the
 //! guest. Compiled modules are kept in memory (bounded, least recently used first out) and, with
-//! a cache directory, on disk, so a module is compiled once per process.
+//! a cache directory, on disk, so a module is compiled once per process. Compiling counts against
+//! the task's time; with a child compiler (the binary's default) it runs in a process of its own,
+//! killed when that time runs out and capped in memory, since wasmtime cannot stop a compile.
 
 use super::Backend;
 use crate::metrics::Metrics;
@@ -14,7 +16,10 @@ use sha2::{Digest, Sha256};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use wasm_exec_runtime::{EngineOptions, Interruption, LoadedModule, RunLimits, Runtime};
+use std::time::Instant;
+use wasm_exec_runtime::{
+    ChildCompiler, EngineOptions, Interruption, LoadedModule, RunLimits, Runtime,
+};
 use wasm_exec_task::{CheckedTask, ErrorKind, ResultEnvelope};
 
 /// Runs tasks in this process, on its own pool of threads sized for the Wasm stack.
@@ -45,7 +50,8 @@ const COMPILED_IN_MEMORY: usize = 64;
 
 impl LocalBackend {
     /// Creates the engines and `threads` pool threads (the most tasks that can run at once);
-    /// compiled code is also cached on disk under `cache_dir` if given.
+    /// compiled code is also cached on disk under `cache_dir` if given, and compiled by
+    /// `compiler`'s child processes if given (in the pool thread otherwise).
     ///
     /// The pool's threads have stacks sized for the Wasm stack limit, so guests run on them
     /// directly: off the async runtime's threads, and with no thread created per task.
@@ -53,6 +59,7 @@ impl LocalBackend {
         cache_dir: Option<PathBuf>,
         metrics: Arc<Metrics>,
         threads: usize,
+        compiler: Option<ChildCompiler>,
     ) -> anyhow::Result<Self> {
         let engine = |fuel_metering| -> anyhow::Result<Engine> {
             let options = EngineOptions {
@@ -61,8 +68,12 @@ impl LocalBackend {
                 ..EngineOptions::default()
             };
             let dir = cache_dir.as_ref().map(|d| d.join("compiled"));
+            let mut runtime = Runtime::new(options, dir.as_deref())?;
+            if let Some(compiler) = &compiler {
+                runtime = runtime.with_child_compiler(compiler.clone());
+            }
             Ok(Engine {
-                runtime: Runtime::new(options, dir.as_deref())?,
+                runtime,
                 compiled: Mutex::new(LruCache::new(
                     NonZeroUsize::new(COMPILED_IN_MEMORY).unwrap_or(NonZeroUsize::MIN),
                 )),
@@ -109,7 +120,8 @@ impl Inner {
         } else {
             &self.plain
         };
-        let loaded = match engine.load(module, &self.metrics) {
+        let started = Instant::now();
+        let loaded = match engine.load(module, &self.metrics, started, task.limits.timeout) {
             Ok(loaded) => loaded,
             Err(e) => {
                 let mut envelope = ResultEnvelope::failure(e.kind(), e.to_string());
@@ -124,6 +136,7 @@ impl Inner {
                 .unwrap_or(usize::MAX),
             fuel: limits.fuel,
             max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
+            spent: started.elapsed(),
         };
         let add_fallback = [serde_json::json!(5), serde_json::json!(7)];
         let entry = task.spec.entry.as_deref();
@@ -139,11 +152,14 @@ impl Inner {
 }
 
 impl Engine {
-    /// The compiled module, from memory, the disk cache, or compiled now.
+    /// The compiled module, from memory, the disk cache, or compiled now within the task's
+    /// `time_limit` from `started`.
     fn load(
         &self,
         bytes: &[u8],
         metrics: &Metrics,
+        started: Instant,
+        time_limit: std::time::Duration,
     ) -> Result<LoadedModule, wasm_exec_runtime::RuntimeError> {
         let key: [u8; 32] = Sha256::digest(bytes).into();
         let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,7 +168,7 @@ impl Engine {
             return Ok(module.clone());
         }
         drop(compiled);
-        let module = self.runtime.load(bytes)?;
+        let module = self.runtime.load_within(bytes, started, Some(time_limit))?;
         metrics.record_cache(module.cache == wasm_exec_runtime::CacheOutcome::Hit);
         let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         compiled.put(key, module.clone());

@@ -263,3 +263,61 @@ fn entry_not_found_lists_a_few_exports_and_counts_the_rest() {
     assert!(bytes <= 4096, "message is {bytes} bytes");
     assert!(!out.message().contains("message cut"), "{}", out.message());
 }
+
+/// `functions` of the costliest functions the shape check allows, as binary Wasm in `dir`.
+fn slow_to_compile(dir: &std::path::Path, functions: usize) -> std::path::PathBuf {
+    let path = dir.join("slow.wasm");
+    let wat = wasm_exec_test_peers::hostile::slow_to_compile(functions);
+    std::fs::write(&path, wat::parse_str(wat).expect("hostile module")).expect("hostile module");
+    path
+}
+
+#[test]
+fn a_minute_of_compiling_stops_at_the_time_limit_outside_the_executor() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wasm = slow_to_compile(dir.path(), 60);
+    let (out, peak) = exec(wasm.to_str().expect("a UTF-8 path"))
+        .env("TIMEOUT_SEC", "1")
+        .run_measuring_peak_rss();
+    assert_failed(&out, ErrorKind::Timeout, &["time limit"]);
+    eprintln!(
+        "a minute of compiling under TIMEOUT_SEC=1: {:?}; executor peak RSS {} MiB",
+        out.elapsed,
+        peak >> 20
+    );
+    // The limit plus 0.5 s to kill the compiler and report.
+    assert!(
+        out.elapsed < Duration::from_millis(1_500),
+        "took {:?}",
+        out.elapsed
+    );
+    // The compile runs in a child process; the executor itself stays small.
+    assert!(peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
+}
+
+#[test]
+fn a_compile_needing_more_than_its_allowance_is_out_of_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wasm = slow_to_compile(dir.path(), 4);
+    let out = exec(wasm.to_str().expect("a UTF-8 path"))
+        .env("COMPILE_MEMORY_MB", "96")
+        .env("TIMEOUT_SEC", "60")
+        .run();
+    assert_failed(
+        &out,
+        ErrorKind::OutOfMemory,
+        &["96 MiB", "COMPILE_MEMORY_MB"],
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        out.elapsed
+    );
+    // The same module compiles in the default allowance.
+    let out = exec(wasm.to_str().expect("a UTF-8 path"))
+        .env("TIMEOUT_SEC", "60")
+        .env("ARGS_JSON", r#"{"args":[0]}"#)
+        .run();
+    // Each of the 1,999 blocks adds one to a local; `run` returns their sum.
+    assert_ok(&out, serde_json::json!(1999));
+}
