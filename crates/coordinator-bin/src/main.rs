@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use wasm_exec_coordinator::health::Health;
 use wasm_exec_coordinator::metrics::Metrics;
 use wasm_exec_coordinator::scheduler::{INBOX_CAPACITY, Scheduler};
+use wasm_exec_coordinator::state::StateStore;
 
 /// The static (musl) build's allocator: musl's own slows compiling modules and contends between
 /// the runtime's threads.
@@ -89,7 +90,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
     };
     let (submit, inbox) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
     let api = wasm_exec_coordinator::api::Api {
-        state,
+        state: state.clone(),
         // A --once run takes its source's tasks and exits: nothing would run a submission.
         submit: (!config.once).then_some(submit),
         rules: Arc::new(rules),
@@ -111,6 +112,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
     serve::Serving {
         scheduler,
         api,
+        fatal: Box::pin(async move { state.corrupted().await }),
         shutdown,
         abandon,
         grace: Duration::from_secs(config.shutdown_grace_sec),

@@ -3,6 +3,7 @@
 
 use crate::table;
 use anyhow::Context;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -56,6 +57,9 @@ pub struct Serving {
     pub scheduler: JoinHandle<anyhow::Result<()>>,
     /// The API's task, if it listens.
     pub api: Option<JoinHandle<std::io::Result<()>>>,
+    /// Resolves, saying why, when the process must stop although its tasks run: the state store
+    /// found its database corrupt (`StateStore::corrupted`).
+    pub fatal: Pin<Box<dyn Future<Output = String> + Send>>,
     /// Cancelled to stop taking tasks.
     pub shutdown: CancellationToken,
     /// Cancelled when the grace runs out: running tasks are abandoned (and run again later).
@@ -85,6 +89,10 @@ impl Serving {
             ended = api_ended => {
                 self.shutdown.cancel();
                 return Err(ended_early("the API", ended.map(|r| r.map_err(|e| e.to_string()))));
+            }
+            found = &mut self.fatal => {
+                self.shutdown.cancel();
+                return Err(anyhow::anyhow!("{found}; exiting so that the restart checks the database"));
             }
         }
         tracing::info!(
@@ -155,6 +163,7 @@ mod tests {
         Serving {
             scheduler,
             api: None,
+            fatal: Box::pin(std::future::pending()),
             shutdown: CancellationToken::new(),
             abandon: CancellationToken::new(),
             grace: Duration::from_secs(1),
@@ -185,5 +194,21 @@ mod tests {
         }));
         let e = serving.until_signal().await.unwrap_err().to_string();
         assert!(e.contains("the API stopped before shutdown"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_database_found_corrupt_while_serving_ends_the_process_with_an_error() {
+        let mut serving = serving(tokio::spawn(std::future::pending()));
+        serving.fatal = Box::pin(async { "the state database is corrupt".to_owned() });
+        let shutdown = serving.shutdown.clone();
+        let e = serving.until_signal().await.unwrap_err().to_string();
+        assert!(
+            e.contains("corrupt") && e.contains("restart checks the database"),
+            "{e}"
+        );
+        assert!(
+            shutdown.is_cancelled(),
+            "the scheduler and API were told to stop"
+        );
     }
 }

@@ -180,6 +180,13 @@ pub trait StateStore: Send + Sync {
     /// How many tasks are in each state.
     fn counts(&self) -> Result<BTreeMap<TaskState, u64>, StateError>;
 
+    /// Resolves, with what was found, once the store has found its database corrupt while
+    /// serving. The process should then stop: its restart checks the database and refuses to
+    /// start on a corrupt one, saying how to recover. Never resolves by default.
+    async fn corrupted(&self) -> String {
+        std::future::pending().await
+    }
+
     /// Since when, and why, writes fail; `None` while they work (the default, for stores that
     /// cannot fail). A readiness probe reports it.
     fn write_failure(&self) -> Option<WriteFailure> {

@@ -69,11 +69,7 @@ fn guarded<T>(
             detail: format!("{doing} it: {}", e.0),
         }),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(ToString::to_string)
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let message = super::shared::panic_message(panic.as_ref());
             Err(OpenError::DatabaseCorrupt {
                 path: db_path.to_owned(),
                 detail: format!("redb panicked {doing} it: {message}"),

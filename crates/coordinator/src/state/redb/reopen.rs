@@ -182,6 +182,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_that_meets_corruption_is_an_error_and_stops_the_process_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        admit_once_writes_work(&store, "a").await;
+        store.shared.faults.read_panic.store(true, Ordering::SeqCst);
+        let err = store.get("a").unwrap_err();
+        assert!(
+            err.0.contains("corrupt") && err.0.contains("coordinator state check"),
+            "{err}"
+        );
+        let found = tokio::time::timeout(Duration::from_secs(1), store.corrupted())
+            .await
+            .expect("corrupted() resolves once a read found corruption");
+        assert!(found.contains("injected read panic"), "{found}");
+        // Later reads work, but writes count as failing for good: readiness stays down until
+        // the restart checks the database.
+        admit_once_writes_work(&store, "b").await;
+        assert!(store.get("b").unwrap().is_some());
+        let failure = store.write_failure().expect("still reported");
+        assert!(failure.error.contains("corrupt") && !store.healthy());
+    }
+
+    #[tokio::test]
     async fn health_returns_without_traffic_once_the_journal_takes_writes_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path()).unwrap();

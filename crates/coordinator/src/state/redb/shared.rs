@@ -3,7 +3,9 @@
 
 use super::super::{StateError, WriteFailure, now_ms};
 use redb::Database;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use tokio_util::sync::CancellationToken;
 
 /// The database handle and the health of writes.
 #[derive(Default)]
@@ -12,6 +14,10 @@ pub(super) struct Shared {
     db: RwLock<Option<Arc<Database>>>,
     /// Since when, and why, writes fail; `None` while they work.
     failure: Mutex<Option<WriteFailure>>,
+    /// Set once a read found the database corrupt (redb panicked); never cleared.
+    corrupt: Mutex<Option<WriteFailure>>,
+    /// Cancelled when `corrupt` is set, so that the process can stop.
+    corrupted: CancellationToken,
     /// Test-only fault hooks: the next journal append, or database commit, fails.
     #[cfg(test)]
     pub(super) faults: Faults,
@@ -26,6 +32,8 @@ pub(super) enum Fault {
     Commit,
     /// The next database commit panics.
     Panic,
+    /// The next read panics, as redb does on some corrupt pages.
+    ReadPanic,
 }
 
 /// Test-only fault hooks, each set by a test and taken by the next write of its kind.
@@ -38,6 +46,8 @@ pub(super) struct Faults {
     pub commit: std::sync::atomic::AtomicBool,
     /// Makes the next database commit panic.
     pub panic: std::sync::atomic::AtomicBool,
+    /// Makes the next read panic.
+    pub read_panic: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -52,6 +62,47 @@ impl Shared {
                 "the state database is being reopened after a write failure{why}"
             ))
         })
+    }
+
+    /// Runs one read on the database. A redb panic (its answer to some corrupt pages) becomes an
+    /// error naming the recovery, and a lasting mark that the database is corrupt: writes count
+    /// as failing from then on (`/readyz` says so) and [`Shared::corrupted`] resolves, so that
+    /// the process stops and its restart checks the database.
+    pub(super) fn read<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let db = self.db()?;
+        let read = catch_unwind(AssertUnwindSafe(|| {
+            assert!(!self.injected(Fault::ReadPanic), "injected read panic");
+            f(&db)
+        }));
+        read.unwrap_or_else(|panic| {
+            let error = format!(
+                "the state database is corrupt (redb panicked reading it: {}); stop the \
+                 coordinator and run `coordinator state check`",
+                panic_message(panic.as_ref())
+            );
+            tracing::error!(%error, "state: corrupt database");
+            let mut corrupt = self.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
+            corrupt.get_or_insert_with(|| WriteFailure {
+                since_ms: now_ms(),
+                error: error.clone(),
+            });
+            self.corrupted.cancel();
+            Err(StateError(error))
+        })
+    }
+
+    /// Resolves with what was found once a read has found the database corrupt.
+    pub(super) async fn corrupted(&self) -> String {
+        self.corrupted.cancelled().await;
+        self.corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|f| f.error.clone())
+            .unwrap_or_default()
     }
 
     /// Puts a (re)opened database in place, or takes it away (`None`).
@@ -86,6 +137,7 @@ impl Shared {
                 Fault::Append => &self.faults.append,
                 Fault::Commit => &self.faults.commit,
                 Fault::Panic => &self.faults.panic,
+                Fault::ReadPanic => &self.faults.read_panic,
             };
             hook.swap(false, std::sync::atomic::Ordering::SeqCst)
         }
@@ -96,11 +148,23 @@ impl Shared {
         }
     }
 
-    /// Since when, and why, writes fail.
+    /// Since when, and why, writes fail; a corrupt database fails them for good.
     pub(super) fn failure(&self) -> Option<WriteFailure> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let corrupt = self.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
+        corrupt.clone().or_else(|| {
+            self.failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
     }
+}
+
+/// The text of a panic's payload (a `&str` or a `String`; empty otherwise).
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(ToString::to_string)
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }

@@ -105,14 +105,16 @@ impl RedbStore {
     }
 
     fn read_all(&self) -> Result<Vec<TaskRecord>, StateError> {
-        let txn = self.shared.db()?.begin_read().map_err(err)?;
-        let table = txn.open_table(TASKS).map_err(err)?;
-        let mut records = Vec::new();
-        for entry in table.iter().map_err(err)? {
-            let (_, value) = entry.map_err(err)?;
-            records.push(decode(value.value())?);
-        }
-        Ok(records)
+        self.shared.read(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(TASKS).map_err(err)?;
+            let mut records = Vec::new();
+            for entry in table.iter().map_err(err)? {
+                let (_, value) = entry.map_err(err)?;
+                records.push(decode(value.value())?);
+            }
+            Ok(records)
+        })
     }
 }
 
@@ -149,16 +151,18 @@ impl StateStore for RedbStore {
     }
 
     fn cursor(&self, origin: &str) -> Result<Option<String>, StateError> {
-        let txn = self.shared.db()?.begin_read().map_err(err)?;
-        let table = match txn.open_table(CURSORS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(e)),
-        };
-        Ok(table
-            .get(origin)
-            .map_err(err)?
-            .map(|v| v.value().to_owned()))
+        self.shared.read(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = match txn.open_table(CURSORS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(err(e)),
+            };
+            Ok(table
+                .get(origin)
+                .map_err(err)?
+                .map(|v| v.value().to_owned()))
+        })
     }
 
     fn record_progress(&self, task_id: &str, state: TaskState) {
@@ -217,12 +221,14 @@ impl StateStore for RedbStore {
     }
 
     fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError> {
-        let txn = self.shared.db()?.begin_read().map_err(err)?;
-        let table = txn.open_table(TASKS).map_err(err)?;
-        match table.get(task_id).map_err(err)? {
-            Some(value) => decode(value.value()).map(Some),
-            None => Ok(None),
-        }
+        self.shared.read(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(TASKS).map_err(err)?;
+            match table.get(task_id).map_err(err)? {
+                Some(value) => decode(value.value()).map(Some),
+                None => Ok(None),
+            }
+        })
     }
 
     fn resumable(&self) -> Result<Vec<TaskRecord>, StateError> {
@@ -239,27 +245,29 @@ impl StateStore for RedbStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, StateError> {
-        let txn = self.shared.db()?.begin_read().map_err(err)?;
-        let table = txn.open_table(TASKS).map_err(err)?;
-        let range = match after {
-            Some(after) => table.range::<&str>(after..).map_err(err)?,
-            None => table.range::<&str>(..).map_err(err)?,
-        };
-        let mut page = Vec::new();
-        for entry in range {
-            let (key, value) = entry.map_err(err)?;
-            if Some(key.value()) == after {
-                continue;
-            }
-            let record = decode(value.value())?;
-            if state.is_none_or(|s| s == record.state) {
-                page.push(record);
-                if page.len() >= limit {
-                    break;
+        self.shared.read(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(TASKS).map_err(err)?;
+            let range = match after {
+                Some(after) => table.range::<&str>(after..).map_err(err)?,
+                None => table.range::<&str>(..).map_err(err)?,
+            };
+            let mut page = Vec::new();
+            for entry in range {
+                let (key, value) = entry.map_err(err)?;
+                if Some(key.value()) == after {
+                    continue;
+                }
+                let record = decode(value.value())?;
+                if state.is_none_or(|s| s == record.state) {
+                    page.push(record);
+                    if page.len() >= limit {
+                        break;
+                    }
                 }
             }
-        }
-        Ok(page)
+            Ok(page)
+        })
     }
 
     fn write_failure(&self) -> Option<WriteFailure> {
@@ -278,17 +286,23 @@ impl StateStore for RedbStore {
     }
 
     fn counts(&self) -> Result<BTreeMap<TaskState, u64>, StateError> {
-        let txn = self.shared.db()?.begin_read().map_err(err)?;
-        let table = txn.open_table(COUNTS).map_err(err)?;
-        let mut counts = BTreeMap::new();
-        for state in TaskState::ALL {
-            let n = table
-                .get(state.as_str())
-                .map_err(err)?
-                .map_or(0, |v| v.value());
-            counts.insert(state, n);
-        }
-        Ok(counts)
+        self.shared.read(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(COUNTS).map_err(err)?;
+            let mut counts = BTreeMap::new();
+            for state in TaskState::ALL {
+                let n = table
+                    .get(state.as_str())
+                    .map_err(err)?
+                    .map_or(0, |v| v.value());
+                counts.insert(state, n);
+            }
+            Ok(counts)
+        })
+    }
+
+    async fn corrupted(&self) -> String {
+        self.shared.corrupted().await
     }
 }
 
