@@ -308,3 +308,45 @@ fn oversize_post_status(base: &str, length: usize) -> u16 {
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"))
 }
+
+#[test]
+fn list_pages_are_bounded_in_bytes_and_still_reach_every_task() {
+    // Six results of 1 MiB of 0x01 on stdout and on stderr each (about 2 MiB as encoded): a
+    // page of 100 held all of them, 12 MiB, before pages were bounded in bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    std::fs::create_dir(&mirror).unwrap();
+    let wasm = wat::parse_file(support::repo("testdata/wat/control_flood.wat")).unwrap();
+    std::fs::write(mirror.join("flood.wasm"), wasm).unwrap();
+    let mut cmd = command(&dir.path().join("state"));
+    cmd.env("COORDINATOR_IPFS_MIRROR", &mirror);
+    let svc = Service::start(cmd);
+    for i in 0..6 {
+        let body = json!({"task_id": format!("f{i}"), "wasm_cid": "flood.wasm",
+            "input": {"args": [1024]}});
+        assert_eq!(
+            post(&svc.base, "/v1/tasks", &body.to_string(), None).status,
+            201
+        );
+    }
+    for i in 0..6 {
+        wait_finished(&svc.base, &format!("f{i}"));
+    }
+    let (mut seen, mut pages, mut after) = (Vec::new(), 0, String::new());
+    loop {
+        let (status, text) = support::get_text(&svc.base, &format!("/v1/tasks?limit=100{after}"));
+        assert_eq!(status, 200, "{text:.200}");
+        assert!(text.len() <= 8 << 20, "a page of {} bytes", text.len());
+        let page: serde_json::Value = serde_json::from_str(&text).unwrap();
+        pages += 1;
+        for task in page["tasks"].as_array().unwrap() {
+            seen.push(task["task_id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["f0", "f1", "f2", "f3", "f4", "f5"], "{pages} pages");
+    assert!(pages >= 2, "one page held it all");
+}

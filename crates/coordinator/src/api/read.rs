@@ -6,7 +6,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+
+/// Most bytes of task views in one page of `GET /v1/tasks` (one task is always shown, however
+/// large): a page of large results stays a size a client can hold.
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
 
 /// A task as the API shows it.
 #[derive(Debug, Serialize)]
@@ -98,9 +101,28 @@ pub(super) async fn list_tasks(
         .state
         .list(query.state, query.after.as_deref(), limit)
         .map_err(ApiError::internal)?;
-    let next = (page.len() == limit)
-        .then(|| page.last().map(|r| r.task.task_id.clone()))
-        .flatten();
-    let tasks: Vec<TaskView> = page.into_iter().map(TaskView::from).collect();
-    Ok(axum::Json(json!({"tasks": tasks, "next": next})).into_response())
+    // More may follow when the page is full by count, or when it was cut short by bytes.
+    let (full, count) = (page.len() == limit, page.len());
+    let (mut tasks, mut taken, mut last) = (Vec::new(), 0, None);
+    for record in page {
+        let id = record.task.task_id.clone();
+        let view = serde_json::to_vec(&TaskView::from(record)).map_err(ApiError::internal)?;
+        // Always one task, however large (each is bounded by the task limits); then only as many
+        // as fit the page's bytes.
+        if taken > 0 && tasks.len() + view.len() > MAX_PAGE_BYTES {
+            break;
+        }
+        if taken > 0 {
+            tasks.push(b',');
+        }
+        tasks.extend_from_slice(&view);
+        (taken, last) = (taken + 1, Some(id));
+    }
+    let next = (full || taken < count).then_some(last).flatten();
+    let mut body = br#"{"tasks":["#.to_vec();
+    body.extend_from_slice(&tasks);
+    body.extend_from_slice(br#"],"next":"#);
+    body.extend_from_slice(&serde_json::to_vec(&next).map_err(ApiError::internal)?);
+    body.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
