@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use support::{Service, get};
 use wasm_exec_chain::requester::{TaskRequest, submit_task};
 use wasm_exec_chain::{U256, keccak256};
-use wasm_exec_test_peers::{KEYS, TestCa};
+use wasm_exec_test_peers::{KEYS, TestCa, Tmpfs};
 
 const ADD: &str = "bafkreic4y3temla33obbacyznk4penucufbdtaq5mcfju3jljlgm2lvhbi";
 const FIB: &str = "bafkreiesibz2ybgnmbptk3uq4lwwd2yh7njf2oqidqoxczgs6fvdqlv4je";
@@ -539,4 +539,46 @@ fn https_and_wss_rpc_urls_work_and_their_certificates_are_verified() {
             "{scheme}: {printed}"
         );
     }
+}
+
+#[test]
+fn a_chain_task_read_while_the_state_disk_is_full_waits_for_space_and_the_coordinator_keeps_running()
+ {
+    let Some(disk) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let chain = Chain::start();
+    let miner = chain.keep_mining(Duration::from_millis(100));
+    let mut cmd = chain.coordinator(&disk.path().join("state"), KEYS[1], 1);
+    cmd.env("COORDINATOR_STATE_LOW_WATERMARK_MB", "1");
+    let mut svc = Service::start(cmd);
+    let (before, _) = chain.submit(FIB, "fib", "[10]");
+    assert_eq!(chain.wait_completed(before)[0].result, "55");
+    let ballast = disk.fill();
+    // A write may still fit in a page the journal holds; the next checkpoint does not.
+    let (first, _) = chain.submit(FIB, "fib", "[11]");
+    assert!(
+        svc.logged("a database write failed", Duration::from_secs(10)),
+        "no write met the full disk: {}",
+        svc.log.lock().unwrap()
+    );
+    let (id, _) = chain.submit(FIB, "fib", "[12]");
+    assert!(
+        svc.logged(
+            "admitting the source's tasks failed",
+            Duration::from_secs(10)
+        ),
+        "the admission did not meet the full disk: {}",
+        svc.log.lock().unwrap()
+    );
+    assert_eq!(svc.exited(), None, "the coordinator ended on a full disk");
+    std::fs::remove_file(ballast).unwrap();
+    for (id, expected) in [(first, "89"), (id, "144")] {
+        let done = chain.wait_completed(id);
+        assert_eq!(done.len(), 1, "one TaskCompleted for task {id}");
+        assert_eq!(done[0].result, expected);
+    }
+    support::wait_finished(&svc.base, &chain.task_id(id));
+    assert_eq!(svc.exited(), None);
+    miner.store(false, Ordering::Relaxed);
 }
