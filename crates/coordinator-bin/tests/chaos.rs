@@ -217,6 +217,7 @@ fn sigkills_node_restarts_ipfs_outages_and_a_full_disk_lose_or_double_no_task() 
                         // The node is down (a restart): submit again, as a requester would.
                         Err(e) => {
                             assert!(Instant::now() < deadline, "chain submission failed: {e}");
+                            tally.chain_resent.fetch_add(1, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(200));
                         }
                     }
@@ -365,6 +366,10 @@ fn sigkills_node_restarts_ipfs_outages_and_a_full_disk_lose_or_double_no_task() 
             tally.resent().to_string(),
         ),
         ("  of which answered 503", tally.refused().to_string()),
+        (
+            "chain submissions sent again after an error",
+            tally.chain_resent.load(Ordering::SeqCst).to_string(),
+        ),
         ("SIGKILLs", coordinator.kills.to_string()),
         (
             "coordinator exits on its own",

@@ -112,6 +112,8 @@ pub struct Tally {
     pub pressing: AtomicBool,
     acked_api: AtomicUsize,
     resent: AtomicUsize,
+    /// Chain submissions sent again after an error (a node restart).
+    pub chain_resent: AtomicUsize,
     refused: AtomicUsize,
     fresh_again: AtomicUsize,
 }
@@ -191,7 +193,14 @@ impl Tally {
     /// every 50 ms until `stop` is set; an unreachable coordinator keeps the last count.
     pub fn watch(&self, base: &str, stop: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
-            if let Ok(reply) = try_get(base, "/metrics", Duration::from_secs(5)) {
+            // Not while the store cannot count (it answers 500 while a full disk has writes fail).
+            if let Ok(reply) = try_get(base, "/metrics", Duration::from_secs(5)).and_then(|r| {
+                if r.status == 200 {
+                    Ok(r)
+                } else {
+                    Err(r.status.to_string())
+                }
+            }) {
                 let text = reply.body.as_str().unwrap_or_default().to_owned();
                 let finished = ["succeeded", "failed", "quarantined"]
                     .iter()
@@ -202,7 +211,7 @@ impl Tally {
                             .and_then(|n| n.trim().parse::<usize>().ok())
                     })
                     .sum();
-                self.finished.store(finished, Ordering::SeqCst);
+                self.finished.fetch_max(finished, Ordering::SeqCst);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
