@@ -2,195 +2,25 @@
 //! local backend and get exactly one `TaskCompleted` each, through confirmations, reorgs, a
 //! SIGKILL, node restarts, an unauthorised key, over HTTP(S) and WebSocket.
 
+#[path = "support/chain.rs"]
+mod chain_peer;
 mod support;
 
 use alloy::providers::Provider as _;
+use chain_peer::{Chain, signer};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::{Service, command, get};
-use wasm_exec_chain::requester::{Completion, TaskRequest, completions, set_executor, submit_task};
-use wasm_exec_chain::{
-    Address, DynProvider, PrivateKeySigner, Registry, U256, connect_http, deploy, keccak256,
-};
-use wasm_exec_test_peers::{Anvil, KEYS, TestCa};
+use support::{Service, get};
+use wasm_exec_chain::requester::{TaskRequest, submit_task};
+use wasm_exec_chain::{U256, keccak256};
+use wasm_exec_test_peers::{KEYS, TestCa, Tmpfs};
 
 const ADD: &str = "bafkreic4y3temla33obbacyznk4penucufbdtaq5mcfju3jljlgm2lvhbi";
 const FIB: &str = "bafkreiesibz2ybgnmbptk3uq4lwwd2yh7njf2oqidqoxczgs6fvdqlv4je";
 const AFFINE: &str = "bafkreih3zqdpzwgscygcphpnxxmbabqpqncebxwbnzqwy2wplcbvwhj5ty";
 /// `testdata/wasm/hostile.wasm` by CID (`ipfs add --cid-version 1`); its `spin` never returns.
 const HOSTILE: &str = "bafkreiee7qpmxvbhget6dxy7vydbf4kpe6qqm7ixlt2f7tw7mcnmf2qe3m";
-
-/// anvil with a deployed registry, an authorised executor (KEYS[1]) and a requester (KEYS[2]).
-struct Chain {
-    anvil: Anvil,
-    rt: tokio::runtime::Runtime,
-    contract: Address,
-    requester: Registry<DynProvider>,
-    reader: DynProvider,
-    dir: tempfile::TempDir,
-}
-
-fn signer(key: &str) -> PrivateKeySigner {
-    key.parse().expect("key")
-}
-
-impl Chain {
-    fn start() -> Chain {
-        Self::start_with(&[])
-    }
-
-    /// anvil started with extra arguments.
-    fn start_with(anvil_args: &[&str]) -> Chain {
-        let anvil = Anvil::start_with(anvil_args);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let owner = connect_http(&anvil.url, signer(KEYS[0])).expect("owner");
-        let contract = rt.block_on(deploy(&owner)).expect("deploy");
-        rt.block_on(set_executor(
-            &Registry::new(contract, owner),
-            signer(KEYS[1]).address(),
-            true,
-        ))
-        .expect("authorise");
-        let requester = Registry::new(
-            contract,
-            connect_http(&anvil.url, signer(KEYS[2])).expect("requester"),
-        );
-        let reader = connect_http(&anvil.url, signer(KEYS[0])).expect("reader");
-        let dir = tempfile::tempdir().expect("tempdir");
-        Chain {
-            anvil,
-            rt,
-            contract,
-            requester,
-            reader,
-            dir,
-        }
-    }
-
-    /// A key file (mode 600) holding `key`.
-    fn key_file(&self, key: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.dir.path().join(format!("{}.key", &key[2..10]));
-        std::fs::write(&path, format!("{key}\n")).expect("write the key file");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        path
-    }
-
-    /// The coordinator serving this registry with `key`, state in `state`.
-    fn coordinator(&self, state: &Path, key: &str, confirmations: u64) -> std::process::Command {
-        self.coordinator_at(&self.anvil.url, state, key, confirmations)
-    }
-
-    /// The node's WebSocket endpoint (anvil serves it on its HTTP port).
-    fn ws_url(&self) -> String {
-        self.anvil.url.replacen("http://", "ws://", 1)
-    }
-
-    /// [`Chain::coordinator`] reaching the node at `url`.
-    fn coordinator_at(
-        &self,
-        url: &str,
-        state: &Path,
-        key: &str,
-        confirmations: u64,
-    ) -> std::process::Command {
-        let mut cmd = command(state);
-        cmd.env("COORDINATOR_TASK_SOURCE", "chain")
-            .env("COORDINATOR_CHAIN_RPC_URL", url)
-            .env("COORDINATOR_CHAIN_ID", "31337")
-            .env("COORDINATOR_CONTRACT_ADDRESS", self.contract.to_string())
-            .env("COORDINATOR_CHAIN_KEY_FILE", self.key_file(key))
-            .env("COORDINATOR_CONFIRMATIONS", confirmations.to_string())
-            .env("COORDINATOR_CHAIN_POLL_MS", "100")
-            .env("COORDINATOR_CONCURRENCY", "2");
-        cmd
-    }
-
-    fn submit(&self, cid: &str, entry: &str, input: &str) -> (U256, u64) {
-        let submitted = self
-            .rt
-            .block_on(submit_task(
-                &self.requester,
-                &TaskRequest {
-                    wasm_cid: cid.into(),
-                    entry: entry.into(),
-                    input: input.into(),
-                    fuel: 0,
-                    timeout_sec: 0,
-                },
-            ))
-            .expect("submit");
-        (submitted.task_id, submitted.block)
-    }
-
-    fn completions(&self, id: U256) -> Vec<Completion> {
-        self.rt
-            .block_on(completions(&self.reader, self.contract, Some(id), 0))
-            .expect("completions")
-    }
-
-    /// Waits (20 s at most) for task `id`'s `TaskCompleted`; returns every one it has.
-    fn wait_completed(&self, id: U256) -> Vec<Completion> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let found = self.completions(id);
-            if !found.is_empty() {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {id} has no result on chain"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn rpc(&self, method: &str, params: Value) -> Value {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let reply = support::post(&self.anvil.url, "", &body.to_string(), None);
-        assert_eq!(reply.status, 200, "{method}: {reply:?}");
-        reply.body["result"].clone()
-    }
-
-    fn mine(&self, blocks: usize) {
-        for _ in 0..blocks {
-            self.rpc("evm_mine", json!([]));
-        }
-    }
-
-    /// The coordinator's id of on-chain task `id`.
-    fn task_id(&self, id: U256) -> String {
-        format!(
-            "eip155-31337-{}-{id}",
-            self.contract.to_string().to_ascii_lowercase()
-        )
-    }
-
-    /// Mines a block every `every` until the returned flag is cleared.
-    fn keep_mining(&self, every: Duration) -> Arc<AtomicBool> {
-        let on = Arc::new(AtomicBool::new(true));
-        let flag = on.clone();
-        let url = self.anvil.url.clone();
-        std::thread::spawn(move || {
-            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "evm_mine", "params": []});
-            while flag.load(Ordering::Relaxed) {
-                // The node may be down (restart test): a failed call is just a missed block.
-                let _ = ureq::post(&url)
-                    .header("Content-Type", "application/json")
-                    .send(body.to_string());
-                std::thread::sleep(every);
-            }
-        });
-        on
-    }
-}
 
 #[allow(
     clippy::too_many_lines,
@@ -709,4 +539,46 @@ fn https_and_wss_rpc_urls_work_and_their_certificates_are_verified() {
             "{scheme}: {printed}"
         );
     }
+}
+
+#[test]
+fn a_chain_task_read_while_the_state_disk_is_full_waits_for_space_and_the_coordinator_keeps_running()
+ {
+    let Some(disk) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let chain = Chain::start();
+    let miner = chain.keep_mining(Duration::from_millis(100));
+    let mut cmd = chain.coordinator(&disk.path().join("state"), KEYS[1], 1);
+    cmd.env("COORDINATOR_STATE_LOW_WATERMARK_MB", "1");
+    let mut svc = Service::start(cmd);
+    let (before, _) = chain.submit(FIB, "fib", "[10]");
+    assert_eq!(chain.wait_completed(before)[0].result, "55");
+    let ballast = disk.fill();
+    // A write may still fit in a page the journal holds; the next checkpoint does not.
+    let (first, _) = chain.submit(FIB, "fib", "[11]");
+    assert!(
+        svc.logged("a database write failed", Duration::from_secs(10)),
+        "no write met the full disk: {}",
+        svc.log.lock().unwrap()
+    );
+    let (id, _) = chain.submit(FIB, "fib", "[12]");
+    assert!(
+        svc.logged(
+            "admitting the source's tasks failed",
+            Duration::from_secs(10)
+        ),
+        "the admission did not meet the full disk: {}",
+        svc.log.lock().unwrap()
+    );
+    assert_eq!(svc.exited(), None, "the coordinator ended on a full disk");
+    std::fs::remove_file(ballast).unwrap();
+    for (id, expected) in [(first, "89"), (id, "144")] {
+        let done = chain.wait_completed(id);
+        assert_eq!(done.len(), 1, "one TaskCompleted for task {id}");
+        assert_eq!(done[0].result, expected);
+    }
+    support::wait_finished(&svc.base, &chain.task_id(id));
+    assert_eq!(svc.exited(), None);
+    miner.store(false, Ordering::Relaxed);
 }

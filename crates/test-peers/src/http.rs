@@ -2,6 +2,7 @@
 //! error) and bodies parsed as JSON where they are JSON.
 
 use serde_json::Value;
+use std::time::Duration;
 
 /// An HTTP response: status and JSON (or text as a JSON string).
 #[derive(Debug)]
@@ -64,4 +65,46 @@ pub fn post(base: &str, path: &str, body: &str, token: Option<&str>) -> Reply {
         req = req.header("Authorization", format!("Bearer {token}"));
     }
     reply(req.send(body))
+}
+
+/// `POST base+path` with a JSON body, bounded by `timeout`: a connection refused, reset or timed
+/// out is an `Err` with its text (what a client retries after), not a panic.
+pub fn try_post(base: &str, path: &str, body: &str, timeout: Duration) -> Result<Reply, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut resp = agent
+        .post(format!("{base}{path}"))
+        .header("Content-Type", "application/json")
+        .send(body)
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(Reply { status, body })
+}
+
+/// `GET base+path` bounded by `timeout`, an unreachable server being an `Err` (not a panic).
+pub fn try_get(base: &str, path: &str, timeout: Duration) -> Result<Reply, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(format!("{base}{path}"))
+        .call()
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(Reply { status, body })
 }

@@ -27,6 +27,8 @@ pub struct JsIpfs {
     pub gateway: String,
     /// HTTP API base: `http://127.0.0.1:PORT` (endpoints under `/api/v0/`).
     pub api: String,
+    /// The gateway's port, polled by [`JsIpfs::wait_ready`].
+    gateway_port: u16,
 }
 
 impl JsIpfs {
@@ -51,22 +53,41 @@ impl JsIpfs {
         let [api, gateway, rpc] = free_ports();
         configure(&ipfs_path.join("config"), api, gateway, rpc);
 
-        let log = File::create(dir.path().join("daemon.log")).expect("create daemon.log");
-        let child = jsipfs_command(&jsipfs, &ipfs_path)
-            .args(["daemon", "--offline"])
-            .stdout(log.try_clone().expect("clone daemon.log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start jsipfs daemon");
+        let child = spawn_daemon(&jsipfs, dir.path());
         // Owned at once, so a failed start below still kills and reaps the daemon.
         let mut node = JsIpfs {
             child,
             dir,
             gateway: format!("http://127.0.0.1:{gateway}/ipfs"),
             api: format!("http://127.0.0.1:{api}"),
+            gateway_port: gateway,
         };
-        node.wait_ready(gateway);
+        node.wait_ready();
         node
+    }
+
+    /// Stops the daemon (SIGTERM, SIGKILL after 10 s), keeps it down for `down`, then starts it
+    /// again on the same repository and ports and waits until it serves: an outage of the node,
+    /// after which it has every block it had.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().expect("poll jsipfs daemon").is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A daemon stopped by SIGKILL leaves its lock behind; the next one would refuse the repo.
+        let _ = std::fs::remove_file(self.dir.path().join("repo/repo.lock"));
+        std::thread::sleep(down);
+        let jsipfs = crate::repo("peers/ipfs/node_modules/.bin/jsipfs");
+        self.child = spawn_daemon(&jsipfs, self.dir.path());
+        self.wait_ready();
     }
 
     /// Adds `bytes` through the HTTP API and returns the CID it printed: `cid_version` 0 gives
@@ -122,7 +143,8 @@ impl JsIpfs {
 
     /// Polls until the API answers `POST /api/v0/id` and the gateway port accepts connections;
     /// panics with the log if the daemon exits or [`START_TIMEOUT`] passes.
-    fn wait_ready(&mut self, gateway_port: u16) {
+    fn wait_ready(&mut self) {
+        let gateway_port = self.gateway_port;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(2)))
@@ -160,6 +182,21 @@ impl Drop for JsIpfs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `jsipfs daemon --offline` on the repository in `dir`, appending to `dir/daemon.log`.
+fn spawn_daemon(jsipfs: &Path, dir: &Path) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .expect("open daemon.log");
+    jsipfs_command(jsipfs, &dir.join("repo"))
+        .args(["daemon", "--offline"])
+        .stdout(log.try_clone().expect("clone daemon.log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("start jsipfs daemon")
 }
 
 /// `node <jsipfs>` with `IPFS_PATH` set; node comes from PATH, as the shim's shebang would.

@@ -2,8 +2,9 @@
 //! address read from its log; killed and reaped on drop.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A running coordinator; killed when dropped.
@@ -13,6 +14,8 @@ pub struct Service {
     pub base: String,
     /// Everything it logged so far.
     pub log: Arc<Mutex<String>>,
+    /// The thread copying stderr into `log`; it ends when the process's stderr closes.
+    reader: Option<JoinHandle<()>>,
 }
 
 impl Service {
@@ -26,7 +29,7 @@ impl Service {
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut log = sink.lock().expect("log");
                 log.push_str(&line);
@@ -38,6 +41,7 @@ impl Service {
             child,
             base: String::new(),
             log,
+            reader: Some(reader),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -91,6 +95,22 @@ impl Service {
             .status();
         let status = self.child.wait().expect("wait");
         status.code()
+    }
+
+    /// How the process ended, if it has ended by itself (without a signal from this side).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll the process")
+    }
+
+    /// SIGKILLs the process, reaps it and returns its whole log, read to the last line it wrote
+    /// (the reader thread is joined once the pipe closes).
+    pub fn kill_and_drain(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.log.lock().expect("the log").clone()
     }
 }
 

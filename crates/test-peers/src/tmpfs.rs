@@ -1,7 +1,8 @@
 //! A small filesystem of its own for disk-full tests: a tmpfs mounted on a fresh directory
 //! (needs root, as the suite runs), resized in place, unmounted on drop.
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A mounted tmpfs; unmounted when dropped.
@@ -38,6 +39,18 @@ impl Tmpfs {
             .status()
             .expect("run mount");
         assert!(status.success(), "remount to {size} failed");
+    }
+
+    /// Fills it to the last byte with one file (`ballast`), whose path is returned: removing it
+    /// gives the space back.
+    pub fn fill(&self) -> PathBuf {
+        let path = self.path().join("ballast");
+        let mut file = std::fs::File::create(&path).expect("create the ballast");
+        let chunk = vec![0u8; 1 << 16];
+        while file.write_all(&chunk).is_ok() {}
+        // The chunk that failed may have left a few bytes free: take them one by one.
+        while file.write_all(&[0]).is_ok() {}
+        path
     }
 }
 

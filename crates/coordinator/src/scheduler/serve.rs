@@ -1,7 +1,10 @@
 //! Serving: the loop that queues tasks from the API and the source and starts them as running
 //! slots free up, and the pump that polls the source in a task of its own.
 
+use super::process::retry;
 use super::{Job, SOURCE_BATCHES, Scheduler};
+use crate::source::Polled;
+use crate::state::StateError;
 use anyhow::Context as _;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,7 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wasm_exec_task::CheckedTask;
+use wasm_exec_task::{CheckedTask, TaskSpec};
 
 impl Scheduler {
     /// Serves until `shutdown` is cancelled: runs tasks from the source (polled) and from the
@@ -18,7 +21,8 @@ impl Scheduler {
     ///
     /// The source is polled by a task of its own ([`Scheduler::pump`]), so a slow poll (a chain
     /// node taking its time) never holds up the API's tasks or the start of the next one. An
-    /// error from the pump (its admissions could not be persisted) ends `serve` with that error.
+    /// admission that cannot be persisted (a full disk) is retried by the pump, so the process
+    /// lives on; only a pump that panics ends `serve`.
     pub async fn serve(
         &self,
         mut inbox: mpsc::Receiver<CheckedTask>,
@@ -62,8 +66,8 @@ impl Scheduler {
 
     /// Polls the source on its interval (or at once when it has news), persists what it gives
     /// and hands the fresh tasks to `serve`, until `shutdown`. A failed poll is logged and
-    /// retried on the next tick; a failed admission ends the pump with the error (nothing was
-    /// acknowledged to the source, so the tasks are read again after a restart).
+    /// retried on the next tick; a failed admission (the state disk full) is retried with
+    /// backoff, the source not polled further meanwhile, until it lands or `shutdown`.
     async fn pump(
         self,
         admitted: mpsc::Sender<Vec<Job>>,
@@ -97,14 +101,16 @@ impl Scheduler {
             if polled.more {
                 poll.reset_immediately();
             }
-            let fresh = match polled.cursor {
-                Some(cursor) => {
-                    self.state
-                        .admit_with_cursor(polled.tasks, origin, cursor)
-                        .await?
-                }
-                None if polled.tasks.is_empty() => Vec::new(),
-                None => self.state.admit(polled.tasks, origin).await?,
+            if polled.tasks.is_empty() && polled.cursor.is_none() {
+                continue;
+            }
+            // A failed admission (a full disk) is retried with the same tasks and cursor until it
+            // lands: the state store reopens itself once space returns, and nothing was
+            // acknowledged to the source meanwhile. Ending here would end the process.
+            let fresh = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                fresh = retry("admitting the source's tasks", || self.admit(&polled, origin)) => fresh,
             };
             if fresh.is_empty() {
                 continue;
@@ -113,6 +119,18 @@ impl Scheduler {
             if admitted.send(jobs.collect()).await.is_err() {
                 return Ok(()); // `serve` has stopped taking tasks
             }
+        }
+    }
+
+    /// Persists one poll's tasks (and its cursor, in the same commit); returns the fresh ones.
+    async fn admit(&self, polled: &Polled, origin: &str) -> Result<Vec<TaskSpec>, StateError> {
+        match &polled.cursor {
+            Some(cursor) => {
+                self.state
+                    .admit_with_cursor(polled.tasks.clone(), origin, cursor.clone())
+                    .await
+            }
+            None => self.state.admit(polled.tasks.clone(), origin).await,
         }
     }
 }
