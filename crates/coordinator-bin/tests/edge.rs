@@ -236,8 +236,16 @@ fn tasks_wait_while_descriptors_run_out_and_run_once_they_are_back() {
         "{}",
         svc.log.lock().unwrap()
     );
+    // Held through several retries (100 ms doubling): each a wait, none a result.
+    let shortage = "the host is short of file descriptors or memory for now";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while svc.log.lock().unwrap().matches(shortage).count() < 5 {
+        assert!(Instant::now() < deadline, "{}", svc.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = svc.log.lock().unwrap().clone();
     assert!(log.contains("(os error 24)"), "EMFILE: {log}");
+    assert!(!log.contains("task finished state=\"failed\""), "{log}");
     drop(streams);
     let released = Instant::now();
     eprintln!("descriptors exhausted for {:?}", exhausted.elapsed());
@@ -295,4 +303,78 @@ fn a_forged_log_line_in_a_logged_value_is_escaped() {
         "a forged line in the log:\n{log}"
     );
     assert_sound(&svc, "after a forged value in the log");
+}
+
+/// Sends a request head announcing a 100-byte JSON body, then `sent` bytes of it.
+fn partial_body(base: &str, sent: usize) -> TcpStream {
+    let addr: SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the API address");
+    let mut stream = TcpStream::connect(addr).expect("connecting");
+    let head = "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    stream.write_all(head.as_bytes()).expect("sending the head");
+    stream
+        .write_all(&vec![b' '; sent])
+        .expect("sending part of the body");
+    stream
+}
+
+/// Reads `stream` to its end (at most `within`): what the server sent, and when it closed.
+fn read_to_close(mut stream: TcpStream, within: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(within))
+        .expect("a read timeout");
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    (
+        String::from_utf8_lossy(&reply).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn a_trickled_body_is_refused_at_the_body_timeout_and_a_stalled_one_at_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path());
+    cmd.env("COORDINATOR_HTTP_BODY_TIMEOUT_SEC", "2")
+        .env("COORDINATOR_HTTP_IDLE_TIMEOUT_SEC", "1");
+    let svc = Service::start(cmd);
+    let margin = Duration::from_secs(1);
+
+    // One byte every 300 ms keeps the connection busy but the body late.
+    let mut trickle = partial_body(&svc.base, 0);
+    let started = Instant::now();
+    let mut writer = trickle.try_clone().unwrap();
+    let dripper = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if writer.write_all(b" ").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = vec![0u8; 4096];
+    let n = trickle.read(&mut reply).unwrap_or(0);
+    let answered = started.elapsed();
+    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+    eprintln!("trickled body answered after {answered:?}: {reply}");
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(
+        reply.contains("COORDINATOR_HTTP_BODY_TIMEOUT_SEC"),
+        "{reply}"
+    );
+    assert!(answered >= Duration::from_secs(2) && answered <= Duration::from_secs(2) + margin);
+    drop(trickle);
+    dripper.join().unwrap();
+
+    // Ten bytes of the body, then silence: closed at the idle timeout, before the body's.
+    let (reply, closed) = read_to_close(partial_body(&svc.base, 10), Duration::from_secs(10));
+    eprintln!("stalled body closed after {closed:?}: {reply:?}");
+    assert!(closed >= Duration::from_secs(1) && closed <= Duration::from_secs(1) + margin);
+    assert_sound(&svc, "after slow bodies");
 }
