@@ -1,7 +1,9 @@
 //! The coordinator's configuration: the seed's variables and ours, each an env var and a flag.
 
+use crate::edge::EdgeLimits;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use std::time::Duration;
 use wasm_exec_task::limits;
 
 /// The wasm-exec coordinator: takes tasks from a source, fetches their modules by CID with
@@ -161,6 +163,26 @@ pub struct Config {
     #[arg(long, env = "COORDINATOR_MAX_BODY_KB", default_value_t = 1024)]
     pub max_body_kb: usize,
 
+    /// Seconds a client gets, from its connection's accept (or its last response), to send a
+    /// whole request head; then it is disconnected.
+    #[arg(long, env = "COORDINATOR_HTTP_HEADER_TIMEOUT_SEC", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_sec: u64,
+
+    /// Seconds a request's whole body gets to arrive after its head; a slower one is refused
+    /// (400 naming this setting) and its connection closed.
+    #[arg(long, env = "COORDINATOR_HTTP_BODY_TIMEOUT_SEC", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_sec: u64,
+
+    /// Seconds a connection may go without a byte read or written (a client that stops reading
+    /// its response) before it is closed.
+    #[arg(long, env = "COORDINATOR_HTTP_IDLE_TIMEOUT_SEC", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_sec: u64,
+
+    /// Most API connections open at once; further clients wait in the listen backlog until one
+    /// closes. Lowered at start (and logged) to leave 256 file descriptors for the rest.
+    #[arg(long, env = "COORDINATOR_HTTP_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_max_connections: u64,
+
     /// Kubernetes namespace for Jobs and ConfigMaps (kubernetes backend).
     #[arg(long, env = "COORDINATOR_NAMESPACE", default_value = "default")]
     pub namespace: String,
@@ -184,6 +206,20 @@ pub struct Config {
     /// Log format: `text` for people, `json` for machines.
     #[arg(long, env = "COORDINATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The HTTP edge's limits, the connection cap fitted under the descriptor limit `fd_limit`
+    /// (the soft `RLIMIT_NOFILE`; `None`: unlimited).
+    pub fn edge_limits(&self, fd_limit: Option<u64>) -> EdgeLimits {
+        let wanted = usize::try_from(self.http_max_connections).unwrap_or(usize::MAX);
+        EdgeLimits {
+            header_timeout: Duration::from_secs(self.http_header_timeout_sec),
+            body_timeout: Duration::from_secs(self.http_body_timeout_sec),
+            idle_timeout: Duration::from_secs(self.http_idle_timeout_sec),
+            max_connections: crate::fd_limit::fit_connections(wanted, fd_limit),
+        }
+    }
 }
 
 /// The chain: node, registry, key, and how to read and write.

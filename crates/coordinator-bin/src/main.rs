@@ -5,11 +5,14 @@
 //! - `config`: every setting (one clap struct, each with its variable and default).
 //! - `wire`: the module store, backend, state and source the settings ask for; the intake rules.
 //! - `serve`: the API's listener, the `--once` pass, serving under supervision until a signal.
+//! - `edge`: the API's HTTP edge (connection cap, header, body and idle timeouts);
+//!   `fd_limit`: the file-descriptor limit raised at start, the cap fitted under it.
 //! - `commands`: `coordinator chain deploy|authorize|submit`; `state_command`: `coordinator
 //!   state check|salvage`.
 //! - `table`: the `--once` summary; `telemetry`: logging.
 
 use crate::config::{Command, Config};
+use crate::edge::EdgeLimits;
 use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
@@ -29,6 +32,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod commands;
 mod config;
+mod edge;
+mod fd_limit;
 mod serve;
 mod state_command;
 mod table;
@@ -52,14 +57,16 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<ExitCode> {
+    // Before anything opens descriptors: the connection cap is fitted under the raised limit.
+    let limits = config.edge_limits(fd_limit::raise());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async_main(config))
+    runtime.block_on(async_main(config, limits))
 }
 
-async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
+async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCode> {
     match &config.command {
         Some(Command::Chain(command)) => return commands::chain(command, &config.chain).await,
         Some(Command::State(command)) => return state_command::run(command, &config.state_dir),
@@ -101,7 +108,7 @@ async fn async_main(config: Config) -> anyhow::Result<ExitCode> {
     let app = wasm_exec_coordinator::api::router(api, config.max_body_kb.saturating_mul(1024));
     let shutdown = CancellationToken::new();
     let token = config.api_token.is_some();
-    let api = serve::api(&config.listen, config.once, token, app, &shutdown).await?;
+    let api = serve::api(&config.listen, config.once, token, app, limits, &shutdown).await?;
     if config.once {
         return serve::once(&scheduler).await;
     }

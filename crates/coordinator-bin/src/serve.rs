@@ -1,6 +1,7 @@
 //! Running: the API on its listener, then either one `--once` pass or serving until a signal,
 //! with the scheduler and the API supervised (if either ends, the process exits non-zero).
 
+use crate::edge::{self, EdgeLimits};
 use crate::table;
 use anyhow::Context;
 use std::pin::Pin;
@@ -10,13 +11,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wasm_exec_coordinator::scheduler::Scheduler;
 
-/// Binds `listen` and serves `app` until `shutdown`. With `once`, a listen error only turns the
-/// API off (logged), since a `--once` run needs no API.
+/// Binds `listen` and serves `app` under `limits` until `shutdown`. With `once`, a listen error
+/// only turns the API off (logged), since a `--once` run needs no API.
 pub async fn api(
     listen: &str,
     once: bool,
     token: bool,
     app: axum::Router,
+    limits: EdgeLimits,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<JoinHandle<std::io::Result<()>>>> {
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -30,13 +32,21 @@ pub async fn api(
         }
     };
     let address = listener.local_addr().context("reading the API address")?;
-    tracing::info!(%address, token, "API listening");
-    let stop = shutdown.clone();
-    Ok(Some(tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    })))
+    tracing::info!(
+        %address,
+        token,
+        max_connections = limits.max_connections,
+        header_timeout_sec = limits.header_timeout.as_secs(),
+        body_timeout_sec = limits.body_timeout.as_secs(),
+        idle_timeout_sec = limits.idle_timeout.as_secs(),
+        "API listening"
+    );
+    Ok(Some(tokio::spawn(edge::serve(
+        listener,
+        app,
+        limits,
+        shutdown.clone(),
+    ))))
 }
 
 /// Runs what the source has, prints the table; exit 1 if any task failed.

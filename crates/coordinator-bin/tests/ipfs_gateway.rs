@@ -132,3 +132,62 @@ fn unknown_cid_on_a_real_gateway_is_module_unavailable() {
     );
     assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
 }
+
+#[test]
+fn wat_text_on_a_real_gateway_is_bad_module_never_quoted() {
+    let node = JsIpfs::start();
+    let wat = std::fs::read(repo("testdata/wat/busy_loop.wat")).expect("the WAT fixture");
+    let wat_cid = node.add(&wat, 1);
+    let add_cid = node.add(&sample("add"), 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("mirror")).expect("the empty mirror");
+    let mut cmd = support::command(&dir.path().join("state"));
+    cmd.env("COORDINATOR_IPFS_ENDPOINT", &node.gateway)
+        .env("COORDINATOR_IPFS_MIRROR", dir.path().join("mirror"))
+        .env("COORDINATOR_CACHE_DIR", dir.path().join("cache"));
+    let svc = support::Service::start(cmd);
+    let started = Instant::now();
+    let submit = |id: &str, cid: &str| {
+        let body =
+            json!({"task_id": id, "wasm_cid": cid, "input": {"entry": "count", "args": [3]}});
+        let reply = support::post(&svc.base, "/v1/tasks", &body.to_string(), None);
+        assert_eq!(reply.status, 201, "{reply:?}");
+    };
+    submit("wat", &wat_cid);
+    let wat_task = support::wait_finished(&svc.base, "wat");
+    let error = &wat_task["result"]["error"];
+    assert_eq!(error["kind"], "bad_module", "{wat_task}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(&wat_cid) && message.contains("no \\0asm magic"),
+        "{message}"
+    );
+    assert!(
+        !wat_task.to_string().contains("Counts down"),
+        "the WAT was quoted: {wat_task}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !svc.log.lock().unwrap().contains("Counts down"),
+        "the WAT was logged"
+    );
+
+    let add = json!({"task_id": "add", "wasm_cid": add_cid});
+    assert_eq!(
+        support::post(&svc.base, "/v1/tasks", &add.to_string(), None).status,
+        201
+    );
+    assert_eq!(
+        support::wait_finished(&svc.base, "add")["result"]["result"],
+        12
+    );
+    assert_eq!(support::get(&svc.base, "/healthz", None).status, 200);
+    assert_eq!(support::get(&svc.base, "/readyz", None).status, 200);
+    let peak = svc.peak_rss_kib();
+    eprintln!("peak RSS {} MiB", peak >> 10);
+    assert!(peak < 256 << 10, "peak RSS {peak} KiB");
+}

@@ -41,6 +41,14 @@ pub(crate) fn classify(e: wasmtime::Error, limits: &RunLimits, instantiating: bo
     if let Some(limit) = e.downcast_ref::<LimitExceeded>() {
         return Failure::Error(RuntimeError::OutOfMemory(limit.to_string()));
     }
+    // Out of descriptors or memory for a mapping (a memfd, a stack): the host's state, not the
+    // module's, found by the I/O error's code in the chain.
+    if e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(crate::error::is_exhaustion)
+    }) {
+        return Failure::Error(RuntimeError::Exhausted(one_line(&e)));
+    }
     let error = match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => RuntimeError::Timeout {
             limit_sec: limits.timeout.as_secs_f64(),

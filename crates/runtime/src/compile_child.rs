@@ -137,10 +137,16 @@ impl ChildCompiler {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
-                RuntimeError::Io(format!(
+                let message = format!(
                     "starting the compiler process {}: {e}",
                     self.program.display()
-                ))
+                );
+                // Out of descriptors or processes for now: the task is tried again later.
+                if crate::error::is_exhaustion(&e) {
+                    RuntimeError::Exhausted(message)
+                } else {
+                    RuntimeError::Io(message)
+                }
             })
     }
 }

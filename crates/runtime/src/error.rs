@@ -48,6 +48,40 @@ pub enum RuntimeError {
     /// A host file (cache, engine setup) could not be used.
     #[error("{0}")]
     Io(String),
+    /// The host is short of descriptors, memory or threads for now (see [`is_exhaustion`]).
+    #[error("{0}; the host is short of file descriptors or memory for now")]
+    Exhausted(String),
+}
+
+/// Whether `e` says the host is short of a resource for now (EMFILE, ENFILE, ENOMEM, EAGAIN,
+/// ENOBUFS), rather than that a file, a module or a request is wrong. Read from the OS error
+/// code, never from the message.
+pub fn is_exhaustion(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let transient = [
+        Errno::MFILE,
+        Errno::NFILE,
+        Errno::NOMEM,
+        Errno::AGAIN,
+        Errno::NOBUFS,
+    ];
+    e.kind() == std::io::ErrorKind::OutOfMemory
+        || e.raw_os_error()
+            .is_some_and(|code| transient.iter().any(|t| t.raw_os_error() == code))
+}
+
+/// Whether `error` or any of its causes is an I/O error of [`is_exhaustion`].
+pub fn caused_by_exhaustion(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(is_exhaustion)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl RuntimeError {
@@ -64,6 +98,7 @@ impl RuntimeError {
             RuntimeError::OutOfMemory(_) => ErrorKind::OutOfMemory,
             RuntimeError::OutOfFuel { .. } => ErrorKind::OutOfFuel,
             RuntimeError::Io(_) => ErrorKind::Io,
+            RuntimeError::Exhausted(_) => ErrorKind::HostExhausted,
         }
     }
 }

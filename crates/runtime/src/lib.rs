@@ -56,7 +56,7 @@ pub use capture::OutputCapture;
 pub use compile_child::ChildCompiler;
 pub use engine::{EngineOptions, Interruption, native_stack_size};
 pub use entry::EntryRequest;
-pub use error::RuntimeError;
+pub use error::{RuntimeError, caused_by_exhaustion, is_exhaustion};
 pub use module::{CacheOutcome, LoadedModule, module_sha256_hex};
 pub use prepare::Prepared;
 pub use runtime::{Captures, Plan, RunLimits, RunRequest, Runtime, failed};

@@ -192,3 +192,26 @@ fn memories_and_tables_of_one_task_share_its_budget() {
     let out = runtime.run(&module, &request("tables", json!([300_000]), limits));
     assert_eq!(out.kind(), Some(ErrorKind::OutOfMemory), "{out:?}");
 }
+
+#[test]
+fn text_that_is_not_wat_is_refused_without_quoting_it() {
+    let runtime = epoch_runtime(false);
+    for text in [
+        "SECRET=hunter2\nHOME=/root\n",
+        "(module (func $hunter2 (call $hunter3)))",
+        "(module (func (i32.const 1) hunter2))",
+    ] {
+        let err = runtime.load(text.as_bytes()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadModule, "{err}");
+        let message = err.to_string();
+        assert!(message.contains("nor valid WAT text"), "{message}");
+        assert!(
+            !message.contains("hunter"),
+            "the text was quoted: {message}"
+        );
+    }
+    assert!(
+        runtime.load(b"(module (func (export \"f\")))").is_ok(),
+        "WAT text still loads"
+    );
+}

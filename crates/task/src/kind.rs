@@ -41,11 +41,15 @@ pub enum ErrorKind {
     /// (`COORDINATOR_QUARANTINE_AFTER`): the task is quarantined rather than run again, so that a
     /// task that crashes the host cannot make a crash loop (coordinator).
     Crashed,
+    /// The host ran short of a local resource (file descriptors, memory for a mapping, threads:
+    /// EMFILE, ENFILE, ENOMEM, EAGAIN) while preparing or running the task: not the task's fault
+    /// and not a result; the coordinator runs the task again later.
+    HostExhausted,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for docs and tests).
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::BadInput,
         ErrorKind::BadModule,
         ErrorKind::EntryNotFound,
@@ -59,6 +63,7 @@ impl ErrorKind {
         ErrorKind::ModuleTooLarge,
         ErrorKind::Cancelled,
         ErrorKind::Crashed,
+        ErrorKind::HostExhausted,
     ];
 
     /// The snake_case name used in the result document and as a metrics label.
@@ -77,6 +82,7 @@ impl ErrorKind {
             ErrorKind::ModuleTooLarge => "module_too_large",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Crashed => "crashed",
+            ErrorKind::HostExhausted => "host_exhausted",
         }
     }
 
@@ -102,6 +108,7 @@ impl ErrorKind {
             ErrorKind::ModuleUnavailable => 31,
             ErrorKind::Cancelled => 32,
             ErrorKind::Crashed => 33,
+            ErrorKind::HostExhausted => 34,
         }
     }
 
@@ -114,6 +121,7 @@ impl ErrorKind {
                 | ErrorKind::ModuleUnavailable
                 | ErrorKind::Cancelled
                 | ErrorKind::Crashed
+                | ErrorKind::HostExhausted
         )
     }
 }

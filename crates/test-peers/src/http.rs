@@ -13,9 +13,13 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// Every call's bound, so that a server that never answers fails the test instead of hanging it.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .timeout_global(Some(CALL_TIMEOUT))
         .build()
         .into()
 }

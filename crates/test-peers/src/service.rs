@@ -77,14 +77,30 @@ impl Service {
 
     /// The process's peak resident memory so far (`VmHWM`), in MiB.
     pub fn peak_rss_mib(&self) -> u64 {
+        self.peak_rss_kib() / 1024
+    }
+
+    /// The process id (of the binary itself, also when started through `prlimit`, which execs).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The peak resident set size so far, in KiB (`VmHWM` of `/proc/<pid>/status`).
+    pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the coordinator's /proc status");
-        let kib: u64 = status
+            .expect("the process's status");
+        status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc status");
-        kib / 1024
+            .unwrap_or_else(|| panic!("no VmHWM in:\n{status}"))
+    }
+
+    /// How many file descriptors the process has open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("the process's descriptors")
+            .count()
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit code.

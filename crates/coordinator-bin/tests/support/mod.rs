@@ -28,7 +28,23 @@ pub fn table_row<'a>(out: &'a std::process::Output, task: &str) -> &'a str {
 
 /// The coordinator command with a clean environment, the sample mirror and a free API port.
 pub fn command(state_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+    settings(Command::new(env!("CARGO_BIN_EXE_coordinator")), state_dir)
+}
+
+/// util-linux's `prlimit`, which sets a process's limits (the environment is cleared, so no PATH).
+pub const PRLIMIT: &str = "/usr/bin/prlimit";
+
+/// [`command`] under a file-descriptor limit of `nofile`, soft and hard (`prlimit` execs the
+/// coordinator, so the process id is the coordinator's).
+pub fn command_with_nofile(state_dir: &Path, nofile: u64) -> Command {
+    let mut cmd = Command::new(PRLIMIT);
+    cmd.arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_coordinator"));
+    settings(cmd, state_dir)
+}
+
+fn settings(mut cmd: Command, state_dir: &Path) -> Command {
     cmd.env_clear()
         .env("COORDINATOR_IPFS_MIRROR", repo("host/wasm"))
         .env("COORDINATOR_STATE_DIR", state_dir)

@@ -8,9 +8,11 @@
 //!
 //! Responses are size-capped while they stream in; connect and whole-request timeouts apply;
 //! 5xx answers, timeouts and connection errors are retried with backoff, 4xx answers are not.
-//! Verified modules are kept on disk by CID (optional), and checked again when read back.
+//! Verified modules are kept on disk by CID (optional), and checked again when read back. Only
+//! binary Wasm is served: verified bytes that do not start with `\0asm` (WAT text, anything else
+//! a CID may name) are refused as `bad_module`, naming the CID and never quoting the bytes.
 
-use super::{ModuleError, ModuleStore};
+use super::{ModuleError, ModuleStore, caused_by_exhaustion, refuse_unless_wasm};
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::StatusCode;
@@ -91,6 +93,8 @@ impl GatewayStore {
         let path = self.cache_path(cid)?;
         let bytes = std::fs::read(&path).ok()?;
         match verify_file(cid, &bytes) {
+            // Bytes cached before the Wasm check (WAT text) are fetched again and refused then.
+            Ok(()) if refuse_unless_wasm(&cid.to_string(), &bytes).is_err() => None,
             Ok(()) => Some(bytes),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring a cached module that no longer matches its CID");
@@ -129,6 +133,13 @@ impl GatewayStore {
             .await
         {
             Ok(r) => r,
+            // No socket for want of descriptors: this process's shortage, not the gateway's.
+            Err(e) if caused_by_exhaustion(&e) => {
+                return Attempt::Fail(ModuleError::Exhausted(format!(
+                    "requesting {url}: {}",
+                    with_causes(&e)
+                )));
+            }
             Err(e) => return Attempt::Retry(format!("requesting {url}: {}", with_causes(&e))),
         };
         let status = response.status();
@@ -188,7 +199,10 @@ impl GatewayStore {
                     limit: self.config.max_bytes,
                 })
             }
-            Ok(bytes) => Attempt::Done(bytes),
+            Ok(bytes) => match refuse_unless_wasm(&cid.to_string(), &bytes) {
+                Ok(()) => Attempt::Done(bytes),
+                Err(e) => Attempt::Fail(e),
+            },
             Err(e) => Attempt::Fail(ModuleError::Integrity(format!(
                 "the gateway {} sent bytes that do not match the CID {cid}: {e}; the module was not run",
                 self.config.endpoint

@@ -7,6 +7,7 @@ use crate::source::Delivery;
 use crate::state::{API_ORIGIN, TaskState};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, info, info_span, warn};
@@ -93,7 +94,17 @@ impl Scheduler {
         self.state.record_progress(task.id(), TaskState::Fetching);
         info!(state = "fetching", "task taken");
         let fetch_started = Instant::now();
-        let module = match self.modules.fetch(&task.spec.wasm_cid).await {
+        let modules = self.modules.as_ref();
+        // Short of descriptors or memory (EMFILE, ENOMEM, ...): the host's state, not the task's
+        // result, so it waits and tries again; every other failure is final.
+        let fetched = retry("fetching a module", || async {
+            match modules.fetch(&task.spec.wasm_cid).await {
+                Err(e) if e.is_transient() => Err(e),
+                done => Ok(done),
+            }
+        })
+        .await;
+        let module = match fetched {
             Ok(module) => module,
             Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
         };
@@ -112,12 +123,36 @@ impl Scheduler {
         }
         info!(state = "running", bytes = module.len(), "module ready");
         let run_started = Instant::now();
-        let result = self.backend.run(task, module).await;
+        let result = self.run_until_resources(task, module).await;
         let ran = run_started.elapsed();
         self.metrics.run_seconds.observe(ran.as_secs_f64());
         self.metrics
             .observe_stage("dispatch", ran.saturating_sub(wasm_time(&result)));
         result
+    }
+
+    /// Runs the task on the backend; a `host_exhausted` result (descriptors or memory short while
+    /// it was prepared or run) is the host's state, not the task's result, so the run is made
+    /// again after the same backoff as [`retry`] until it gives a real result.
+    async fn run_until_resources(
+        &self,
+        task: &CheckedTask,
+        module: Arc<Vec<u8>>,
+    ) -> ResultEnvelope {
+        let backend = self.backend.as_ref();
+        retry("running a task", || {
+            let module = module.clone();
+            async move {
+                let result = backend.run(task, module).await;
+                match result.kind() {
+                    Some(ErrorKind::HostExhausted) => {
+                        Err(result.error.map_or_else(String::new, |e| e.message))
+                    }
+                    _ => Ok(result),
+                }
+            }
+        })
+        .await
     }
 
     /// Writes the result back to the task's origin (retrying until accepted), then records that

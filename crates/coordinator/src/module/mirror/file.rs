@@ -4,15 +4,12 @@
 //! The bytes are never quoted in an error: a file in the mirror may be anything (a link planted to
 //! `/proc/self/environ` once printed the coordinator's environment in a WAT parse error).
 
-use super::super::ModuleError;
+use super::super::{ModuleError, WASM_MAGIC, refuse_unless_wasm};
 use rustix::fs::{Mode, OFlags};
 use std::fs::{File, FileType, Metadata};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-
-/// The first four bytes of every binary Wasm module.
-const WASM_MAGIC: &[u8; 4] = b"\0asm";
 
 /// What identifies a file's version without reading it: if none of these changed, its bytes are
 /// taken to be the same (the refresh re-hashes a file only when its key changed).
@@ -43,7 +40,8 @@ impl FileKey {
 /// descriptor is checked again (`fstat`), so a file swapped in between is refused before a read.
 pub(super) fn read_module(dir: &Path, name: &str, max_bytes: u64) -> Result<Vec<u8>, ModuleError> {
     let path = dir.join(name);
-    let io = |e: std::io::Error| ModuleError::Io(format!("reading \"{name}\" in the mirror: {e}"));
+    let io =
+        |e: std::io::Error| ModuleError::from_io(&format!("reading \"{name}\" in the mirror"), &e);
     match std::fs::symlink_metadata(&path) {
         Ok(meta) => refuse_unless_regular(name, meta.file_type())?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -83,7 +81,8 @@ fn read_capped(
     reported_len: u64,
     max_bytes: u64,
 ) -> Result<Vec<u8>, ModuleError> {
-    let io = |e: std::io::Error| ModuleError::Io(format!("reading \"{name}\" in the mirror: {e}"));
+    let io =
+        |e: std::io::Error| ModuleError::from_io(&format!("reading \"{name}\" in the mirror"), &e);
     let mut capped = reader.take(max_bytes.saturating_add(1));
     let mut bytes = Vec::with_capacity(usize::try_from(reported_len.min(max_bytes)).unwrap_or(0));
     // The magic first: a file that is not Wasm costs four bytes, whatever its size.
@@ -91,11 +90,7 @@ fn read_capped(
         .take(WASM_MAGIC.len() as u64)
         .read_to_end(&mut bytes)
         .map_err(io)?;
-    if bytes != WASM_MAGIC {
-        return Err(ModuleError::NotWasm {
-            name: name.to_owned(),
-        });
-    }
+    refuse_unless_wasm(name, &bytes)?;
     capped.read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 > max_bytes {
         return Err(ModuleError::TooLarge {

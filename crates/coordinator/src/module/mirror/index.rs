@@ -5,6 +5,7 @@
 //! Entries that are not modules (links, FIFOs, text, oversize files) are remembered too, so each is
 //! logged once, by name, when it appears or changes.
 
+use super::super::ModuleError;
 use super::file::{FileKey, read_module, refuse_unless_regular};
 use std::collections::HashMap;
 use std::path::Path;
@@ -43,12 +44,20 @@ impl Index {
         self.by_cid.get(cid).map(String::as_str)
     }
 
-    /// The index of `dir` as it is now, re-using what `self` knows of unchanged files.
-    pub(super) fn rescan(&self, dir: &Path, max_bytes: u64) -> std::io::Result<(Index, ScanStats)> {
+    /// The index of `dir` as it is now, re-using what `self` knows of unchanged files. A file
+    /// that cannot be read for want of descriptors or memory fails the whole scan (transient),
+    /// rather than being remembered as no module.
+    pub(super) fn rescan(
+        &self,
+        dir: &Path,
+        max_bytes: u64,
+    ) -> Result<(Index, ScanStats), ModuleError> {
+        let listing = || format!("listing the mirror \"{}\"", dir.display());
         let mut stats = ScanStats::default();
         let mut entries = HashMap::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
+        let list = std::fs::read_dir(dir).map_err(|e| ModuleError::from_io(&listing(), &e))?;
+        for entry in list {
+            let entry = entry.map_err(|e| ModuleError::from_io(&listing(), &e))?;
             let Ok(name) = entry.file_name().into_string() else {
                 // Debug, not info: it is seen again on every re-scan, and no task can name it.
                 tracing::debug!(name = ?entry.file_name(), "mirror: skipped a file whose name is not UTF-8");
@@ -62,7 +71,7 @@ impl Index {
             let entry = match known {
                 Some(entry) => entry,
                 None => {
-                    let cids = index_file(dir, &name, &meta, max_bytes, &mut stats);
+                    let cids = index_file(dir, &name, &meta, max_bytes, &mut stats)?;
                     Entry { key, cids }
                 }
             };
@@ -79,14 +88,14 @@ impl Index {
 }
 
 /// Reads and hashes one new or changed file; `None` (logged by name, never by content) if it is
-/// not a module the mirror serves.
+/// not a module the mirror serves; an error only if the host is short of resources for now.
 fn index_file(
     dir: &Path,
     name: &str,
     meta: &std::fs::Metadata,
     max_bytes: u64,
     stats: &mut ScanStats,
-) -> Option<[Cid; 2]> {
+) -> Result<Option<[Cid; 2]>, ModuleError> {
     let read = refuse_unless_regular(name, meta.file_type())
         .and_then(|()| read_module(dir, name, max_bytes));
     match read {
@@ -94,11 +103,12 @@ fn index_file(
             stats.hashed_files += 1;
             stats.hashed_bytes += module.len() as u64;
             let cids = file_cids(&module);
-            Some([cids.v0, cids.v1])
+            Ok(Some([cids.v0, cids.v1]))
         }
+        Err(e) if e.is_transient() => Err(e),
         Err(e) => {
             tracing::info!(name = ?name, kind = e.kind().as_str(), reason = %e, "mirror: skipped a file that is not a module");
-            None
+            Ok(None)
         }
     }
 }

@@ -103,12 +103,7 @@ impl Mirror {
     /// Re-scans the directory and swaps the index in.
     fn scan(&self) -> Result<ScanStats, ModuleError> {
         let current = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let (next, stats) = current.rescan(&self.dir, self.max_bytes).map_err(|e| {
-            ModuleError::Io(format!(
-                "listing the mirror \"{}\": {e}",
-                self.dir.display()
-            ))
-        })?;
+        let (next, stats) = current.rescan(&self.dir, self.max_bytes)?;
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = next;
         self.scans.fetch_add(1, Ordering::Relaxed);
         self.hashed_bytes
