@@ -146,3 +146,43 @@ fn a_journal_damaged_mid_file_refuses_the_start_and_state_salvage_keeps_every_in
             .is_some_and(|id| id.starts_with('k'))
     );
 }
+
+#[test]
+fn reads_while_the_disk_is_full_answer_200_or_503_never_500() {
+    let Some(disk) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let mut cmd = command(disk.path());
+    // No watermark: the disk fills for real and writes fail with ENOSPC.
+    cmd.env("COORDINATOR_STATE_LOW_WATERMARK_MB", "0");
+    let svc = Service::start(cmd);
+    assert_eq!(
+        post(&svc.base, "/v1/tasks", &padded("before"), None).status,
+        201
+    );
+    support::wait_finished(&svc.base, "before");
+    let ballast = disk.fill();
+    let mut failed_writes = 0;
+    for n in 0..50 {
+        let reply = post(&svc.base, "/v1/tasks", &padded(&format!("full-{n}")), None);
+        assert!(matches!(reply.status, 201 | 503), "{reply:?}");
+        failed_writes += usize::from(reply.status == 503);
+        for path in ["/v1/tasks/before", "/v1/tasks?limit=1", "/metrics"] {
+            let read = get(&svc.base, path, None);
+            assert!(
+                matches!(read.status, 200 | 503),
+                "{path} answered {} while the disk is full: {read:?}",
+                read.status
+            );
+        }
+    }
+    assert!(failed_writes > 0, "the disk never filled");
+    std::fs::remove_file(ballast).expect("free the disk");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(&svc.base, "/v1/tasks/before", None).status != 200
+        || get(&svc.base, "/readyz", None).status != 200
+    {
+        assert!(Instant::now() < deadline, "the store did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

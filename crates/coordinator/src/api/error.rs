@@ -1,9 +1,13 @@
 //! The API's one error type: a status, the field at fault and a message that says what to fix,
 //! rendered as `{"error": {...}}` (with `Retry-After` when the client should come back).
 
+use crate::state::WriteFailure;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+/// Seconds a client is asked to wait (`Retry-After`) before trying again.
+pub(super) const RETRY_AFTER_SECS: u32 = 5;
 
 /// An API error: status, the field at fault (if one), and a message saying what to fix.
 #[derive(Debug)]
@@ -34,6 +38,27 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, Some(field), message)
     }
 
+    /// A failed read of the state store: 503 with `Retry-After` while the store reports failing
+    /// writes (it is being reopened, or the disk is full), since the read will work again once
+    /// it recovers; 500 otherwise.
+    pub(super) fn state_read(e: impl std::fmt::Display, failing: Option<WriteFailure>) -> Self {
+        match failing {
+            Some(failure) => {
+                tracing::warn!(error = %e, "API read failed while the state store recovers");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    format!(
+                        "the state store is recovering from a write failure ({}); try again",
+                        failure.error
+                    ),
+                )
+                .retry_after(RETRY_AFTER_SECS)
+            }
+            None => Self::internal(e),
+        }
+    }
+
     pub(super) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "API request failed");
         Self::new(
@@ -54,5 +79,23 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, seconds.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_read_while_writes_fail_asks_the_client_to_come_back() {
+        let failing = WriteFailure {
+            since_ms: 1,
+            error: "the state database is being reopened".into(),
+        };
+        let response = ApiError::state_read("no database", Some(failing)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let response = ApiError::state_read("a bug", None).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -140,6 +140,6 @@ async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {
     let text = api
         .metrics
         .render(api.state.as_ref())
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -35,7 +35,7 @@ pub(super) async fn get_result(
     let record = api
         .state
         .get(&id)
-        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -64,7 +64,8 @@ pub(super) async fn get_task(
     State(api): State<Api>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match api.state.get(&id).map_err(ApiError::internal)? {
+    let read = api.state.get(&id);
+    match read.map_err(|e| ApiError::state_read(e, api.state.write_failure()))? {
         Some(record) => Ok(axum::Json(TaskView::from(record)).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -100,7 +101,7 @@ pub(super) async fn list_tasks(
     let page = api
         .state
         .list(query.state, query.after.as_deref(), limit)
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?;
     // More may follow when the page is full by count, or when it was cut short by bytes.
     let (full, count) = (page.len() == limit, page.len());
     let (mut tasks, mut taken, mut last) = (Vec::new(), 0, None);

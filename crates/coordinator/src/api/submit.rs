@@ -1,6 +1,7 @@
 //! `POST /v1/tasks`: a submission parsed, passed through the intake check, persisted (answered
 //! 201 only once it is durable), and handed to the scheduler.
 
+use super::error::RETRY_AFTER_SECS;
 use super::{Api, ApiError, body_too_large, read::TaskView};
 use crate::state::StateStore;
 use axum::body::Bytes;
@@ -195,9 +196,6 @@ fn not_taken(task_id: &str, e: impl std::fmt::Display) -> ApiError {
     )
     .retry_after(RETRY_AFTER_SECS)
 }
-
-/// Seconds a client is asked to wait before retrying a submission refused for lack of space.
-const RETRY_AFTER_SECS: u32 = 5;
 
 /// Persists a submission; returns the task as admitted and whether it is new. A task whose id
 /// was generated (`generated`) must be new: if its id is taken, however unlikely with 74 random
