@@ -59,16 +59,21 @@ impl<P: Provider + Send + Sync> ChainView for NodeView<P> {
                     return Err("the node gave a log of a pending block".to_string());
                 };
                 let log_index = log.log_index.unwrap_or_default();
-                let decoded = log
-                    .log_decode::<TaskSubmitted>()
-                    .map_err(|e| format!("a TaskSubmitted log that does not decode: {e}"))?;
                 Ok(Found {
                     block_number,
                     block_hash,
                     log_index,
-                    event: decoded.inner.data,
+                    event: decode_submitted(&log.inner)?,
                 })
             })
             .collect()
     }
+}
+
+/// Decodes one log of the registry as a `TaskSubmitted` event (its topics, then its ABI data),
+/// or says why it is not one. Public so the fuzz targets drive the decoding the scanner does.
+pub fn decode_submitted(log: &alloy::primitives::Log) -> Result<TaskSubmitted, String> {
+    TaskSubmitted::decode_log(log)
+        .map(|decoded| decoded.data)
+        .map_err(|e| format!("a TaskSubmitted log that does not decode: {e}"))
 }

@@ -5,11 +5,11 @@
 //! # Layout
 //! - [`cid`]: parse the CIDs we accept, compute a file's CIDs, verify bytes or a block.
 //! - [`car`]: rebuild a file from a CARv1, every block checked, with bounded work.
-//! - `unixfs`: the dag-pb and UnixFS protobufs and the js-ipfs importer's balanced layout.
+//! - [`unixfs`]: the dag-pb and UnixFS protobufs and the js-ipfs importer's balanced layout.
 
 pub mod car;
 pub mod cid;
-mod unixfs;
+pub mod unixfs;
 
 pub use car::{CarLimits, file_from_car};
 pub use cid::{

@@ -148,7 +148,7 @@ fn parent(children: &[Child], layout: &Layout, block: &mut Vec<u8>) -> Child {
 /// Appends the dag-pb node of a UnixFS `file` as js-ipfs encodes it: every link (`Hash`, an
 /// empty but present `Name`, `Tsize`) before `Data`; `Data` holds `Type`, the content if any,
 /// `filesize` (content plus all `blocksizes`, always written) and `blocksizes`.
-pub(crate) fn encode_file_node(
+pub fn encode_file_node(
     links: &[(Cid, u64)],
     content: &[u8],
     blocksizes: &[u64],
@@ -221,7 +221,7 @@ fn put_len_header(out: &mut Vec<u8>, field: u64, len: usize) {
 
 /// Why a block is not a dag-pb node with UnixFS file data.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DecodeError(pub(crate) String);
+pub struct DecodeError(pub String);
 
 fn malformed<T>(reason: impl Into<String>) -> Result<T, DecodeError> {
     Err(DecodeError(reason.into()))
@@ -229,36 +229,36 @@ fn malformed<T>(reason: impl Into<String>) -> Result<T, DecodeError> {
 
 /// A dag-pb link as read from a block (`Name` and `Tsize` are not needed to rebuild a file).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PbLink {
+pub struct PbLink {
     /// The child's CID.
-    pub(crate) cid: Cid,
+    pub cid: Cid,
 }
 
 /// A dag-pb node as read from a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PbNode<'a> {
+pub struct PbNode<'a> {
     /// Links in order.
-    pub(crate) links: Vec<PbLink>,
+    pub links: Vec<PbLink>,
     /// The `Data` field (UnixFS for files), if present.
-    pub(crate) data: Option<&'a [u8]>,
+    pub data: Option<&'a [u8]>,
 }
 
 /// The UnixFS `Data` fields that rebuild a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UnixFs<'a> {
+pub struct UnixFs<'a> {
     /// `Type`: 0 raw and 2 file hold file content; 1 directory, 3 metadata, 4 symlink, 5 HAMT.
-    pub(crate) kind: u64,
+    pub kind: u64,
     /// File bytes held in this node, before those of its links.
-    pub(crate) content: &'a [u8],
+    pub content: &'a [u8],
     /// Total file bytes below this node, if declared.
-    pub(crate) file_size: Option<u64>,
+    pub file_size: Option<u64>,
     /// File bytes below each link, in link order.
-    pub(crate) blocksizes: Vec<u64>,
+    pub blocksizes: Vec<u64>,
 }
 
 impl UnixFs<'_> {
     /// What this node is, if not file content (for error messages).
-    pub(crate) fn non_file_kind(&self) -> Option<&'static str> {
+    pub fn non_file_kind(&self) -> Option<&'static str> {
         match self.kind {
             TYPE_RAW | TYPE_FILE => None,
             1 => Some("directory"),
@@ -322,7 +322,7 @@ impl<'a> Fields<'a> {
 }
 
 /// Decodes a dag-pb block strictly, as the dag-pb spec asks: only `Links` then one `Data`.
-pub(crate) fn decode_node(block: &[u8]) -> Result<PbNode<'_>, DecodeError> {
+pub fn decode_node(block: &[u8]) -> Result<PbNode<'_>, DecodeError> {
     let mut fields = Fields(block);
     let mut node = PbNode {
         links: Vec::new(),
@@ -368,7 +368,7 @@ fn decode_link(bytes: &[u8]) -> Result<PbLink, DecodeError> {
 }
 
 /// Decodes UnixFS `Data` leniently, as protobuf allows: unknown fields are skipped.
-pub(crate) fn decode_unixfs(data: &[u8]) -> Result<UnixFs<'_>, DecodeError> {
+pub fn decode_unixfs(data: &[u8]) -> Result<UnixFs<'_>, DecodeError> {
     let mut fields = Fields(data);
     let mut kind = None;
     let mut unixfs = UnixFs {

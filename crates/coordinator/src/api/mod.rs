@@ -25,6 +25,7 @@ mod read;
 mod submit;
 
 pub use error::ApiError;
+pub use submit::{read_body, require_json};
 
 use crate::health::Health;
 use crate::metrics::Metrics;

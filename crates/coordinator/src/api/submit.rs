@@ -48,8 +48,7 @@ pub(super) async fn submit_task(
         ));
     };
     refuse_when_disk_is_low(api.state.as_ref())?;
-    refuse_inexact_integers(&body)?;
-    let (task, generated) = validate(&body, &api.rules)?;
+    let (task, generated) = read_body(&body, &api.rules)?;
     let (task, fresh) = admit_submission(api.state.as_ref(), task, generated, new_task_id).await?;
     let spec = task.spec.clone();
     if fresh {
@@ -82,8 +81,8 @@ pub(super) async fn submit_task(
 
 /// 415 unless the body is declared `application/json`: a browser sends a cross-site "simple"
 /// POST (no preflight) only as `text/plain`, form or multipart, so this keeps any web page from
-/// creating tasks through a visitor's browser.
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+/// creating tasks through a visitor's browser. Public so the fuzz targets drive it.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let declared = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -101,6 +100,14 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
             ),
         )),
     }
+}
+
+/// Reads a submission's body as `POST /v1/tasks` does, before it touches the store: integers past
+/// 64 bits refused, the body parsed strictly (nothing after the object), then the intake check.
+/// Returns the task and whether its id was generated here; public so the fuzz targets drive it.
+pub fn read_body(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), ApiError> {
+    refuse_inexact_integers(body)?;
+    validate(body, rules)
 }
 
 /// 400 when the body holds an integer literal outside the 64-bit range (below -2^63 or above

@@ -24,6 +24,7 @@
 mod read;
 mod write;
 
+pub use read::to_task;
 pub use write::{MAX_RESULT_BYTES, result_value};
 
 use super::{Delivery, Polled, SourceError, TaskSource};

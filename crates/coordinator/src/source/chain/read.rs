@@ -190,8 +190,8 @@ impl ChainSource {
 }
 
 /// A `TaskSubmitted` event as a task. An input that is not JSON is kept as a string, for the
-/// intake check to refuse with its reason.
-fn to_task(task_id: String, event: &TaskSubmitted) -> TaskSpec {
+/// intake check to refuse with its reason. Public so the fuzz targets drive it.
+pub fn to_task(task_id: String, event: &TaskSubmitted) -> TaskSpec {
     let input = if event.input.trim().is_empty() {
         Value::Null
     } else {

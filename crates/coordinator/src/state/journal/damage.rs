@@ -8,9 +8,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// What a journal holds past its intact start, as [`damage`] judges it.
+/// What a journal holds past its intact start, as [`replay`] judges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Damage {
+pub enum Damage {
     /// Bad bytes at the end, with no intact record after them: a write cut by a crash.
     TornTail {
         /// Offset of the first bad byte.
@@ -19,18 +19,22 @@ pub(crate) enum Damage {
         bytes: usize,
     },
     /// Bad bytes with intact records after them.
-    Corrupt {
-        /// Offset of the first bad byte.
-        offset: usize,
-        /// How many intact records precede it.
-        index: usize,
-        /// Bytes from `offset` to the next intact record.
-        bad_bytes: usize,
-        /// Intact records after `offset`.
-        following: usize,
-        /// The batch number of the next intact record.
-        resume_seq: u64,
-    },
+    Corrupt(Corruption),
+}
+
+/// Bad bytes followed by intact records: where they are and what follows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// Offset of the first bad byte.
+    pub offset: usize,
+    /// How many intact records precede it.
+    pub index: usize,
+    /// Bytes from `offset` to the next intact record.
+    pub bad_bytes: usize,
+    /// Intact records after `offset`.
+    pub following: usize,
+    /// The batch number of the next intact record.
+    pub resume_seq: u64,
 }
 
 /// Judges the damage in a walked journal: `None` when every byte belongs to an intact record.
@@ -51,18 +55,19 @@ pub(crate) fn damage(pieces: &[Piece]) -> Option<Damage> {
             offset: start,
             bytes: end - start,
         },
-        Some(&resume_seq) => Damage::Corrupt {
+        Some(&resume_seq) => Damage::Corrupt(Corruption {
             offset: start,
             index,
             bad_bytes: end - start,
             following: after.len(),
             resume_seq,
-        },
+        }),
     })
 }
 
 /// An intact record that does not parse as a batch.
-pub(crate) struct Unreadable {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
     /// How many pieces precede it.
     pub index: usize,
     /// Its offset.
@@ -90,76 +95,110 @@ pub(crate) fn batches(bytes: &[u8], pieces: &[Piece]) -> Result<Vec<(u64, Batch)
     Ok(out)
 }
 
-/// What opening a journal's bytes gives: the batches to replay and how many bytes to keep.
-pub(crate) struct Verdict {
-    /// The batches above the database's last one, in order.
+/// What a journal's bytes give: the batches to replay, how many bytes to keep, and the damage
+/// that was stepped over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Every intact record's batch, in file order, with its number.
     pub batches: Vec<(u64, Batch)>,
     /// Bytes to keep (less than the file when a torn tail is cut off).
     pub valid: usize,
+    /// The damage found and accepted: a torn tail, or corruption that only hides batches the
+    /// database already holds. `None` when every byte belongs to an intact record.
+    pub damage: Option<Damage>,
 }
 
-/// Judges the journal at `path`, whose content is `bytes`, for a database holding batches up to
-/// `applied`; logs a torn tail at warn, and keeps a copy of a corrupt journal.
-pub(crate) fn judge(path: &Path, bytes: &[u8], applied: u64) -> Result<Verdict, OpenError> {
+/// Why a journal's bytes must not be replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// An intact record that does not parse as a batch.
+    Unreadable(Unreadable),
+    /// Bad bytes before intact records that may hide batches the database lacks.
+    Corrupt(Corruption),
+}
+
+/// Judges a journal's `bytes` for a database holding batches up to `applied`, touching nothing:
+/// the batches to replay with any damage stepped over, or why they must not be replayed. Never
+/// panics, whatever the bytes; public so the fuzz targets drive the very judgement
+/// [`Journal::open`](super::Journal::open) makes.
+pub fn replay(bytes: &[u8], applied: u64) -> Result<Verdict, Refusal> {
     let pieces = frame::walk(bytes);
-    let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
-    let batches = batches(bytes, &pieces).map_err(|u| OpenError::JournalUnreadable {
-        path: path.to_owned(),
-        offset: u.offset as u64,
-        index: u.index,
-        seq: u.seq,
-        reason: u.reason,
-        dir: dir.clone(),
-    })?;
-    let mut valid = bytes.len();
-    match damage(&pieces) {
-        None => {}
-        Some(Damage::TornTail { offset, bytes: cut }) => {
-            tracing::warn!(
-                path = %path.display(),
-                offset,
-                bytes = cut,
-                "state journal: cutting off a torn tail (a write a crash interrupted, never acknowledged)"
-            );
-            valid = offset;
+    let batches = batches(bytes, &pieces).map_err(Refusal::Unreadable)?;
+    let damage = damage(&pieces);
+    let valid = match &damage {
+        None => bytes.len(),
+        Some(Damage::TornTail { offset, .. }) => *offset,
+        Some(Damage::Corrupt(c)) if c.resume_seq > applied.saturating_add(1) => {
+            return Err(Refusal::Corrupt(c.clone()));
         }
-        Some(Damage::Corrupt {
-            offset,
-            index,
-            bad_bytes,
-            following,
-            resume_seq,
-        }) => {
-            let copy = keep_copy(path, bytes).map_err(|source| OpenError::Io {
-                what: "copying the corrupt state journal",
+        Some(Damage::Corrupt(_)) => bytes.len(),
+    };
+    Ok(Verdict {
+        batches,
+        valid,
+        damage,
+    })
+}
+
+/// Judges the journal at `path`, whose content is `bytes`, as [`replay`] does; logs a torn tail at
+/// warn, keeps a copy of a corrupt journal, and turns a refusal into its [`OpenError`].
+pub(crate) fn judge(path: &Path, bytes: &[u8], applied: u64) -> Result<Verdict, OpenError> {
+    let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+    let copy = || {
+        keep_copy(path, bytes).map_err(|source| OpenError::Io {
+            what: "copying the corrupt state journal",
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let verdict = match replay(bytes, applied) {
+        Ok(verdict) => verdict,
+        Err(Refusal::Unreadable(u)) => {
+            return Err(OpenError::JournalUnreadable {
                 path: path.to_owned(),
-                source,
-            })?;
-            if resume_seq > applied.saturating_add(1) {
-                return Err(OpenError::JournalCorrupt {
-                    path: path.to_owned(),
-                    offset: offset as u64,
-                    index,
-                    bad_bytes: bad_bytes as u64,
-                    following,
-                    applied,
-                    resume_seq,
-                    copy,
-                    dir,
-                });
-            }
+                offset: u.offset as u64,
+                index: u.index,
+                seq: u.seq,
+                reason: u.reason,
+                dir,
+            });
+        }
+        Err(Refusal::Corrupt(c)) => {
+            return Err(OpenError::JournalCorrupt {
+                path: path.to_owned(),
+                offset: c.offset as u64,
+                index: c.index,
+                bad_bytes: c.bad_bytes as u64,
+                following: c.following,
+                applied,
+                resume_seq: c.resume_seq,
+                copy: copy()?,
+                dir,
+            });
+        }
+    };
+    match &verdict.damage {
+        None => {}
+        Some(Damage::TornTail { offset, bytes: cut }) => tracing::warn!(
+            path = %path.display(),
+            offset,
+            bytes = cut,
+            "state journal: cutting off a torn tail (a write a crash interrupted, never acknowledged)"
+        ),
+        Some(Damage::Corrupt(c)) => {
+            let copy = copy()?;
             tracing::warn!(
                 path = %path.display(),
-                offset,
-                bad_bytes,
-                following,
+                offset = c.offset,
+                bad_bytes = c.bad_bytes,
+                following = c.following,
                 applied,
                 copy = %copy.display(),
                 "state journal: damaged, but the database holds every batch the damage could hold; replaying the intact records"
             );
         }
     }
-    Ok(Verdict { batches, valid })
+    Ok(verdict)
 }
 
 /// Keeps a copy of a damaged journal as `<name>.corrupt-<unix ms>` next to it, unless an identical

@@ -19,8 +19,9 @@ pub(crate) fn encode(seq: u64, batch: &Batch) -> std::io::Result<Vec<u8>> {
     encode_payload(seq, &serde_json::to_vec(batch)?)
 }
 
-/// Frames `payload` (a batch as JSON) as record `seq`.
-pub(crate) fn encode_payload(seq: u64, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+/// Frames `payload` (a batch as JSON) as record `seq`; public so the fuzz targets frame arbitrary
+/// payloads as the journal does.
+pub fn encode_payload(seq: u64, payload: &[u8]) -> std::io::Result<Vec<u8>> {
     let length = u32::try_from(payload.len())
         .ok()
         .filter(|n| (*n as usize) <= MAX_RECORD)

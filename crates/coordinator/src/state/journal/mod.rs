@@ -18,8 +18,8 @@
 //!
 //! [`super::salvage`] keeps every intact record of a corrupt journal.
 
-pub(crate) mod damage;
-pub(crate) mod frame;
+pub mod damage;
+pub mod frame;
 
 use super::TaskState;
 use super::error::OpenError;

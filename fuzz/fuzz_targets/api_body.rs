@@ -1,0 +1,4 @@
+//! libFuzzer entry for `wasm_exec_fuzz_targets::api_body`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| wasm_exec_fuzz_targets::api_body::api_body(data));
