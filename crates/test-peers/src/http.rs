@@ -74,36 +74,30 @@ pub fn post(base: &str, path: &str, body: &str, token: Option<&str>) -> Reply {
 /// `POST base+path` with a JSON body, bounded by `timeout`: a connection refused, reset or timed
 /// out is an `Err` with its text (what a client retries after), not a panic.
 pub fn try_post(base: &str, path: &str, body: &str, timeout: Duration) -> Result<Reply, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut resp = agent
+    let sent = bounded_agent(timeout)
         .post(format!("{base}{path}"))
         .header("Content-Type", "application/json")
-        .send(body)
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok(Reply { status, body })
+        .send(body);
+    try_reply(sent)
 }
 
 /// `GET base+path` bounded by `timeout`, an unreachable server being an `Err` (not a panic).
 pub fn try_get(base: &str, path: &str, timeout: Duration) -> Result<Reply, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    try_reply(bounded_agent(timeout).get(format!("{base}{path}")).call())
+}
+
+/// An agent whose every call ends within `timeout`, statuses being data.
+fn bounded_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .build()
-        .into();
-    let mut resp = agent
-        .get(format!("{base}{path}"))
-        .call()
-        .map_err(|e| e.to_string())?;
+        .into()
+}
+
+/// The reply of a call that may have failed, its failure as text.
+fn try_reply(sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, String> {
+    let mut resp = sent.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let text = resp
         .body_mut()
