@@ -1,87 +1,148 @@
-//! End to end on a real cluster: the three sample tasks through the kubernetes backend, then
-//! nothing of theirs left behind. Needs a cluster, so it is ignored by default; run it with
+//! End to end on the suite's real control plane (`scripts/cluster`: kube-apiserver, etcd, the
+//! controllers, kwok nodes): the three samples as Jobs through the kubernetes backend, then
+//! nothing of theirs left behind. `scripts/test` starts the cluster; see
+//! `wasm_exec_test_peers::kube` for when these tests skip.
 //!
-//! ```text
-//! KUBECONFIG=~/.kube/config COORDINATOR_NAMESPACE=default \
-//!   cargo test --release -p wasm-exec-kube-backend --test k8s_cluster -- --ignored --nocapture
-//! ```
-//!
-//! with the executor image (`COORDINATOR_EXECUTOR_IMAGE`, default `executor-demo/executor:demo`)
-//! present in the cluster (kind: `kind load docker-image executor-demo/executor:demo`) and the
-//! RBAC of `k8s/coordinator.yaml` (or cluster-admin) for the kubeconfig's user.
+//! kwok runs no container: a pod "terminates" with the exit code and termination message its
+//! template's annotations ask for (`peers/k8s/kwok.yaml`). So each task's template carries the
+//! very document the executor would write, computed here with the coordinator's local backend:
+//! the same runtime (`wasm-exec-runtime`, real wasmtime) the executor calls, in process, because
+//! an integration test cannot name another crate's binary (`CARGO_BIN_EXE_*` is per crate).
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wasm_exec_coordinator::backend::Backend;
+use wasm_exec_coordinator::backend::local::LocalBackend;
+use wasm_exec_coordinator::metrics::Metrics;
 use wasm_exec_coordinator::module::ModuleStore;
 use wasm_exec_coordinator::module::mirror::MirrorStore;
 use wasm_exec_coordinator::source::placeholder::samples;
 use wasm_exec_kube_backend::names::managed_selector;
 use wasm_exec_kube_backend::{KubernetesBackend, KubernetesSettings};
+use wasm_exec_task::{CheckedTask, IntakeRules, ResultEnvelope};
+use wasm_exec_test_peers::kube::Cluster;
 use wasm_exec_test_peers::repo;
 
 /// How long the garbage collector gets to remove pods and ConfigMaps after their Job.
-const GC_WAIT: Duration = Duration::from_secs(90);
+const GC_WAIT: Duration = Duration::from_secs(60);
+/// kwok's annotations: the exit code and termination message of every container of the pod.
+const EXIT_CODE: &str = "kwok.wasm-exec.io/exit-code";
+const MESSAGE: &str = "kwok.wasm-exec.io/message";
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs a Kubernetes cluster (KUBECONFIG) with the executor image; see the file's doc"]
 async fn samples_run_as_jobs_and_leave_nothing_behind() {
-    let namespace = std::env::var("COORDINATOR_NAMESPACE").unwrap_or_else(|_| "default".into());
-    let image = std::env::var("COORDINATOR_EXECUTOR_IMAGE")
-        .unwrap_or_else(|_| "executor-demo/executor:demo".into());
-    let settings = KubernetesSettings::new(&namespace, &image, repo("k8s/job.yaml"));
-    let backend = KubernetesBackend::connect(settings, CancellationToken::new())
-        .await
-        .expect("a cluster from KUBECONFIG");
-    backend.reconcile(&[]).await.expect("start-up clean-up");
+    let Some(cluster) = Cluster::from_env("samples_run_as_jobs_and_leave_nothing_behind") else {
+        return;
+    };
+    // The rendered Job must pass PodSecurity's strictest level, as on a hardened cluster.
+    let ns = cluster.namespace(
+        "samples",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    );
+    let dir = tempfile::tempdir().unwrap();
     let modules = MirrorStore::open(&repo("host/wasm"), 1 << 20).unwrap();
+    let local = LocalBackend::new(None, Arc::new(Metrics::default()), 1, None).unwrap();
     let expected = [
         ("add", json!(12)),
         ("fib", json!(144)),
         ("affine", json!(35)),
     ];
     for task in samples() {
+        let id = task.task_id.clone();
         let module = modules.fetch(&task.wasm_cid).await.unwrap();
-        let checked = task
-            .check(&wasm_exec_task::IntakeRules::default())
-            .expect("the samples pass the intake check");
-        let result = backend.run(&checked, module).await;
-        let want = &expected
-            .iter()
-            .find(|(id, _)| *id == task.task_id)
-            .unwrap()
-            .1;
-        assert!(result.ok, "{}: {result:?}", task.task_id);
-        assert_eq!(&result.result, want, "{}", task.task_id);
+        let checked = task.check(&IntakeRules::default()).unwrap();
+        let document = local.run(&checked, module.clone()).await;
+        let want = &expected.iter().find(|(t, _)| *t == id).unwrap().1;
+        assert_eq!(&document.result, want, "{id}: the local run itself");
+        let template = template_with(
+            dir.path(),
+            &id,
+            &[(EXIT_CODE, "0"), (MESSAGE, &document.to_line())],
+        );
+        let backend = connect(&ns.name, template).await;
+        backend.reconcile(&[]).await.expect("start-up clean-up");
+        let result = run(&backend, &checked, module).await;
         let phases = result.phases.expect("phases");
-        println!(
-            "{}: scheduling {:.0} ms, starting {:.0} ms, running {:.0} ms",
-            task.task_id, phases.scheduling_ms, phases.starting_ms, phases.running_ms
+        assert_eq!(
+            ResultEnvelope {
+                phases: None,
+                ..result
+            },
+            document,
+            "{id}: the document read back from the pod"
+        );
+        eprintln!(
+            "{id}: scheduling {:.0} ms, starting {:.0} ms, running {:.0} ms",
+            phases.scheduling_ms, phases.starting_ms, phases.running_ms
         );
     }
-    let client = kube::Client::try_default().await.unwrap();
+    assert_nothing_left(&ns.name).await;
+}
+
+/// `k8s/job.yaml` with `annotations` added to its pod template, written to `dir/NAME.yaml`.
+fn template_with(dir: &Path, name: &str, annotations: &[(&str, &str)]) -> PathBuf {
+    let text = std::fs::read_to_string(repo("k8s/job.yaml")).expect("k8s/job.yaml");
+    let mut job: Value = serde_saphyr::from_str(&text).expect("k8s/job.yaml parses");
+    let meta = &mut job["spec"]["template"]["metadata"];
+    for (key, value) in annotations {
+        meta["annotations"][key] = json!(value);
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    // JSON is YAML: the backend's template parser reads it as is.
+    let json = serde_json::to_string_pretty(&job).expect("a JSON value prints");
+    std::fs::write(&path, json).expect("writing the template");
+    path
+}
+
+async fn connect(namespace: &str, template: PathBuf) -> KubernetesBackend {
+    let settings = KubernetesSettings::new(namespace, "executor-demo/executor:demo", template);
+    KubernetesBackend::connect(settings, CancellationToken::new())
+        .await
+        .expect("the backend connects to the cluster of KUBECONFIG")
+}
+
+/// One task through `backend`, bounded well below the backend's own deadlines.
+async fn run(
+    backend: &KubernetesBackend,
+    task: &CheckedTask,
+    module: Arc<Vec<u8>>,
+) -> ResultEnvelope {
+    tokio::time::timeout(Duration::from_secs(60), backend.run(task, module))
+        .await
+        .unwrap_or_else(|_| panic!("{}: no result within 60 s", task.spec.task_id))
+}
+
+/// Waits (up to [`GC_WAIT`]) until no Job, Pod or ConfigMap of the coordinator is left in
+/// `namespace`.
+async fn assert_nothing_left(namespace: &str) {
+    let client = kube::Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG");
     let params = ListParams::default().labels(&managed_selector());
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let maps: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let maps: Api<ConfigMap> = Api::namespaced(client, namespace);
     let started = Instant::now();
     loop {
         let left = (
-            jobs.list(&params).await.unwrap().items.len(),
-            pods.list(&params).await.unwrap().items.len(),
-            maps.list(&params).await.unwrap().items.len(),
+            jobs.list(&params).await.expect("list").items.len(),
+            pods.list(&params).await.expect("list").items.len(),
+            maps.list(&params).await.expect("list").items.len(),
         );
         if left == (0, 0, 0) {
-            break;
+            eprintln!("nothing left after {:?}", started.elapsed());
+            return;
         }
         assert!(
             started.elapsed() < GC_WAIT,
             "left behind after {GC_WAIT:?} (jobs, pods, configmaps): {left:?}"
         );
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
