@@ -14,6 +14,7 @@
 //! - [`result`]: the result document, from the termination message or the log.
 //! - [`cleanup`]: deleting a task's Job; removing orphans at start.
 //! - `settle`: how the wait's end becomes the task's result document.
+//! - [`validate`]: the template checked at start: unknown fields, then a dry run.
 //! - [`retry`] and [`errors`]: bounded retries and messages that say how to fix a failure.
 
 pub mod cleanup;
@@ -24,6 +25,7 @@ pub mod result;
 pub mod retry;
 mod settle;
 pub mod track;
+pub mod validate;
 pub mod watch;
 
 use async_trait::async_trait;
@@ -102,7 +104,8 @@ struct Inner {
 
 impl KubernetesBackend {
     /// Loads the template, then connects the way kube-rs does (`KUBECONFIG` or
-    /// `~/.kube/config`, else the in-cluster service account) and logs which cluster it uses.
+    /// `~/.kube/config`, else the in-cluster service account), logs which cluster it uses, and
+    /// has the API server check the template ([`Self::check_template`]).
     pub async fn connect(
         settings: KubernetesSettings,
         abandon: CancellationToken,
@@ -116,7 +119,25 @@ impl KubernetesBackend {
         config.default_retry = false;
         info!(cluster = %config.cluster_url, namespace = %settings.namespace, "kubernetes backend: using this cluster");
         let client = Client::try_from(config).map_err(|e| KubeError::Connect(e.to_string()))?;
-        Ok(Self::with_client(client, settings, template, abandon))
+        let backend = Self::with_client(client, settings, template, abandon);
+        backend.check_template().await?;
+        Ok(backend)
+    }
+
+    /// Sends the Job a task gets from the template with `dryRun=All` (one request), so that
+    /// a template the API server refuses stops the start with its message, not every task.
+    pub async fn check_template(&self) -> Result<(), KubeError> {
+        let inner = &self.inner;
+        let settings = &inner.settings;
+        validate::dry_run(
+            &inner.jobs,
+            &inner.template,
+            &settings.job_template,
+            &settings.image,
+            &settings.namespace,
+            settings.retry,
+        )
+        .await
     }
 
     /// A backend over `client` (tests give a mocked API service).

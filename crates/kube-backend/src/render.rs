@@ -82,6 +82,18 @@ impl JobTemplate {
     pub fn parse(text: &str) -> Result<Self, String> {
         let job: Job = serde_saphyr::from_str(text)
             .map_err(|e| format!("is not a batch/v1 Job manifest: {e}"))?;
+        // The typed Job drops keys it does not know; say so rather than run without them.
+        let raw: serde_json::Value = serde_saphyr::from_str(text)
+            .map_err(|e| format!("is not a batch/v1 Job manifest: {e}"))?;
+        let typed = serde_json::to_value(&job).map_err(|e| format!("cannot be encoded: {e}"))?;
+        let unknown = super::validate::unknown_fields(&raw, &typed);
+        if !unknown.is_empty() {
+            return Err(format!(
+                "has fields the Kubernetes API does not know: {}; check their spelling and \
+                 place against the batch/v1 Job reference",
+                unknown.join(", ")
+            ));
+        }
         let has_container = job
             .spec
             .as_ref()

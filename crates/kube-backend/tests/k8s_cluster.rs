@@ -23,6 +23,7 @@ use wasm_exec_coordinator::metrics::Metrics;
 use wasm_exec_coordinator::module::ModuleStore;
 use wasm_exec_coordinator::module::mirror::MirrorStore;
 use wasm_exec_coordinator::source::placeholder::samples;
+use wasm_exec_kube_backend::errors::KubeError;
 use wasm_exec_kube_backend::names::managed_selector;
 use wasm_exec_kube_backend::{KubernetesBackend, KubernetesSettings};
 use wasm_exec_task::{CheckedTask, IntakeRules, ResultEnvelope};
@@ -83,6 +84,42 @@ async fn samples_run_as_jobs_and_leave_nothing_behind() {
         );
     }
     assert_nothing_left(&ns.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_the_api_server_refuses_stops_the_start() {
+    let Some(cluster) = Cluster::from_env("a_template_the_api_server_refuses_stops_the_start")
+    else {
+        return;
+    };
+    let ns = cluster.namespace("templates", &[]);
+    let refused: [(&str, &[&str]); 2] = [
+        (
+            "restart-on-failure-with-pod-failure-policy.yaml",
+            &["restartPolicy", "OnFailure", "Never", "podFailurePolicy"],
+        ),
+        ("bad-quantity.yaml", &["quantities must match"]),
+    ];
+    for (file, words) in refused {
+        let path = repo(&format!("testdata/k8s/templates/{file}"));
+        let settings = KubernetesSettings::new(&ns.name, "executor-demo/executor:demo", path);
+        let message = match KubernetesBackend::connect(settings, CancellationToken::new()).await {
+            Ok(_) => panic!("{file}: the backend started with a template the API server refuses"),
+            Err(e @ KubeError::TemplateRefused { .. }) => e.to_string(),
+            Err(other) => panic!("{file}: not refused as a template: {other}"),
+        };
+        eprintln!("{file}: {message}");
+        for word in ["refused by the API server", file].iter().chain(words) {
+            assert!(
+                message.contains(word),
+                "{file}: {word:?} missing in {message}"
+            );
+        }
+    }
+    // The dry run stores nothing, and the real template passes it.
+    connect(&ns.name, repo("k8s/job.yaml")).await;
+    let jobs = cluster.kubectl(&["get", "jobs", "-n", &ns.name, "-o", "name"]);
+    assert_eq!(jobs.as_deref(), Ok(""), "Jobs after the dry runs");
 }
 
 /// `k8s/job.yaml` with `annotations` added to its pod template, written to `dir/NAME.yaml`.
