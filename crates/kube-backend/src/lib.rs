@@ -11,6 +11,7 @@
 //! - [`names`]: deterministic names and labels from the task id.
 //! - [`render`]: the Job (from the template) and the ConfigMap of a task.
 //! - [`watch`] and [`track`]: waiting for the Job by watch, and the phases of the wait.
+//! - `refusal`: a pod the cluster refuses to create, seen in the Job's `FailedCreate` events.
 //! - [`result`]: the result document, from the termination message or the log.
 //! - [`cleanup`]: deleting a task's Job; removing orphans at start.
 //! - `settle`: how the wait's end becomes the task's result document.
@@ -20,6 +21,7 @@
 pub mod cleanup;
 pub mod errors;
 pub mod names;
+mod refusal;
 pub mod render;
 pub mod result;
 pub mod retry;
@@ -31,7 +33,7 @@ pub mod watch;
 use async_trait::async_trait;
 use errors::{ApiFailure, Call, KubeError, status_code};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, PostParams, WatchParams};
 use kube::{Client, Config};
 use names::TaskNames;
@@ -63,6 +65,9 @@ pub struct KubernetesSettings {
     pub deadline_grace: Duration,
     /// How long a pod may stay unschedulable before its task fails (60 s).
     pub unschedulable_grace: Duration,
+    /// How long after its Job's creation no pod may be seen before the Job's `FailedCreate`
+    /// events are watched too (3 s; the job controller creates a pod well within it).
+    pub pod_create_grace: Duration,
     /// How long to wait for the pod's last status after the Job ended (5 s).
     pub pod_lag: Duration,
     /// Retries of API requests.
@@ -79,6 +84,7 @@ impl KubernetesSettings {
             start_allowance: Duration::from_secs(120),
             deadline_grace: Duration::from_secs(30),
             unschedulable_grace: Duration::from_secs(60),
+            pod_create_grace: Duration::from_secs(3),
             pod_lag: Duration::from_secs(5),
             retry: RetryPolicy::default(),
         }
@@ -97,6 +103,7 @@ struct Inner {
     jobs: Api<Job>,
     pods: Api<Pod>,
     config_maps: Api<ConfigMap>,
+    events: Api<Event>,
     /// Cancelled when the coordinator stops waiting for running tasks: their Jobs are deleted
     /// and the tasks left unfinished, to run again after a restart.
     abandon: CancellationToken,
@@ -152,6 +159,7 @@ impl KubernetesBackend {
             inner: Arc::new(Inner {
                 jobs: Api::namespaced(client.clone(), ns),
                 pods: Api::namespaced(client.clone(), ns),
+                events: Api::namespaced(client.clone(), ns),
                 config_maps: Api::namespaced(client, ns),
                 settings,
                 template,
@@ -226,10 +234,11 @@ impl Inner {
                         + Duration::from_secs(deadline_secs)
                         + self.settings.deadline_grace,
                     unschedulable_grace: self.settings.unschedulable_grace,
+                    pod_create_grace: self.settings.pod_create_grace,
                     pod_lag: self.settings.pod_lag,
                     retries,
                 };
-                self.wait_for_result(&names, limits, started, deadline_secs)
+                self.wait_for_result(&names, &uid, limits, started, deadline_secs)
                     .await
             }
             Err(failure) => failure,
@@ -339,6 +348,7 @@ impl Inner {
     async fn wait_for_result(
         &self,
         names: &TaskNames,
+        uid: &str,
         limits: Limits,
         started: Instant,
         deadline_secs: u64,
@@ -359,8 +369,19 @@ impl Inner {
             ns,
             retry,
         );
-        let (ended, phases) =
-            track::track(&mut jobs, &mut pods, limits, started, &self.abandon).await;
+        let mut events = watch::Watch::new(
+            self.events.clone(),
+            refusal::params(uid),
+            Call::new("watch", "events"),
+            ns,
+            retry,
+        );
+        let watches = track::Watches {
+            jobs: &mut jobs,
+            pods: &mut pods,
+            events: &mut events,
+        };
+        let (ended, phases) = track::track(watches, limits, started, &self.abandon).await;
         let mut result = self.settle(ended, deadline_secs).await;
         result.phases = Some(phases);
         result

@@ -43,6 +43,7 @@ impl Inner {
                     collector.collect(pod.as_deref(), container.as_ref()).await
                 }
             }
+            Ended::Refused(message) => ResultEnvelope::failure(ErrorKind::PodRefused, message),
             Ended::Stuck(message) | Ended::Api(message) => {
                 ResultEnvelope::failure(ErrorKind::Io, message)
             }

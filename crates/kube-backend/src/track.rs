@@ -3,9 +3,10 @@
 //! the Job), on a pod that cannot start, at the overall deadline, or at shutdown; and times the
 //! phases a user waits through.
 
+use super::refusal::Refusals;
 use super::watch::{Change, Watch};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Event, Pod};
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,9 @@ pub struct Limits {
     pub deadline: Instant,
     /// How long a pod may stay unschedulable before the task fails.
     pub unschedulable_grace: Duration,
+    /// How long after the Job's creation no pod may be seen before the wait also watches the
+    /// Job's `FailedCreate` events (one more request, only then).
+    pub pod_create_grace: Duration,
     /// How long to wait for the pod's final status once the Job has ended (the two watches are
     /// not ordered with each other).
     pub pod_lag: Duration,
@@ -55,6 +59,8 @@ pub enum Ended {
     },
     /// The pod cannot run (image, config, scheduling): the message says why and what to fix.
     Stuck(String),
+    /// The cluster refused to create the pod (`FailedCreate`): the message says why.
+    Refused(String),
     /// The overall deadline passed.
     Deadline,
     /// The coordinator is shutting down.
@@ -63,23 +69,32 @@ pub enum Ended {
     Api(String),
 }
 
-/// Watches `jobs` (the task's Job) and `pods` (its pods) until the Job ends; `started` is when
-/// the Job was created or adopted.
+/// The watches of one task: its Job, its pods, and (opened only when no pod shows up in time)
+/// the Job's `FailedCreate` events.
+pub struct Watches<'a> {
+    /// The task's Job.
+    pub jobs: &'a mut Watch<Job>,
+    /// Its pods.
+    pub pods: &'a mut Watch<Pod>,
+    /// Its `FailedCreate` events ([`refusal::params`]).
+    pub events: &'a mut Watch<Event>,
+}
+
+/// Watches the task's Job and pods until the Job ends; `started` is when the Job was created
+/// or adopted.
 pub async fn track(
-    jobs: &mut Watch<Job>,
-    pods: &mut Watch<Pod>,
+    watches: Watches<'_>,
     limits: Limits,
     started: Instant,
     shutdown: &CancellationToken,
 ) -> (Ended, Phases) {
     let mut clock = Clock::new(started);
-    let ended = wait(jobs, pods, limits, &mut clock, shutdown).await;
+    let ended = wait(watches, limits, &mut clock, shutdown).await;
     (ended, clock.phases())
 }
 
 async fn wait(
-    jobs: &mut Watch<Job>,
-    pods: &mut Watch<Pod>,
+    Watches { jobs, pods, events }: Watches<'_>,
     limits: Limits,
     clock: &mut Clock,
     shutdown: &CancellationToken,
@@ -91,10 +106,13 @@ async fn wait(
         return Ended::Api(e.to_string());
     }
     let mut seen = Seen::default();
+    let mut refusals = Refusals::new(events);
     loop {
         if let Some(ended) = seen.settled(&limits) {
             return ended;
         }
+        let events_from = (refusals.is_closed() && seen.last_pod.is_none())
+            .then_some(clock.started + limits.pod_create_grace);
         let unschedulable_until = seen
             .unschedulable
             .as_ref()
@@ -104,13 +122,15 @@ async fn wait(
             () = shutdown.cancelled() => return Ended::Cancelled,
             () = sleep_until(limits.deadline) => return Ended::Deadline,
             () = sleep_until(unschedulable_until.unwrap_or(limits.deadline)), if unschedulable_until.is_some() => {
-                let message = seen.unschedulable.map(|(_, m)| m).unwrap_or_default();
-                return Ended::Stuck(format!(
-                    "the pod could not be scheduled for {} s ({message}); make room in the \
-                     cluster or lower the template's resources.requests, nodeSelector or \
-                     tolerations",
-                    limits.unschedulable_grace.as_secs()
-                ));
+                return unschedulable(seen, &limits);
+            }
+            () = sleep_until(events_from.unwrap_or(limits.deadline)), if events_from.is_some() => {
+                refusals.open().await;
+            }
+            refused = refusals.next(), if refusals.is_open() => {
+                if let Some(message) = refused {
+                    return Ended::Refused(message);
+                }
             }
             () = sleep_until(lag_until.unwrap_or(limits.deadline)), if lag_until.is_some() => {
                 if let Some(end) = seen.job_end.take() {
@@ -135,6 +155,16 @@ async fn wait(
             },
         }
     }
+}
+
+/// The end of a wait whose pod stayed unschedulable for the grace.
+fn unschedulable(seen: Seen, limits: &Limits) -> Ended {
+    let message = seen.unschedulable.map(|(_, m)| m).unwrap_or_default();
+    Ended::Stuck(format!(
+        "the pod could not be scheduled for {} s ({message}); make room in the cluster or lower \
+         the template's resources.requests, nodeSelector or tolerations",
+        limits.unschedulable_grace.as_secs()
+    ))
 }
 
 /// What the watches have shown so far.

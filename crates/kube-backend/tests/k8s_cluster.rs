@@ -26,7 +26,7 @@ use wasm_exec_coordinator::source::placeholder::samples;
 use wasm_exec_kube_backend::errors::KubeError;
 use wasm_exec_kube_backend::names::managed_selector;
 use wasm_exec_kube_backend::{KubernetesBackend, KubernetesSettings};
-use wasm_exec_task::{CheckedTask, IntakeRules, ResultEnvelope};
+use wasm_exec_task::{CheckedTask, ErrorKind, IntakeRules, ResultEnvelope};
 use wasm_exec_test_peers::kube::Cluster;
 use wasm_exec_test_peers::repo;
 
@@ -120,6 +120,63 @@ async fn a_template_the_api_server_refuses_stops_the_start() {
     connect(&ns.name, repo("k8s/job.yaml")).await;
     let jobs = cluster.kubectl(&["get", "jobs", "-n", &ns.name, "-o", "name"]);
     assert_eq!(jobs.as_deref(), Ok(""), "Jobs after the dry runs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_refused_by_pod_security_fails_the_task_at_once() {
+    let Some(cluster) = Cluster::from_env("a_pod_refused_by_pod_security_fails_the_task_at_once")
+    else {
+        return;
+    };
+    let ns = cluster.namespace(
+        "podsecurity",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    );
+    let template = repo("testdata/k8s/templates/privilege-escalation.yaml");
+    assert_refused(&ns.name, template, "violates PodSecurity").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_refused_by_an_exhausted_quota_fails_the_task_at_once() {
+    let Some(cluster) =
+        Cluster::from_env("a_pod_refused_by_an_exhausted_quota_fails_the_task_at_once")
+    else {
+        return;
+    };
+    let ns = cluster.namespace("quota", &[]);
+    let quota = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: no-pods}\nspec: {hard: {pods: \"0\"}}\n";
+    cluster.apply(&ns.name, quota).expect("the quota");
+    assert_refused(&ns.name, repo("k8s/job.yaml"), "exceeded quota").await;
+}
+
+/// Runs the `add` sample in `namespace` with `template` and checks that it fails as
+/// `pod_refused` with the event's reason and `words`, long before any deadline, and that its
+/// Job is gone.
+async fn assert_refused(namespace: &str, template: PathBuf, words: &str) {
+    let backend = connect(namespace, template).await;
+    let task = samples().remove(0);
+    let modules = MirrorStore::open(&repo("host/wasm"), 1 << 20).expect("the mirror");
+    let module = modules.fetch(&task.wasm_cid).await.expect("add.wasm");
+    let checked = task.check(&IntakeRules::default()).expect("a valid sample");
+    let started = Instant::now();
+    let result = run(&backend, &checked, module).await;
+    let took = started.elapsed();
+    let error = result.error.as_ref().expect("a failure");
+    eprintln!("refused after {took:?}: {}", error.message);
+    assert_eq!(error.kind, ErrorKind::PodRefused, "{result:?}");
+    for word in ["FailedCreate", words] {
+        assert!(
+            error.message.contains(word),
+            "{word:?} missing: {}",
+            error.message
+        );
+    }
+    // The pod-create grace (3 s) and the job controller's first tries, not the 140 s deadline.
+    assert!(
+        took < Duration::from_secs(20),
+        "refused only after {took:?}"
+    );
+    assert_nothing_left(namespace).await;
 }
 
 /// `k8s/job.yaml` with `annotations` added to its pod template, written to `dir/NAME.yaml`.
