@@ -11,6 +11,7 @@
 //! - [`names`]: deterministic names and labels from the task id.
 //! - [`render`]: the Job (from the template) and the ConfigMap of a task.
 //! - [`watch`] and [`track`]: waiting for the Job by watch, and the phases of the wait.
+//! - `pod`: what one pod status says (the executor's container found by name).
 //! - `refusal`: a pod the cluster refuses to create, seen in the Job's `FailedCreate` events.
 //! - [`result`]: the result document, from the termination message or the log.
 //! - [`cleanup`]: deleting a task's Job; removing orphans at start.
@@ -21,6 +22,7 @@
 pub mod cleanup;
 pub mod errors;
 pub mod names;
+mod pod;
 mod refusal;
 pub mod render;
 pub mod result;
@@ -230,6 +232,7 @@ impl Inner {
         let mut result = match self.create_config_map(task, &names, module, &uid).await {
             Ok(()) => {
                 let limits = Limits {
+                    executor: self.template.executor().to_owned(),
                     deadline: started
                         + Duration::from_secs(deadline_secs)
                         + self.settings.deadline_grace,

@@ -38,6 +38,9 @@ pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 pub const CONFIG_MAP_LIMIT: usize = 1 << 20;
 /// The fixed non-root uid and gid the executor runs as (the image's `nonroot` user).
 pub const RUN_AS: i64 = 65532;
+/// The name of the executor's container in the template; without one, the first container is
+/// the executor's. Its status, not the first one listed (kubelets sort them by name), is read.
+pub const EXECUTOR_CONTAINER: &str = "executor";
 /// Seconds a finished Job is kept if the coordinator never deletes it (a crash): a safety net.
 pub const TTL_AFTER_FINISHED: i32 = 600;
 
@@ -107,6 +110,23 @@ impl JobTemplate {
         Ok(Self { job })
     }
 
+    /// The name of the executor's container: [`EXECUTOR_CONTAINER`] if the template has one so
+    /// named, else the first container's.
+    pub fn executor(&self) -> &str {
+        let containers = self
+            .job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .map(|p| p.containers.as_slice())
+            .unwrap_or_default();
+        containers
+            .iter()
+            .find(|c| c.name == EXECUTOR_CONTAINER)
+            .or(containers.first())
+            .map_or(EXECUTOR_CONTAINER, |c| c.name.as_str())
+    }
+
     /// The Job for one task (see the module doc for who owns which field).
     pub fn render(&self, task: &TaskSpec, names: &TaskNames, run: &RunSettings) -> Job {
         let mut job = self.job.clone();
@@ -131,7 +151,8 @@ impl JobTemplate {
         pod.automount_service_account_token.get_or_insert(false);
         harden_pod(pod.security_context.get_or_insert_with(Default::default));
         pod.volumes = Some(volumes(&names.job));
-        if let Some(container) = pod.containers.first_mut() {
+        let executor = self.executor().to_owned();
+        if let Some(container) = pod.containers.iter_mut().find(|c| c.name == executor) {
             fill_container(container, task, run);
         }
         job

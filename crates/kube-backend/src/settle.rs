@@ -38,6 +38,7 @@ impl Inner {
                     let collector = result::Collector {
                         pods: &self.pods,
                         namespace: ns,
+                        executor: self.template.executor(),
                         retry,
                     };
                     collector.collect(pod.as_deref(), container.as_ref()).await

@@ -37,6 +37,8 @@ const GC_WAIT: Duration = Duration::from_secs(60);
 /// kwok's annotations: the exit code and termination message of every container of the pod.
 const EXIT_CODE: &str = "kwok.wasm-exec.io/exit-code";
 const MESSAGE: &str = "kwok.wasm-exec.io/message";
+/// kwok's annotation that keeps the pod running until it is deleted.
+const HOLD: &str = "kwok.wasm-exec.io/hold";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn samples_run_as_jobs_and_leave_nothing_behind() {
@@ -127,6 +129,73 @@ async fn a_template_the_api_server_refuses_stops_the_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_executor_is_found_by_name_beside_a_sidecar_listed_first() {
+    let Some(cluster) =
+        Cluster::from_env("the_executor_is_found_by_name_beside_a_sidecar_listed_first")
+    else {
+        return;
+    };
+    let ns = cluster.namespace("sidecar", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (checked, module) = sample("add").await;
+    let local = LocalBackend::new(None, Arc::new(Metrics::default()), 1, None).unwrap();
+    let document = local.run(&checked, module.clone()).await;
+    // kwok ends the sidecar with 0 and no message, the executor with the document.
+    let template = edited_template(dir.path(), "sidecar", |job| {
+        let pod = &mut job["spec"]["template"];
+        pod["metadata"]["annotations"] = json!({EXIT_CODE: "0", MESSAGE: document.to_line()});
+        let containers = pod["spec"]["containers"].as_array_mut().unwrap();
+        containers.insert(
+            0,
+            json!({"name": "aaa-log-shipper", "image": "log-shipper:1"}),
+        );
+    });
+    let backend = connect(&ns.name, template).await;
+    let result = run(&backend, &checked, module).await;
+    assert_eq!(result.result, json!(12), "{result:?}");
+    assert_eq!(
+        result.duration_ms, document.duration_ms,
+        "the executor's own document"
+    );
+    assert_nothing_left(&ns.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_past_its_active_deadline_is_a_timeout_well_within_the_grace() {
+    let Some(cluster) =
+        Cluster::from_env("a_job_past_its_active_deadline_is_a_timeout_well_within_the_grace")
+    else {
+        return;
+    };
+    let ns = cluster.namespace("deadline", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // The pod runs until the job controller deletes it at the deadline.
+    let template = edited_template(dir.path(), "deadline", |job| {
+        job["spec"]["activeDeadlineSeconds"] = json!(2);
+        job["spec"]["template"]["metadata"]["annotations"] = json!({HOLD: "1"});
+    });
+    let backend = connect(&ns.name, template).await;
+    let (checked, module) = sample("add").await;
+    let started = Instant::now();
+    let result = run(&backend, &checked, module).await;
+    let took = started.elapsed();
+    eprintln!("timed out after {took:?}: {result:?}");
+    let error = result.error.as_ref().expect("a failure");
+    assert_eq!(error.kind, ErrorKind::Timeout, "{result:?}");
+    assert!(
+        error.message.contains("activeDeadlineSeconds (2 s"),
+        "{}",
+        error.message
+    );
+    // The deadline plus the job controller's reaction, far from the coordinator's 30 s grace.
+    assert!(
+        took < Duration::from_secs(12),
+        "timed out only after {took:?}"
+    );
+    assert_nothing_left(&ns.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_pod_refused_by_pod_security_fails_the_task_at_once() {
     let Some(cluster) = Cluster::from_env("a_pod_refused_by_pod_security_fails_the_task_at_once")
     else {
@@ -158,10 +227,7 @@ async fn a_pod_refused_by_an_exhausted_quota_fails_the_task_at_once() {
 /// Job is gone.
 async fn assert_refused(namespace: &str, template: PathBuf, words: &str) {
     let backend = connect(namespace, template).await;
-    let task = samples().remove(0);
-    let modules = MirrorStore::open(&repo("host/wasm"), 1 << 20).expect("the mirror");
-    let module = modules.fetch(&task.wasm_cid).await.expect("add.wasm");
-    let checked = task.check(&IntakeRules::default()).expect("a valid sample");
+    let (checked, module) = sample("add").await;
     let started = Instant::now();
     let result = run(&backend, &checked, module).await;
     let took = started.elapsed();
@@ -183,14 +249,33 @@ async fn assert_refused(namespace: &str, template: PathBuf, words: &str) {
     assert_nothing_left(namespace).await;
 }
 
+/// The sample task `id`, checked, and its module from `host/wasm`.
+async fn sample(id: &str) -> (CheckedTask, Arc<Vec<u8>>) {
+    let task = samples()
+        .into_iter()
+        .find(|t| t.task_id == id)
+        .expect("a sample of that id");
+    let modules = MirrorStore::open(&repo("host/wasm"), 1 << 20).expect("the mirror");
+    let module = modules.fetch(&task.wasm_cid).await.expect("its module");
+    let checked = task.check(&IntakeRules::default()).expect("a valid sample");
+    (checked, module)
+}
+
 /// `k8s/job.yaml` with `annotations` added to its pod template, written to `dir/NAME.yaml`.
 fn template_with(dir: &Path, name: &str, annotations: &[(&str, &str)]) -> PathBuf {
+    edited_template(dir, name, |job| {
+        let meta = &mut job["spec"]["template"]["metadata"];
+        for (key, value) in annotations {
+            meta["annotations"][key] = json!(value);
+        }
+    })
+}
+
+/// `k8s/job.yaml` changed by `edit`, written to `dir/NAME.yaml`.
+fn edited_template(dir: &Path, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let text = std::fs::read_to_string(repo("k8s/job.yaml")).expect("k8s/job.yaml");
     let mut job: Value = serde_saphyr::from_str(&text).expect("k8s/job.yaml parses");
-    let meta = &mut job["spec"]["template"]["metadata"];
-    for (key, value) in annotations {
-        meta["annotations"][key] = json!(value);
-    }
+    edit(&mut job);
     let path = dir.join(format!("{name}.yaml"));
     // JSON is YAML: the backend's template parser reads it as is.
     let json = serde_json::to_string_pretty(&job).expect("a JSON value prints");
