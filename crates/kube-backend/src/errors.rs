@@ -14,6 +14,20 @@ pub enum KubeError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// The API server refuses the Job a task gets from the template (sent with `dryRun=All` at
+    /// start): its validation or an admission plugin said no.
+    #[error(
+        "job template COORDINATOR_JOB_TEMPLATE \"{}\" is refused by the API server: {message}; \
+         fix the template (checked at start by sending the Job a task gets from it with \
+         dryRun=All)",
+        path.display()
+    )]
+    TemplateRefused {
+        /// The template's path.
+        path: PathBuf,
+        /// The API server's message.
+        message: String,
+    },
     /// No cluster configuration was found.
     #[error(
         "no Kubernetes cluster to talk to ({0}); run the coordinator in a pod with a service \

@@ -11,25 +11,31 @@
 //! - [`names`]: deterministic names and labels from the task id.
 //! - [`render`]: the Job (from the template) and the ConfigMap of a task.
 //! - [`watch`] and [`track`]: waiting for the Job by watch, and the phases of the wait.
+//! - `pod`: what one pod status says (the executor's container found by name).
+//! - `refusal`: a pod the cluster refuses to create, seen in the Job's `FailedCreate` events.
 //! - [`result`]: the result document, from the termination message or the log.
 //! - [`cleanup`]: deleting a task's Job; removing orphans at start.
 //! - `settle`: how the wait's end becomes the task's result document.
+//! - [`validate`]: the template checked at start: unknown fields, then a dry run.
 //! - [`retry`] and [`errors`]: bounded retries and messages that say how to fix a failure.
 
 pub mod cleanup;
 pub mod errors;
 pub mod names;
+mod pod;
+mod refusal;
 pub mod render;
 pub mod result;
 pub mod retry;
 mod settle;
 pub mod track;
+pub mod validate;
 pub mod watch;
 
 use async_trait::async_trait;
 use errors::{ApiFailure, Call, KubeError, status_code};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, PostParams, WatchParams};
 use kube::{Client, Config};
 use names::TaskNames;
@@ -61,6 +67,9 @@ pub struct KubernetesSettings {
     pub deadline_grace: Duration,
     /// How long a pod may stay unschedulable before its task fails (60 s).
     pub unschedulable_grace: Duration,
+    /// How long after its Job's creation no pod may be seen before the Job's `FailedCreate`
+    /// events are watched too (3 s; the job controller creates a pod well within it).
+    pub pod_create_grace: Duration,
     /// How long to wait for the pod's last status after the Job ended (5 s).
     pub pod_lag: Duration,
     /// Retries of API requests.
@@ -77,6 +86,7 @@ impl KubernetesSettings {
             start_allowance: Duration::from_secs(120),
             deadline_grace: Duration::from_secs(30),
             unschedulable_grace: Duration::from_secs(60),
+            pod_create_grace: Duration::from_secs(3),
             pod_lag: Duration::from_secs(5),
             retry: RetryPolicy::default(),
         }
@@ -95,6 +105,7 @@ struct Inner {
     jobs: Api<Job>,
     pods: Api<Pod>,
     config_maps: Api<ConfigMap>,
+    events: Api<Event>,
     /// Cancelled when the coordinator stops waiting for running tasks: their Jobs are deleted
     /// and the tasks left unfinished, to run again after a restart.
     abandon: CancellationToken,
@@ -102,7 +113,8 @@ struct Inner {
 
 impl KubernetesBackend {
     /// Loads the template, then connects the way kube-rs does (`KUBECONFIG` or
-    /// `~/.kube/config`, else the in-cluster service account) and logs which cluster it uses.
+    /// `~/.kube/config`, else the in-cluster service account), logs which cluster it uses, and
+    /// has the API server check the template ([`Self::check_template`]).
     pub async fn connect(
         settings: KubernetesSettings,
         abandon: CancellationToken,
@@ -116,7 +128,25 @@ impl KubernetesBackend {
         config.default_retry = false;
         info!(cluster = %config.cluster_url, namespace = %settings.namespace, "kubernetes backend: using this cluster");
         let client = Client::try_from(config).map_err(|e| KubeError::Connect(e.to_string()))?;
-        Ok(Self::with_client(client, settings, template, abandon))
+        let backend = Self::with_client(client, settings, template, abandon);
+        backend.check_template().await?;
+        Ok(backend)
+    }
+
+    /// Sends the Job a task gets from the template with `dryRun=All` (one request), so that
+    /// a template the API server refuses stops the start with its message, not every task.
+    pub async fn check_template(&self) -> Result<(), KubeError> {
+        let inner = &self.inner;
+        let settings = &inner.settings;
+        validate::dry_run(
+            &inner.jobs,
+            &inner.template,
+            &settings.job_template,
+            &settings.image,
+            &settings.namespace,
+            settings.retry,
+        )
+        .await
     }
 
     /// A backend over `client` (tests give a mocked API service).
@@ -131,6 +161,7 @@ impl KubernetesBackend {
             inner: Arc::new(Inner {
                 jobs: Api::namespaced(client.clone(), ns),
                 pods: Api::namespaced(client.clone(), ns),
+                events: Api::namespaced(client.clone(), ns),
                 config_maps: Api::namespaced(client, ns),
                 settings,
                 template,
@@ -201,14 +232,16 @@ impl Inner {
         let mut result = match self.create_config_map(task, &names, module, &uid).await {
             Ok(()) => {
                 let limits = Limits {
+                    executor: self.template.executor().to_owned(),
                     deadline: started
                         + Duration::from_secs(deadline_secs)
                         + self.settings.deadline_grace,
                     unschedulable_grace: self.settings.unschedulable_grace,
+                    pod_create_grace: self.settings.pod_create_grace,
                     pod_lag: self.settings.pod_lag,
                     retries,
                 };
-                self.wait_for_result(&names, limits, started, deadline_secs)
+                self.wait_for_result(&names, &uid, limits, started, deadline_secs)
                     .await
             }
             Err(failure) => failure,
@@ -318,6 +351,7 @@ impl Inner {
     async fn wait_for_result(
         &self,
         names: &TaskNames,
+        uid: &str,
         limits: Limits,
         started: Instant,
         deadline_secs: u64,
@@ -338,8 +372,19 @@ impl Inner {
             ns,
             retry,
         );
-        let (ended, phases) =
-            track::track(&mut jobs, &mut pods, limits, started, &self.abandon).await;
+        let mut events = watch::Watch::new(
+            self.events.clone(),
+            refusal::params(uid),
+            Call::new("watch", "events"),
+            ns,
+            retry,
+        );
+        let watches = track::Watches {
+            jobs: &mut jobs,
+            pods: &mut pods,
+            events: &mut events,
+        };
+        let (ended, phases) = track::track(watches, limits, started, &self.abandon).await;
         let mut result = self.settle(ended, deadline_secs).await;
         result.phases = Some(phases);
         result

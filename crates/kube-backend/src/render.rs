@@ -38,6 +38,9 @@ pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 pub const CONFIG_MAP_LIMIT: usize = 1 << 20;
 /// The fixed non-root uid and gid the executor runs as (the image's `nonroot` user).
 pub const RUN_AS: i64 = 65532;
+/// The name of the executor's container in the template; without one, the first container is
+/// the executor's. Its status, not the first one listed (kubelets sort them by name), is read.
+pub const EXECUTOR_CONTAINER: &str = "executor";
 /// Seconds a finished Job is kept if the coordinator never deletes it (a crash): a safety net.
 pub const TTL_AFTER_FINISHED: i32 = 600;
 
@@ -82,6 +85,18 @@ impl JobTemplate {
     pub fn parse(text: &str) -> Result<Self, String> {
         let job: Job = serde_saphyr::from_str(text)
             .map_err(|e| format!("is not a batch/v1 Job manifest: {e}"))?;
+        // The typed Job drops keys it does not know; say so rather than run without them.
+        let raw: serde_json::Value = serde_saphyr::from_str(text)
+            .map_err(|e| format!("is not a batch/v1 Job manifest: {e}"))?;
+        let typed = serde_json::to_value(&job).map_err(|e| format!("cannot be encoded: {e}"))?;
+        let unknown = super::validate::unknown_fields(&raw, &typed);
+        if !unknown.is_empty() {
+            return Err(format!(
+                "has fields the Kubernetes API does not know: {}; check their spelling and \
+                 place against the batch/v1 Job reference",
+                unknown.join(", ")
+            ));
+        }
         let has_container = job
             .spec
             .as_ref()
@@ -93,6 +108,23 @@ impl JobTemplate {
             );
         }
         Ok(Self { job })
+    }
+
+    /// The name of the executor's container: [`EXECUTOR_CONTAINER`] if the template has one so
+    /// named, else the first container's.
+    pub fn executor(&self) -> &str {
+        let containers = self
+            .job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .map(|p| p.containers.as_slice())
+            .unwrap_or_default();
+        containers
+            .iter()
+            .find(|c| c.name == EXECUTOR_CONTAINER)
+            .or(containers.first())
+            .map_or(EXECUTOR_CONTAINER, |c| c.name.as_str())
     }
 
     /// The Job for one task (see the module doc for who owns which field).
@@ -119,7 +151,8 @@ impl JobTemplate {
         pod.automount_service_account_token.get_or_insert(false);
         harden_pod(pod.security_context.get_or_insert_with(Default::default));
         pod.volumes = Some(volumes(&names.job));
-        if let Some(container) = pod.containers.first_mut() {
+        let executor = self.executor().to_owned();
+        if let Some(container) = pod.containers.iter_mut().find(|c| c.name == executor) {
             fill_container(container, task, run);
         }
         job

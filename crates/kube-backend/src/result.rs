@@ -19,6 +19,8 @@ pub struct Collector<'a> {
     pub pods: &'a Api<Pod>,
     /// Its namespace, for messages.
     pub namespace: &'a str,
+    /// The executor's container, whose log is read (a pod with a sidecar has more than one).
+    pub executor: &'a str,
     /// Retries of the log request.
     pub retry: RetryPolicy,
 }
@@ -52,6 +54,7 @@ impl Collector<'_> {
         };
         let params = LogParams {
             tail_lines: Some(LOG_TAIL_LINES),
+            container: Some(self.executor.to_owned()),
             ..LogParams::default()
         };
         let log = match self

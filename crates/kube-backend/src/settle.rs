@@ -38,11 +38,13 @@ impl Inner {
                     let collector = result::Collector {
                         pods: &self.pods,
                         namespace: ns,
+                        executor: self.template.executor(),
                         retry,
                     };
                     collector.collect(pod.as_deref(), container.as_ref()).await
                 }
             }
+            Ended::Refused(message) => ResultEnvelope::failure(ErrorKind::PodRefused, message),
             Ended::Stuck(message) | Ended::Api(message) => {
                 ResultEnvelope::failure(ErrorKind::Io, message)
             }

@@ -239,7 +239,8 @@ async fn success_falls_back_to_the_last_log_line() {
             path("pods", Some(&format!("{POD}/log"))),
             Reply::Text(log),
         )
-        .query("tailLines=5"),
+        .query("tailLines=5")
+        .query("container=executor"),
         delete_job(),
     ];
     let (result, requests, _) =

@@ -3,30 +3,28 @@
 //! the Job), on a pod that cannot start, at the overall deadline, or at shutdown; and times the
 //! phases a user waits through.
 
+use super::pod::PodView;
+use super::refusal::Refusals;
 use super::watch::{Change, Watch};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Event, Pod};
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use wasm_exec_task::Phases;
 
-/// Container waiting reasons that will not clear up by themselves: fail fast on them.
-const STUCK_REASONS: [&str; 5] = [
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
-
 /// How long to wait, and for what.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
+    /// The name of the executor's container, whose status is the task's.
+    pub executor: String,
     /// When to give up on the Job as a whole.
     pub deadline: Instant,
     /// How long a pod may stay unschedulable before the task fails.
     pub unschedulable_grace: Duration,
+    /// How long after the Job's creation no pod may be seen before the wait also watches the
+    /// Job's `FailedCreate` events (one more request, only then).
+    pub pod_create_grace: Duration,
     /// How long to wait for the pod's final status once the Job has ended (the two watches are
     /// not ordered with each other).
     pub pod_lag: Duration,
@@ -55,6 +53,8 @@ pub enum Ended {
     },
     /// The pod cannot run (image, config, scheduling): the message says why and what to fix.
     Stuck(String),
+    /// The cluster refused to create the pod (`FailedCreate`): the message says why.
+    Refused(String),
     /// The overall deadline passed.
     Deadline,
     /// The coordinator is shutting down.
@@ -63,23 +63,32 @@ pub enum Ended {
     Api(String),
 }
 
-/// Watches `jobs` (the task's Job) and `pods` (its pods) until the Job ends; `started` is when
-/// the Job was created or adopted.
+/// The watches of one task: its Job, its pods, and (opened only when no pod shows up in time)
+/// the Job's `FailedCreate` events.
+pub struct Watches<'a> {
+    /// The task's Job.
+    pub jobs: &'a mut Watch<Job>,
+    /// Its pods.
+    pub pods: &'a mut Watch<Pod>,
+    /// Its `FailedCreate` events ([`refusal::params`]).
+    pub events: &'a mut Watch<Event>,
+}
+
+/// Watches the task's Job and pods until the Job ends; `started` is when the Job was created
+/// or adopted.
 pub async fn track(
-    jobs: &mut Watch<Job>,
-    pods: &mut Watch<Pod>,
+    watches: Watches<'_>,
     limits: Limits,
     started: Instant,
     shutdown: &CancellationToken,
 ) -> (Ended, Phases) {
     let mut clock = Clock::new(started);
-    let ended = wait(jobs, pods, limits, &mut clock, shutdown).await;
+    let ended = wait(watches, limits, &mut clock, shutdown).await;
     (ended, clock.phases())
 }
 
 async fn wait(
-    jobs: &mut Watch<Job>,
-    pods: &mut Watch<Pod>,
+    Watches { jobs, pods, events }: Watches<'_>,
     limits: Limits,
     clock: &mut Clock,
     shutdown: &CancellationToken,
@@ -91,10 +100,13 @@ async fn wait(
         return Ended::Api(e.to_string());
     }
     let mut seen = Seen::default();
+    let mut refusals = Refusals::new(events);
     loop {
         if let Some(ended) = seen.settled(&limits) {
             return ended;
         }
+        let events_from = (refusals.is_closed() && seen.last_pod.is_none())
+            .then_some(clock.started + limits.pod_create_grace);
         let unschedulable_until = seen
             .unschedulable
             .as_ref()
@@ -104,13 +116,15 @@ async fn wait(
             () = shutdown.cancelled() => return Ended::Cancelled,
             () = sleep_until(limits.deadline) => return Ended::Deadline,
             () = sleep_until(unschedulable_until.unwrap_or(limits.deadline)), if unschedulable_until.is_some() => {
-                let message = seen.unschedulable.map(|(_, m)| m).unwrap_or_default();
-                return Ended::Stuck(format!(
-                    "the pod could not be scheduled for {} s ({message}); make room in the \
-                     cluster or lower the template's resources.requests, nodeSelector or \
-                     tolerations",
-                    limits.unschedulable_grace.as_secs()
-                ));
+                return unschedulable(seen, &limits);
+            }
+            () = sleep_until(events_from.unwrap_or(limits.deadline)), if events_from.is_some() => {
+                refusals.open().await;
+            }
+            refused = refusals.next(), if refusals.is_open() => {
+                if let Some(message) = refused {
+                    return Ended::Refused(message);
+                }
             }
             () = sleep_until(lag_until.unwrap_or(limits.deadline)), if lag_until.is_some() => {
                 if let Some(end) = seen.job_end.take() {
@@ -128,13 +142,23 @@ async fn wait(
                 Err(e) => return Ended::Api(e.to_string()),
                 Ok(Change::Deleted(_)) => {}
                 Ok(Change::Now(pod)) => {
-                    if let Some(stuck) = seen.pod(&pod, clock) {
+                    if let Some(stuck) = seen.pod(&pod, &limits.executor, clock) {
                         return stuck;
                     }
                 }
             },
         }
     }
+}
+
+/// The end of a wait whose pod stayed unschedulable for the grace.
+fn unschedulable(seen: Seen, limits: &Limits) -> Ended {
+    let message = seen.unschedulable.map(|(_, m)| m).unwrap_or_default();
+    Ended::Stuck(format!(
+        "the pod could not be scheduled for {} s ({message}); make room in the cluster or lower \
+         the template's resources.requests, nodeSelector or tolerations",
+        limits.unschedulable_grace.as_secs()
+    ))
 }
 
 /// What the watches have shown so far.
@@ -217,9 +241,9 @@ impl Seen {
     }
 
     /// Takes in a new view of a pod; `Some` when the pod cannot run.
-    fn pod(&mut self, pod: &Pod, clock: &mut Clock) -> Option<Ended> {
+    fn pod(&mut self, pod: &Pod, executor: &str, clock: &mut Clock) -> Option<Ended> {
         self.last_pod = pod.metadata.name.clone();
-        let view = PodView::of(pod);
+        let view = PodView::of(pod, executor);
         if view.scheduled {
             clock.mark_scheduled();
             self.unschedulable = None;
@@ -244,80 +268,29 @@ impl Seen {
     }
 }
 
-/// The Job's terminal condition, if it has one: (failed, reason, message).
+/// The Job's terminal condition, if it has one: (failed, reason, message). Since Kubernetes
+/// 1.31 the job controller first sets `FailureTarget` or `SuccessCriteriaMet`, and `Failed` or
+/// `Complete` only once its pods have terminated (a pod past the deadline may take its grace
+/// period): the first settles the outcome already.
 fn job_condition(job: &Job) -> Option<(bool, String, String)> {
+    const ENDS: [(&str, bool); 4] = [
+        ("Complete", false),
+        ("SuccessCriteriaMet", false),
+        ("Failed", true),
+        ("FailureTarget", true),
+    ];
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
     conditions
         .iter()
-        .filter(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"))
-        .map(|c| {
+        .filter(|c| c.status == "True")
+        .find_map(|c| ENDS.iter().find(|(t, _)| *t == c.type_).map(|end| (end, c)))
+        .map(|((_, failed), c)| {
             (
-                c.type_ == "Failed",
+                *failed,
                 c.reason.clone().unwrap_or_default(),
                 c.message.clone().unwrap_or_default(),
             )
         })
-        .next()
-}
-
-/// What one pod status says, for the wait.
-#[derive(Debug, Default)]
-struct PodView {
-    scheduled: bool,
-    unschedulable: Option<String>,
-    running: bool,
-    stuck: Option<String>,
-    terminated: Option<ContainerStateTerminated>,
-}
-
-impl PodView {
-    fn of(pod: &Pod) -> Self {
-        let mut view = Self {
-            scheduled: pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()),
-            ..Self::default()
-        };
-        let name = pod.metadata.name.as_deref().unwrap_or("?");
-        let Some(status) = &pod.status else {
-            return view;
-        };
-        for c in status.conditions.iter().flatten() {
-            if c.type_ == "PodScheduled" {
-                if c.status == "True" {
-                    view.scheduled = true;
-                } else if c.reason.as_deref() == Some("Unschedulable") {
-                    view.unschedulable = Some(c.message.clone().unwrap_or_default());
-                }
-            }
-        }
-        let Some(state) = status
-            .container_statuses
-            .iter()
-            .flatten()
-            .next()
-            .and_then(|c| c.state.as_ref())
-        else {
-            return view;
-        };
-        view.running = state.running.is_some();
-        view.terminated = state.terminated.clone();
-        if let Some(waiting) = &state.waiting
-            && let Some(reason) = waiting.reason.as_deref()
-            && STUCK_REASONS.contains(&reason)
-        {
-            let message = waiting.message.as_deref().unwrap_or("");
-            let fix = if reason.contains("Image") {
-                "check COORDINATOR_EXECUTOR_IMAGE: the image must exist in a registry the \
-                 nodes can pull from, or be loaded into the cluster (kind load docker-image)"
-            } else {
-                "check the Job template (COORDINATOR_JOB_TEMPLATE): env, volumes and \
-                 securityContext (runAsNonRoot needs a numeric non-root user)"
-            };
-            view.stuck = Some(format!(
-                "pod {name} cannot start the executor: {reason}: {message}; {fix}"
-            ));
-        }
-        view
-    }
 }
 
 /// When each phase was first seen.
@@ -371,51 +344,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(status: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "status": status
-        }))
-        .unwrap()
-    }
-
     #[test]
-    fn image_pull_errors_are_stuck_with_the_fix() {
-        let view = PodView::of(&pod(json!({"containerStatuses": [{
-            "name": "executor", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
-        }]})));
-        let stuck = view.stuck.unwrap();
-        assert!(stuck.contains("ImagePullBackOff") && stuck.contains("COORDINATOR_EXECUTOR_IMAGE"));
-        let view = PodView::of(&pod(json!({"containerStatuses": [{
-            "name": "executor", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"waiting": {"reason": "ContainerCreating"}}
-        }]})));
-        assert!(view.stuck.is_none());
-    }
-
-    #[test]
-    fn unschedulable_and_scheduled_come_from_the_condition() {
-        let view = PodView::of(&pod(json!({"conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-            "message": "0/1 nodes are available: 1 Insufficient memory."
-        }]})));
-        assert!(!view.scheduled);
-        assert!(view.unschedulable.unwrap().contains("Insufficient memory"));
-        let view = PodView::of(&pod(
-            json!({"conditions": [{"type": "PodScheduled", "status": "True"}]}),
-        ));
-        assert!(view.scheduled && view.unschedulable.is_none());
-    }
-
-    #[test]
-    fn only_complete_or_failed_end_a_job() {
+    fn terminal_and_target_conditions_end_a_job() {
         let job = |conditions: serde_json::Value| -> Job {
             serde_json::from_value(json!({"apiVersion": "batch/v1", "kind": "Job",
                 "metadata": {"name": "j"}, "status": {"conditions": conditions}}))
             .unwrap()
         };
         assert_eq!(
-            job_condition(&job(json!([{"type": "FailureTarget", "status": "True"}]))),
+            job_condition(&job(json!([{"type": "FailureTarget", "status": "True",
+                "reason": "DeadlineExceeded"}]))),
+            Some((true, "DeadlineExceeded".into(), String::new()))
+        );
+        assert_eq!(
+            job_condition(&job(
+                json!([{"type": "SuccessCriteriaMet", "status": "True"}])
+            ))
+            .map(|c| c.0),
+            Some(false)
+        );
+        assert_eq!(
+            job_condition(&job(json!([{"type": "Suspended", "status": "True"}]))),
             None
         );
         assert_eq!(

@@ -45,11 +45,15 @@ pub enum ErrorKind {
     /// EMFILE, ENFILE, ENOMEM, EAGAIN) while preparing or running the task: not the task's fault
     /// and not a result; the coordinator runs the task again later.
     HostExhausted,
+    /// The cluster refused to create the task's pod (Kubernetes backend: the Job's
+    /// `FailedCreate` event, from PodSecurity admission, an exhausted ResourceQuota, a missing
+    /// ServiceAccount): the task never ran; fix the namespace or the Job template.
+    PodRefused,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for docs and tests).
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::BadInput,
         ErrorKind::BadModule,
         ErrorKind::EntryNotFound,
@@ -64,6 +68,7 @@ impl ErrorKind {
         ErrorKind::Cancelled,
         ErrorKind::Crashed,
         ErrorKind::HostExhausted,
+        ErrorKind::PodRefused,
     ];
 
     /// The snake_case name used in the result document and as a metrics label.
@@ -83,13 +88,14 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Crashed => "crashed",
             ErrorKind::HostExhausted => "host_exhausted",
+            ErrorKind::PodRefused => "pod_refused",
         }
     }
 
     /// The executor's process exit code for this kind.
     ///
     /// 10-19: the task itself is wrong (input, module, entry); 20-29: the guest failed while
-    /// running; 30-39: the host failed. The executor never reports 13, 14, 31, 32 or 33 (coordinator
+    /// running; 30-39: the host failed. The executor never reports 13, 14, 31, 32, 33 or 35 (coordinator
     /// kinds), but every kind has a code so that kinds and codes stay one-to-one. Codes below 30
     /// are deterministic: running the same task again
     /// gives the same failure, so a Job should not retry it (timeout excepted, being wall-clock).
@@ -109,6 +115,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => 32,
             ErrorKind::Crashed => 33,
             ErrorKind::HostExhausted => 34,
+            ErrorKind::PodRefused => 35,
         }
     }
 
@@ -122,6 +129,7 @@ impl ErrorKind {
                 | ErrorKind::Cancelled
                 | ErrorKind::Crashed
                 | ErrorKind::HostExhausted
+                | ErrorKind::PodRefused
         )
     }
 }

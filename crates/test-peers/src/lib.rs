@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`anvil`]: a real Ethereum node (anvil from `peers/anvil`).
 //! - [`ipfs`]: a real IPFS node (js-ipfs from `peers/ipfs`).
+//! - [`kube`]: the suite's real Kubernetes control plane (`scripts/cluster`), a namespace per test.
 //! - [`service`]: one of our binaries, its log collected and its API address read from it.
 //! - [`hostile`]: hostile guests generated as WAT, too large to commit.
 //! - [`http`]: blocking HTTP calls with statuses as data.
@@ -14,12 +15,14 @@ pub mod anvil;
 pub mod hostile;
 pub mod http;
 pub mod ipfs;
+pub mod kube;
 pub mod service;
 pub mod tls;
 pub mod tmpfs;
 
 pub use anvil::{Anvil, KEYS};
 pub use ipfs::JsIpfs;
+pub use kube::Cluster;
 pub use service::Service;
 pub use tls::{TestCa, TlsProxy};
 pub use tmpfs::Tmpfs;

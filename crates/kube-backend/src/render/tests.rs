@@ -2,6 +2,7 @@
 
 use super::*;
 use serde_json::{Value, json};
+use std::path::Path;
 
 const TEMPLATE: &str = include_str!("../../../../k8s/job.yaml");
 
@@ -232,6 +233,24 @@ fn templates_that_cannot_serve_fail_with_the_path_and_reason() {
         assert!(message.contains(&*path.to_string_lossy()), "{message}");
         assert!(message.contains(reason), "{file}: {message}");
     }
+}
+
+#[test]
+fn a_misspelt_field_is_named_instead_of_dropped() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/k8s/templates/misspelt-field.yaml");
+    let message = JobTemplate::load(&path).unwrap_err().to_string();
+    for part in [
+        "does not know",
+        "spec.template.spec.containers[0].imagePullPolicyy",
+        "spelling",
+    ] {
+        assert!(message.contains(part), "{part:?} missing in {message}");
+    }
+    assert!(
+        JobTemplate::parse(TEMPLATE).is_ok(),
+        "k8s/job.yaml has no unknown field"
+    );
 }
 
 #[test]

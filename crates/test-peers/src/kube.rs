@@ -1,0 +1,149 @@
+//! The suite's real Kubernetes control plane (`scripts/cluster`, kwok nodes): `scripts/test`
+//! starts it once before the tests and stops it after; each test gets a fresh namespace of its
+//! own, deleted when the test ends. Reached with `kubectl`, as `scripts/cluster` itself does.
+//!
+//! `WASM_EXEC_CLUSTER` says whether the cluster is there: `1` (set by `scripts/test` after `up`
+//! succeeded, with `KUBECONFIG`) means it must answer, and a test fails if it does not; `0` (`up`
+//! failed, `WASM_EXEC_CLUSTER_REASON` says why) or unset (`cargo test` run by hand) skips the
+//! real-cluster tests, each saying so on stderr.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// `1` when the suite's cluster is up, `0` when it could not start.
+pub const CLUSTER_VAR: &str = "WASM_EXEC_CLUSTER";
+/// Why the cluster is absent, when [`CLUSTER_VAR`] is `0`.
+pub const REASON_VAR: &str = "WASM_EXEC_CLUSTER_REASON";
+
+/// The running cluster, as its kubeconfig.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The admin kubeconfig (`KUBECONFIG`).
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// The suite's cluster, or `None` after printing why `test` is skipped. Panics when
+    /// [`CLUSTER_VAR`] says the cluster is up but `KUBECONFIG` is unset or the API server does
+    /// not answer `/readyz`.
+    pub fn from_env(test: &str) -> Option<Cluster> {
+        match std::env::var(CLUSTER_VAR).as_deref() {
+            Ok("1") => {}
+            Ok("0") => {
+                let reason = std::env::var(REASON_VAR).unwrap_or_else(|_| "reason unknown".into());
+                eprintln!("{test}: skipped: no Kubernetes cluster ({reason})");
+                return None;
+            }
+            Err(_) => {
+                eprintln!(
+                    "{test}: skipped: {CLUSTER_VAR} is unset; scripts/test starts the cluster \
+                     (or: eval \"$(scripts/cluster up)\" && {CLUSTER_VAR}=1 cargo test ...)"
+                );
+                return None;
+            }
+            Ok(other) => panic!("{CLUSTER_VAR}={other:?}: expected 1 (cluster up) or 0 (absent)"),
+        }
+        let kubeconfig = std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("{CLUSTER_VAR}=1 but KUBECONFIG is unset"));
+        let cluster = Cluster { kubeconfig };
+        if let Err(e) = cluster.kubectl(&["get", "--raw", "/readyz", "--request-timeout=10s"]) {
+            panic!("{CLUSTER_VAR}=1 but the cluster of KUBECONFIG does not answer /readyz: {e}");
+        }
+        Some(cluster)
+    }
+
+    /// Runs `kubectl ARGS` against the cluster: its stdout, or its stderr on failure.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.kubectl_with_input(args, None)
+    }
+
+    /// Applies the manifests `yaml` (`kubectl apply -f -`) in `namespace`.
+    pub fn apply(&self, namespace: &str, yaml: &str) -> Result<String, String> {
+        self.kubectl_with_input(&["apply", "--namespace", namespace, "-f", "-"], Some(yaml))
+    }
+
+    /// A fresh namespace named after `prefix` with `labels` (for example PodSecurity's
+    /// `pod-security.kubernetes.io/enforce=restricted`), deleted when dropped.
+    pub fn namespace(&self, prefix: &str, labels: &[(&str, &str)]) -> Namespace {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        self.kubectl(&["create", "namespace", &name])
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        let namespace = Namespace {
+            name,
+            cluster: self.clone(),
+        };
+        if !labels.is_empty() {
+            let mut args = vec!["label", "namespace", namespace.name.as_str()];
+            let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            args.extend(pairs.iter().map(String::as_str));
+            self.kubectl(&args)
+                .unwrap_or_else(|e| panic!("labelling namespace {}: {e}", namespace.name));
+        }
+        namespace
+    }
+
+    fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Result<String, String> {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting kubectl: {e}"))?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| format!("writing to kubectl: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for kubectl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {} ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+/// A namespace of one test, deleted (without waiting) when dropped.
+#[derive(Debug)]
+pub struct Namespace {
+    /// Its name.
+    pub name: String,
+    cluster: Cluster,
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let deleted = self.cluster.kubectl(&[
+            "delete",
+            "namespace",
+            &self.name,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+        if let Err(e) = deleted {
+            eprintln!("deleting test namespace {}: {e}", self.name);
+        }
+    }
+}
