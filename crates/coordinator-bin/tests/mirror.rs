@@ -84,6 +84,25 @@ fn assert_failed(results: &str, task: &str, kind: &str, words: &str) {
     assert!(message.contains(words), "{task}: {message}");
 }
 
+/// The service is healthy after an attack and, when its mirror has the sample `fib.wasm`, still
+/// runs an ordinary task.
+fn still_serves(svc: &Service, with_fib: bool) {
+    assert_eq!(get(&svc.base, "/healthz", None).status, 200);
+    assert_eq!(get(&svc.base, "/readyz", None).status, 200);
+    if with_fib {
+        let task = json!({"task_id": "fib-after", "wasm_cid": "fib.wasm",
+            "input": {"entry": "fib", "args": [12]}});
+        assert_eq!(
+            post(&svc.base, "/v1/tasks", &task.to_string(), None).status,
+            201
+        );
+        assert_eq!(
+            wait_finished(&svc.base, "fib-after")["result"]["result"],
+            144
+        );
+    }
+}
+
 #[test]
 fn links_to_host_files_fail_and_their_bytes_appear_nowhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,6 +113,7 @@ fn links_to_host_files_fail_and_their_bytes_appear_nowhere() {
     link("secret.wasm", &dir.path().join("secret.txt"));
     link("env.wasm", Path::new("/proc/self/environ"));
     link("shadow.wasm", Path::new("/etc/shadow"));
+    std::fs::copy(repo("host/wasm/fib.wasm"), mirror.join("fib.wasm")).unwrap();
     let names = ["secret.wasm", "env.wasm", "shadow.wasm"];
     let tasks: Vec<_> = names
         .iter()
@@ -131,6 +151,7 @@ fn links_to_host_files_fail_and_their_bytes_appear_nowhere() {
     let listing = get(&svc.base, "/v1/tasks?limit=100", None);
     assert_no_secret("the API's task list", &listing.body.to_string());
     assert_no_secret("the service log", &svc.log.lock().unwrap());
+    still_serves(&svc, true);
 }
 
 #[test]
@@ -255,6 +276,7 @@ fn a_sparse_4gb_file_and_proc_files_are_refused_quickly_with_bounded_memory() {
     let big = std::fs::File::create(mirror.join("big.wasm")).unwrap();
     std::io::Write::write_all(&mut &big, b"\0asm\x01\0\0\0").unwrap();
     big.set_len(4 << 30).unwrap();
+    std::fs::copy(repo("host/wasm/fib.wasm"), mirror.join("fib.wasm")).unwrap();
 
     let marker = "MIRROR_TEST_RUN=sparse-4gb";
     let (name, value) = marker.split_once('=').unwrap();
@@ -270,6 +292,7 @@ fn a_sparse_4gb_file_and_proc_files_are_refused_quickly_with_bounded_memory() {
     let rss = peak_rss_kib(marker);
     eprintln!("4 GiB sparse file refused in {took:?}; peak RSS {rss} KiB");
     assert!(rss < 200 << 10, "peak RSS {rss} KiB");
+    still_serves(&svc, true);
 
     // /proc files report size 0; pagemap reads on for gigabytes, environ holds the secret.
     let marker = "MIRROR_TEST_RUN=proc-self";
@@ -294,6 +317,7 @@ fn a_sparse_4gb_file_and_proc_files_are_refused_quickly_with_bounded_memory() {
     eprintln!("/proc/self as the mirror: peak RSS {rss} KiB");
     assert!(rss < 200 << 10, "peak RSS {rss} KiB");
     assert_no_secret("the service log", &svc.log.lock().unwrap());
+    still_serves(&svc, false);
 }
 
 /// How many log lines hold `event`, and the sum of their `field=N`.
