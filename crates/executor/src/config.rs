@@ -3,6 +3,7 @@
 //! Parsed by clap into [`Config`], then validated once into [`Settings`] (typed values, conflicts
 //! named) so that the rest of the program never re-checks a setting.
 
+use crate::output::LogStream;
 use anyhow::{Context, bail};
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
@@ -14,7 +15,7 @@ use wasm_exec_task::limits;
 /// Runs one WebAssembly task and writes its result document.
 ///
 /// The result is written to OUTPUT_PATH and printed, compact, as the last line of stdout; the
-/// executor's own logs go to stderr. Exit status: 0 ok, 10 bad_input, 11 bad_module,
+/// executor's own logs go before it (LOG_STREAM). Exit status: 0 ok, 10 bad_input, 11 bad_module,
 /// 12 entry_not_found, 20 trap, 21 timeout, 22 out_of_memory, 23 out_of_fuel, 30 io,
 /// 2 invalid flags.
 #[derive(Debug, Clone, Parser)]
@@ -95,6 +96,12 @@ pub struct Config {
     /// Internal: be the compiler child process (module on stdin, compiled code on stdout).
     #[arg(long, hide = true)]
     pub compile_module: bool,
+
+    /// Where the executor's own log lines go: `auto` (stdout, ahead of the result, when stdout
+    /// and stderr are two pipes as under a container runtime, which would otherwise interleave
+    /// them and could put a log line after the result; stderr otherwise), `stdout` or `stderr`.
+    #[arg(long, env = "LOG_STREAM", value_enum, default_value_t = LogStream::Auto)]
+    pub log_stream: LogStream,
 
     /// How TIMEOUT_SEC is enforced: `watchdog` (a thread reports the timeout and ends the
     /// process; guests run at full speed) or `epoch` (checks compiled into the guest, as

@@ -6,12 +6,14 @@
 //! Every failure after the configuration is parsed still produces a result document.
 
 mod config;
+mod output;
 mod report;
 mod watchdog;
 
 use anyhow::Context;
 use clap::Parser;
 use config::{Config, Enforcement, Settings};
+use output::{GateWriter, OutputGate};
 use report::Reporter;
 use std::path::Path;
 use std::process::ExitCode;
@@ -37,25 +39,32 @@ fn main() -> ExitCode {
     if config.compile_module {
         return wasm_exec_runtime::compile_child::serve();
     }
-    init_logging();
+    let gate = OutputGate::new(config.log_stream);
+    init_logging(&gate);
     let reporter = Arc::new(Reporter::new(
         config.output_path.clone(),
         config.termination_message_path().map(Path::to_path_buf),
+        gate,
     ));
     let envelope = execute(&config, &reporter, started);
     let code = reporter.report(envelope).unwrap_or(0);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-/// Logs to stderr (stdout's last line is the result), filtered by `RUST_LOG` (default `info`).
-fn init_logging() {
+/// Logs through `gate` (to LOG_STREAM, never after the result line), filtered by `RUST_LOG`
+/// (default `info`). A panic is logged the same way instead of on stderr, so it cannot land
+/// after the result either.
+fn init_logging(gate: &Arc<OutputGate>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(GateWriter(gate.clone()))
         .with_ansi(false)
         .init();
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("executor panicked: {info}")
+    }));
 }
 
 /// Runs the task to a result document; never panics on bad input.

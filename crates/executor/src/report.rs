@@ -4,10 +4,11 @@
 //! [`Reporter`] makes sure exactly one result is reported per process, even when the main thread
 //! and the watchdog race at the deadline: the first to report wins, the other never writes.
 
+use crate::output::OutputGate;
 use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use wasm_exec_task::{ErrorInfo, ErrorKind, ResultEnvelope};
 
 /// Kubernetes keeps at most this many bytes of a container's termination message; a longer
@@ -22,15 +23,23 @@ pub struct Reporter {
     termination_message_path: Option<PathBuf>,
     /// True once a result was reported; held while reporting so no second report interleaves.
     reported: Mutex<bool>,
+    /// The process's streams: the document is their last line.
+    gate: Arc<OutputGate>,
 }
 
 impl Reporter {
-    /// A reporter writing to `output_path`, and to `termination_message_path` if given.
-    pub fn new(output_path: PathBuf, termination_message_path: Option<PathBuf>) -> Self {
+    /// A reporter writing to `output_path`, and to `termination_message_path` if given, and
+    /// printing the document last through `gate`.
+    pub fn new(
+        output_path: PathBuf,
+        termination_message_path: Option<PathBuf>,
+        gate: Arc<OutputGate>,
+    ) -> Self {
         Self {
             output_path,
             termination_message_path,
             reported: Mutex::new(false),
+            gate,
         }
     }
 
@@ -40,8 +49,8 @@ impl Reporter {
     ///
     /// If the file cannot be written the result becomes an `io` failure (the printed line says
     /// so), keeping the guest's result and output in the document. The termination message never
-    /// changes the result. Everything that may log comes before the stdout line, because a pod
-    /// log interleaves stderr and stdout and the line must stay last.
+    /// changes the result. Everything that may log comes before the stdout line, and the gate
+    /// drops whatever any thread logs after it: the line stays last (see [`OutputGate`]).
     pub fn report(&self, mut envelope: ResultEnvelope) -> Option<i32> {
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
         if *reported {
@@ -60,10 +69,8 @@ impl Reporter {
         if let Some(path) = &self.termination_message_path {
             write_termination_message(path, &line);
         }
-        let mut stdout = std::io::stdout().lock();
         // If stdout is gone there is nobody left to tell; the file and exit code remain.
-        let _ = writeln!(stdout, "{line}");
-        let _ = stdout.flush();
+        self.gate.write_last_line(&line);
         Some(envelope.exit_code_for_process())
     }
 }

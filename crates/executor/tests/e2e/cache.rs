@@ -57,11 +57,11 @@ impl Cache {
 }
 
 fn rebuilt(out: &Outcome, entry: &Path, good: &[u8]) {
-    assert!(out.stderr.contains("cache=\"miss\""), "{}", out.stderr);
+    assert!(out.logs.contains("cache=\"miss\""), "{}", out.logs);
     assert!(
-        out.stderr.contains("MAC does not verify"),
+        out.logs.contains("MAC does not verify"),
         "the refusal is logged: {}",
-        out.stderr
+        out.logs
     );
     assert_eq!(std::fs::read(entry).expect("entry"), good, "entry rebuilt");
 }
@@ -71,11 +71,11 @@ fn second_run_hits_the_cache() {
     let cache = Cache::new();
     let first = cache.fib();
     assert_ok(&first, json!(144));
-    assert!(first.stderr.contains("cache=\"miss\""), "{}", first.stderr);
+    assert!(first.logs.contains("cache=\"miss\""), "{}", first.logs);
     assert_eq!(cache.entries().len(), 1);
     let second = cache.fib();
     assert_ok(&second, json!(144));
-    assert!(second.stderr.contains("cache=\"hit\""), "{}", second.stderr);
+    assert!(second.logs.contains("cache=\"hit\""), "{}", second.logs);
     let key = std::fs::metadata(cache.key.path().join("cache.key")).unwrap();
     assert_eq!(key.permissions().mode() & 0o777, 0o600, "key made private");
 }
@@ -151,7 +151,7 @@ fn entry_of_another_module_is_not_trusted() {
     std::fs::copy(&fib_entry, &add_entry).unwrap();
     let add = cache.add();
     assert_ok(&add, json!(12));
-    assert!(add.stderr.contains("another module"), "{}", add.stderr);
+    assert!(add.logs.contains("another module"), "{}", add.logs);
 }
 
 #[test]

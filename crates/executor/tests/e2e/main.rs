@@ -9,4 +9,5 @@ mod kinds;
 mod numbers;
 mod samples;
 mod settings;
+mod streams;
 mod termination;

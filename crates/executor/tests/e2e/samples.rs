@@ -46,9 +46,9 @@ fn json_output_file_holds_the_same_document_as_the_last_line() {
     assert!(out.envelope.duration_ms >= 0.0);
     assert_eq!(out.envelope.fuel_consumed, None);
     assert!(
-        out.stderr.contains("task finished"),
-        "logs go to stderr: {}",
-        out.stderr
+        out.logs.contains("task finished"),
+        "the log has the run: {}",
+        out.logs
     );
 }
 

@@ -44,7 +44,7 @@ fn result_over_4096_bytes_writes_nothing_there() {
             .run();
         assert_ok(&out, json!(null));
         assert!(out.last_line.len() > 4096, "{}", out.last_line.len());
-        assert!(out.stderr.contains("too large"), "{}", out.stderr);
+        assert!(out.logs.contains("too large"), "{}", out.logs);
     }
     assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
     assert!(!missing.exists());
@@ -61,7 +61,7 @@ fn unset_or_empty_writes_no_termination_message() {
         let out = run.run();
         assert_ok(&out, json!(12));
         assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
-        assert!(!out.stderr.contains("TERMINATION"), "{}", out.stderr);
+        assert!(!out.logs.contains("TERMINATION"), "{}", out.logs);
     }
 }
 
@@ -74,9 +74,9 @@ fn unwritable_termination_message_is_a_warning_only() {
         .run();
     assert_ok(&out, json!(12));
     assert!(
-        out.stderr.contains("WARN") && out.stderr.contains("TERMINATION_MESSAGE_PATH"),
+        out.logs.contains("WARN") && out.logs.contains("TERMINATION_MESSAGE_PATH"),
         "{}",
-        out.stderr
+        out.logs
     );
     assert!(!path.exists());
 }

@@ -36,8 +36,13 @@ pub struct Outcome {
     pub last_line: String,
     /// The output file's contents.
     pub file: String,
-    /// Its stderr (our logs).
+    /// Its stdout, whole.
+    pub stdout: String,
+    /// Its stderr, whole.
     pub stderr: String,
+    /// The executor's own log lines, wherever LOG_STREAM sent them: stdout before the last
+    /// line, then stderr.
+    pub logs: String,
     /// Wall time of the whole process.
     pub elapsed: Duration,
 }
@@ -87,6 +92,12 @@ impl Exec {
     /// Sets an environment variable.
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.env(key, value);
+        self
+    }
+
+    /// Sends the process's stdout and stderr where given (both piped apart by default).
+    pub fn stdio(mut self, stdout: Stdio, stderr: Stdio) -> Self {
+        self.cmd.stdout(stdout).stderr(stderr);
         self
     }
 
@@ -144,13 +155,20 @@ fn outcome(out: Output, file: String, elapsed: Duration) -> Outcome {
     let line: Value = serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\nstderr:\n{stderr}"));
     let envelope: ResultEnvelope = serde_json::from_value(line.clone()).expect("envelope shape");
+    let before = stdout
+        .trim_end_matches('\n')
+        .strip_suffix(last)
+        .unwrap_or("");
+    let logs = format!("{before}{stderr}");
     Outcome {
         code: out.status.code(),
         envelope,
         line,
         last_line: last.to_owned(),
         file,
+        stdout,
         stderr,
+        logs,
         elapsed,
     }
 }
