@@ -241,7 +241,8 @@ impl Inner {
                     pod_lag: self.settings.pod_lag,
                     retries,
                 };
-                self.wait_for_result(&names, &uid, limits, started, deadline_secs)
+                let log_bytes = result::log_limit_bytes(checked);
+                self.wait_for_result(&names, &uid, limits, started, deadline_secs, log_bytes)
                     .await
             }
             Err(failure) => failure,
@@ -355,6 +356,7 @@ impl Inner {
         limits: Limits,
         started: Instant,
         deadline_secs: u64,
+        log_bytes: i64,
     ) -> ResultEnvelope {
         let ns = &self.settings.namespace;
         let retry = self.settings.retry;
@@ -385,7 +387,7 @@ impl Inner {
             events: &mut events,
         };
         let (ended, phases) = track::track(watches, limits, started, &self.abandon).await;
-        let mut result = self.settle(ended, deadline_secs).await;
+        let mut result = self.settle(ended, deadline_secs, log_bytes).await;
         result.phases = Some(phases);
         result
     }

@@ -1,15 +1,21 @@
 //! Getting the executor's result document: first from the container's termination message (in
 //! the pod status already watched: no extra request, survives log rotation), else from the last
 //! line of the pod's log (the seed's way).
+//!
+//! The log is read from its start, up to a size that the task's own limits bound, never by
+//! lines: the kubelet counts CRI log entries, and a runtime splits a long line into partial
+//! entries (containerd at 16 KiB, conmon at 8 KiB), so "the last 5 lines" of a 200 KB document
+//! are its last 40 KB. The executor writes only its few log lines and the document there.
 
 use super::errors::{ApiFailure, Call};
 use super::retry::RetryPolicy;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::api::{Api, LogParams};
-use wasm_exec_task::{ErrorKind, ResultEnvelope};
+use wasm_exec_task::{CheckedTask, ErrorKind, ResultEnvelope};
 
-/// Lines of log read when the termination message holds no result.
-pub const LOG_TAIL_LINES: i64 = 5;
+/// Room in the log beyond the document's bounded fields: the executor's own log lines, the
+/// result value, the error message and the JSON around them.
+const LOG_SLACK_BYTES: u64 = 256 << 10;
 /// Characters of log quoted in an error.
 const QUOTED: usize = 600;
 
@@ -23,6 +29,22 @@ pub struct Collector<'a> {
     pub executor: &'a str,
     /// Retries of the log request.
     pub retry: RetryPolicy,
+    /// Bytes of log read at most ([`log_limit_bytes`]).
+    pub log_bytes: i64,
+}
+
+/// The most log a task's executor can write, so the most read back: its stdout and stderr, each
+/// at most `max_output_bytes` as encoded in the document, the arguments echoed (at most twice
+/// their JSON as submitted, re-encoded), and [`LOG_SLACK_BYTES`].
+pub fn log_limit_bytes(task: &CheckedTask) -> i64 {
+    let input = task.input.text.len() as u64;
+    let bytes = task
+        .limits
+        .max_output_bytes
+        .saturating_mul(2)
+        .saturating_add(input.saturating_mul(2))
+        .saturating_add(LOG_SLACK_BYTES);
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 impl Collector<'_> {
@@ -53,7 +75,7 @@ impl Collector<'_> {
             );
         };
         let params = LogParams {
-            tail_lines: Some(LOG_TAIL_LINES),
+            limit_bytes: Some(self.log_bytes),
             container: Some(self.executor.to_owned()),
             ..LogParams::default()
         };
@@ -71,19 +93,37 @@ impl Collector<'_> {
                 );
             }
         };
-        if let Some(envelope) = parse_last_line(&log) {
-            return envelope;
-        }
+        parse_last_line(&log).unwrap_or_else(|| self.not_a_document(pod, container, &log))
+    }
+
+    /// The failure for a log whose last line is not a result document: the exit code's kind,
+    /// and the log's tail quoted.
+    fn not_a_document(
+        &self,
+        pod: &str,
+        container: Option<&ContainerStateTerminated>,
+        log: &str,
+    ) -> ResultEnvelope {
         let code = container.map(|c| c.exit_code);
         let kind = code
             .and_then(|code| ErrorKind::ALL.into_iter().find(|k| k.exit_code() == code))
             .unwrap_or(ErrorKind::Io);
         let exit = code.map_or(String::new(), |c| format!(" (exit code {c})"));
+        let cut = if log.len() as u64 >= self.log_bytes.unsigned_abs() {
+            format!(
+                " (the log was read up to its limit of {} bytes, which the task's \
+                 MAX_OUTPUT_BYTES bounds: something other than the executor wrote to it)",
+                self.log_bytes
+            )
+        } else {
+            String::new()
+        };
         ResultEnvelope::failure(
             kind,
             format!(
-                "the last line of pod {pod}'s log is not a result document{exit}; log tail: {:?}",
-                tail(&log)
+                "the last line of pod {pod}'s log is not a result document{exit}{cut}; log \
+                 tail: {:?}",
+                tail(log)
             ),
         )
     }

@@ -8,8 +8,14 @@ use wasm_exec_task::{ErrorKind, ResultEnvelope};
 
 impl Inner {
     /// The result for a wait that ended as `ended`; `deadline_secs` is the Job's
-    /// `activeDeadlineSeconds`, for the messages.
-    pub(super) async fn settle(&self, ended: Ended, deadline_secs: u64) -> ResultEnvelope {
+    /// `activeDeadlineSeconds`, for the messages; `log_bytes` is how much of the pod log may be
+    /// read for the document ([`result::log_limit_bytes`]).
+    pub(super) async fn settle(
+        &self,
+        ended: Ended,
+        deadline_secs: u64,
+        log_bytes: i64,
+    ) -> ResultEnvelope {
         let ns = &self.settings.namespace;
         let retry = self.settings.retry;
         match ended {
@@ -40,6 +46,7 @@ impl Inner {
                         namespace: ns,
                         executor: self.template.executor(),
                         retry,
+                        log_bytes,
                     };
                     collector.collect(pod.as_deref(), container.as_ref()).await
                 }

@@ -239,7 +239,11 @@ async fn success_falls_back_to_the_last_log_line() {
             path("pods", Some(&format!("{POD}/log"))),
             Reply::Text(log),
         )
-        .query("tailLines=5")
+        // The whole log up to what the task's limits bound, never a count of CRI entries.
+        .query(format!(
+            "limitBytes={}",
+            crate::result::log_limit_bytes(&checked(&task()))
+        ))
         .query("container=executor"),
         delete_job(),
     ];

@@ -161,6 +161,104 @@ async fn the_executor_is_found_by_name_beside_a_sidecar_listed_first() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_result_over_the_termination_message_comes_whole_from_a_cri_log() {
+    let Some(cluster) =
+        Cluster::from_env("a_result_over_the_termination_message_comes_whole_from_a_cri_log")
+    else {
+        return;
+    };
+    if !has_kwok_nodes(&cluster) {
+        eprintln!(
+            "skipped: the log comes from kwok's ClusterLogs, and this cluster has no kwok node"
+        );
+        return;
+    }
+    let ns = cluster.namespace("bigresult", &[]);
+    // A real CRI log (podman's conmon): the 198,888-byte document in 24 partial entries and a
+    // final one. kwok serves it as the log of every executor container in the namespace, read
+    // as a kubelet reads it, so `tailLines` counts entries as it would on a node.
+    let log = repo("testdata/k8s/logs/result-200k.log");
+    let want = document_of_cri_log(&log);
+    assert!(want.to_line().len() > 190_000, "the fixture's document");
+    let _logs = ClusterLogs::serve(&cluster, &ns.name, &log);
+    let dir = tempfile::tempdir().unwrap();
+    // Over 4096 bytes the executor writes no termination message: the log is the only way.
+    let template = template_with(dir.path(), "bigresult", &[(EXIT_CODE, "0")]);
+    let backend = connect(&ns.name, template).await;
+    let (mut checked, module) = sample("add").await;
+    checked.limits.max_output_bytes = 300_000;
+    let result = run(&backend, &checked, module).await;
+    assert_eq!(
+        ResultEnvelope {
+            phases: None,
+            ..result
+        },
+        want,
+        "the whole document from the log"
+    );
+    assert_nothing_left(&ns.name).await;
+}
+
+/// True on the suite's cluster, whose nodes are kwok's (label `type=kwok`).
+fn has_kwok_nodes(cluster: &Cluster) -> bool {
+    let nodes = cluster.kubectl(&["get", "nodes", "-l", "type=kwok", "-o", "name"]);
+    !nodes.expect("listing the nodes").trim().is_empty()
+}
+
+/// The result document a CRI-format log ends with: its entries joined as a kubelet joins them
+/// (`P` entries continue the line, `F` ends it), the last line parsed.
+fn document_of_cri_log(path: &Path) -> ResultEnvelope {
+    let text = std::fs::read_to_string(path).expect("the CRI log");
+    let (mut lines, mut line) = (Vec::new(), String::new());
+    for entry in text.lines() {
+        let mut fields = entry.splitn(4, ' ');
+        let (_time, _stream, tag) = (fields.next(), fields.next(), fields.next());
+        line.push_str(fields.next().unwrap_or_default());
+        if tag == Some("F") {
+            lines.push(std::mem::take(&mut line));
+        }
+    }
+    let last = lines.last().expect("a full line");
+    serde_json::from_str(last).expect("the last line is a result document")
+}
+
+/// A kwok ClusterLogs object giving every `executor` container of one namespace a log file;
+/// deleted when dropped.
+struct ClusterLogs {
+    cluster: Cluster,
+    name: String,
+}
+
+impl ClusterLogs {
+    fn serve(cluster: &Cluster, namespace: &str, file: &Path) -> Self {
+        let manifest = json!({
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "ClusterLogs",
+            "metadata": {"name": namespace},
+            "spec": {
+                "selector": {"matchNamespaces": [namespace]},
+                "logs": [{"containers": ["executor"], "logsFile": file}],
+            },
+        });
+        cluster
+            .apply(namespace, &manifest.to_string())
+            .expect("the ClusterLogs object (its CRD is installed by scripts/cluster up)");
+        Self {
+            cluster: cluster.clone(),
+            name: namespace.to_owned(),
+        }
+    }
+}
+
+impl Drop for ClusterLogs {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl(&["delete", "clusterlogs", &self.name, "--wait=false"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_job_past_its_active_deadline_is_a_timeout_well_within_the_grace() {
     let Some(cluster) =
         Cluster::from_env("a_job_past_its_active_deadline_is_a_timeout_well_within_the_grace")
