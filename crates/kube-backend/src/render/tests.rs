@@ -195,9 +195,15 @@ fn the_template_keeps_the_deterministic_codes_of_the_task_kinds() {
         .collect();
     codes.sort_unstable();
     let job = rendered(TEMPLATE);
-    let rule = &job["spec"]["podFailurePolicy"]["rules"][0];
+    let rules = &job["spec"]["podFailurePolicy"]["rules"];
+    // The job controller applies the first rule that matches: a disruption before any exit code.
     assert_eq!(
-        rule["onExitCodes"]["values"],
+        rules[0]["onPodConditions"][0]["type"], "DisruptionTarget",
+        "k8s/job.yaml is stale"
+    );
+    assert_eq!(rules[1]["onExitCodes"]["containerName"], "executor");
+    assert_eq!(
+        rules[1]["onExitCodes"]["values"],
         json!(codes),
         "k8s/job.yaml is stale"
     );
