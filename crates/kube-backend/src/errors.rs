@@ -135,6 +135,29 @@ pub fn is_transient(error: &kube::Error) -> bool {
     }
 }
 
+/// True when the API server did not answer at all (connection refused or reset, the stream cut
+/// off): it is down or restarting, so waiting for it is worth longer than for an error reply.
+pub fn no_answer(error: &kube::Error) -> bool {
+    matches!(
+        error,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_)
+    )
+}
+
+/// The wait the API server asked for with its error (`details.retryAfterSeconds` of the Status,
+/// which [`crate::throttle`] fills from a 429's `Retry-After` header), if any.
+pub fn retry_after(error: &kube::Error) -> Option<std::time::Duration> {
+    match error {
+        kube::Error::Api(status) => status
+            .details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|secs| *secs > 0)
+            .map(|secs| std::time::Duration::from_secs(u64::from(secs))),
+        _ => None,
+    }
+}
+
 /// The HTTP status of an API error, if the server answered.
 pub fn status_code(error: &kube::Error) -> Option<u16> {
     match error {

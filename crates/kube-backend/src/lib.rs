@@ -17,7 +17,8 @@
 //! - [`cleanup`]: deleting a task's Job; removing orphans at start.
 //! - `settle`: how the wait's end becomes the task's result document.
 //! - [`validate`]: the template checked at start: unknown fields, then a dry run.
-//! - [`retry`] and [`errors`]: bounded retries and messages that say how to fix a failure.
+//! - [`retry`] and [`errors`]: bounded retries and messages that say how to fix a failure;
+//!   [`throttle`]: the wait a throttling API server asks for (`Retry-After`), kept for retries.
 
 pub mod cleanup;
 pub mod errors;
@@ -28,6 +29,7 @@ pub mod render;
 pub mod result;
 pub mod retry;
 mod settle;
+pub mod throttle;
 pub mod track;
 pub mod validate;
 pub mod watch;
@@ -127,7 +129,10 @@ impl KubernetesBackend {
         // times on top of it.
         config.default_retry = false;
         info!(cluster = %config.cluster_url, namespace = %settings.namespace, "kubernetes backend: using this cluster");
-        let client = Client::try_from(config).map_err(|e| KubeError::Connect(e.to_string()))?;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| KubeError::Connect(e.to_string()))?
+            .with_layer(&throttle::RetryAfterLayer)
+            .build();
         let backend = Self::with_client(client, settings, template, abandon);
         backend.check_template().await?;
         Ok(backend)

@@ -1,6 +1,7 @@
 //! What one pod status says for the wait on its Job: scheduled or not, running, stuck on a
-//! reason that will not clear up by itself, or the executor's container terminated (found by
-//! its name: a kubelet lists container statuses sorted by name, so a sidecar may come first).
+//! reason that will not clear up by itself, disrupted, or the executor's container terminated
+//! (found by its name: a kubelet lists container statuses sorted by name, so a sidecar may come
+//! first).
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 
@@ -26,6 +27,9 @@ pub struct PodView {
     pub stuck: Option<String>,
     /// The executor's terminated state, once it ended.
     pub terminated: Option<ContainerStateTerminated>,
+    /// Why the pod was disrupted (its `DisruptionTarget` condition: an eviction, a preemption,
+    /// a node drain or a taint), if it was: its end is not the task's.
+    pub disrupted: Option<String>,
 }
 
 impl PodView {
@@ -40,6 +44,13 @@ impl PodView {
             return view;
         };
         for c in status.conditions.iter().flatten() {
+            if c.type_ == "DisruptionTarget" && c.status == "True" {
+                view.disrupted = Some(format!(
+                    "pod {name}: {}: {}",
+                    c.reason.as_deref().unwrap_or("DisruptionTarget"),
+                    c.message.as_deref().unwrap_or("")
+                ));
+            }
             if c.type_ == "PodScheduled" {
                 if c.status == "True" {
                     view.scheduled = true;
@@ -124,6 +135,24 @@ mod tests {
             PodView::of(&pod, "executor").terminated.unwrap().exit_code,
             20
         );
+    }
+
+    #[test]
+    fn a_disruption_target_condition_marks_the_pod_disrupted() {
+        let view = PodView::of(
+            &pod(json!({"conditions": [{
+                "type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                "message": "Eviction API: evicting"
+            }]})),
+            "executor",
+        );
+        let disrupted = view.disrupted.unwrap();
+        assert!(disrupted.contains("EvictionByEvictionAPI") && disrupted.contains("pod p"));
+        let view = PodView::of(
+            &pod(json!({"conditions": [{"type": "DisruptionTarget", "status": "False"}]})),
+            "executor",
+        );
+        assert!(view.disrupted.is_none());
     }
 
     #[test]

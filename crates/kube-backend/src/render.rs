@@ -142,8 +142,9 @@ impl JobTemplate {
             .get_or_insert(TTL_AFTER_FINISHED);
         spec.active_deadline_seconds
             .get_or_insert(run.timeout_sec.ceil() as i64 + run.start_allowance_sec as i64);
+        let executor = self.executor().to_owned();
         spec.pod_failure_policy
-            .get_or_insert_with(deterministic_failures);
+            .get_or_insert_with(|| deterministic_failures(&executor));
         let meta = spec.template.metadata.get_or_insert_with(Default::default);
         meta.labels = Some(labels(meta.labels.take(), names));
         let pod = spec.template.spec.get_or_insert_with(Default::default);
@@ -151,7 +152,6 @@ impl JobTemplate {
         pod.automount_service_account_token.get_or_insert(false);
         harden_pod(pod.security_context.get_or_insert_with(Default::default));
         pod.volumes = Some(volumes(&names.job));
-        let executor = self.executor().to_owned();
         if let Some(container) = pod.containers.iter_mut().find(|c| c.name == executor) {
             fill_container(container, task, run);
         }
@@ -231,9 +231,12 @@ fn annotations(
     annotations
 }
 
-/// Fail the Job at once on the executor's deterministic exit codes (running again gives the same
-/// failure); ignore pods lost to a disruption (node drain, preemption), which may run again.
-fn deterministic_failures() -> PodFailurePolicy {
+/// Ignore pods lost to a disruption (eviction, preemption, node drain: the `DisruptionTarget`
+/// condition), which run again in a new pod; else fail the Job at once on the executor's
+/// deterministic exit codes (running again gives the same failure). The job controller applies
+/// the first rule that matches, so the disruption comes first: an evicted executor may exit with
+/// any code. The exit codes are the executor container's only: a sidecar's mean nothing here.
+fn deterministic_failures(executor: &str) -> PodFailurePolicy {
     let mut codes: Vec<i32> = ErrorKind::ALL
         .into_iter()
         .filter(|k| k.is_deterministic())
@@ -243,21 +246,21 @@ fn deterministic_failures() -> PodFailurePolicy {
     PodFailurePolicy {
         rules: vec![
             PodFailurePolicyRule {
-                action: "FailJob".into(),
-                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                    container_name: None,
-                    operator: "In".into(),
-                    values: codes,
-                }),
-                on_pod_conditions: None,
-            },
-            PodFailurePolicyRule {
                 action: "Ignore".into(),
                 on_exit_codes: None,
                 on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
                     type_: "DisruptionTarget".into(),
                     status: "True".into(),
                 }]),
+            },
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(executor.to_owned()),
+                    operator: "In".into(),
+                    values: codes,
+                }),
+                on_pod_conditions: None,
             },
         ],
     }

@@ -1,11 +1,14 @@
 //! Bounded retries of API requests: transient failures (429, 5xx, timeouts, connection errors)
 //! are tried again with doubling backoff and jitter ([`backon`]); anything else (4xx) fails at
-//! once.
+//! once. A server that asks for a wait (`Retry-After`, as API Priority and Fairness does with its
+//! 429s: [`crate::throttle`]) gets it, bounded; a server that does not answer at all (restarting)
+//! is tried for longer than one that answers with an error.
 
-use super::errors::is_transient;
+use super::errors::{is_transient, no_answer, retry_after};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::future::Future;
 use std::time::Duration;
+use tokio::time::Instant;
 use tracing::warn;
 
 /// How often and how patiently a request is retried.
@@ -15,17 +18,25 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// Wait before the first retry; doubles after each.
     pub first_backoff: Duration,
-    /// Longest wait between two attempts.
+    /// Longest wait between two attempts of our own choosing.
     pub max_backoff: Duration,
+    /// Longest wait the server may ask for (`Retry-After`); a longer one is cut to this.
+    pub max_retry_after: Duration,
+    /// How long an API server that does not answer at all (connection refused or reset: a
+    /// restart, an upgrade, a failover) is tried again, however many attempts that takes.
+    pub outage: Duration,
 }
 
 impl Default for RetryPolicy {
-    /// 5 attempts, waiting 200 ms, 400 ms, 800 ms, 1.6 s: about 3 s of trying in all.
+    /// 5 attempts, waiting 200 ms, 400 ms, 800 ms, 1.6 s: about 3 s of trying in all; the
+    /// server's `Retry-After` up to 30 s; an API server that does not answer, for 60 s.
     fn default() -> Self {
         Self {
             attempts: 5,
             first_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(30),
+            outage: Duration::from_secs(60),
         }
     }
 }
@@ -39,10 +50,23 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, kube::Error>>,
     {
         let mut waits = self.waits();
+        let mut unanswered_since: Option<Instant> = None;
         loop {
             match attempt().await {
                 Err(e) if is_transient(&e) => {
-                    let Some(wait) = waits.next() else {
+                    let wait = if no_answer(&e) {
+                        let since = *unanswered_since.get_or_insert_with(Instant::now);
+                        let left = self.outage.saturating_sub(since.elapsed());
+                        // Past the attempts, keep trying at the longest backoff.
+                        let wait = waits.next().unwrap_or(self.max_backoff).min(left);
+                        (!left.is_zero()).then_some(wait)
+                    } else {
+                        unanswered_since = None;
+                        waits
+                            .next()
+                            .map(|wait| self.server_wait(&e).unwrap_or(wait))
+                    };
+                    let Some(wait) = wait else {
                         return Err(e);
                     };
                     warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
@@ -51,6 +75,11 @@ impl RetryPolicy {
                 done => return done,
             }
         }
+    }
+
+    /// The wait the server asked for with `error`, at most [`Self::max_retry_after`].
+    pub fn server_wait(&self, error: &kube::Error) -> Option<Duration> {
+        retry_after(error).map(|wait| wait.min(self.max_retry_after))
     }
 
     /// The waits between attempts: `attempts - 1` of them, from `first_backoff` doubling to
@@ -126,5 +155,32 @@ mod tests {
             })
             .await;
         assert_eq!(result.unwrap(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_api_server_that_does_not_answer_is_tried_for_the_outage() {
+        let policy = RetryPolicy::default();
+        let refused = || kube::Error::Service("connection refused".into());
+        // Down for 20 s, well past the 5 attempts (about 3 s): the request still succeeds.
+        let started = tokio::time::Instant::now();
+        let result = policy
+            .run("test", || async move {
+                if started.elapsed() < Duration::from_secs(20) {
+                    Err(refused())
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        assert!(result.is_ok(), "{result:?}");
+        // Down for good: it gives up once the outage bound has passed, not before.
+        let started = tokio::time::Instant::now();
+        let result: Result<(), _> = policy.run("test", || async { Err(refused()) }).await;
+        assert!(result.is_err());
+        let waited = started.elapsed();
+        assert!(
+            waited >= policy.outage && waited < policy.outage + policy.max_backoff,
+            "{waited:?}"
+        );
     }
 }

@@ -52,6 +52,7 @@ impl Inner {
                 }
             }
             Ended::Refused(message) => ResultEnvelope::failure(ErrorKind::PodRefused, message),
+            Ended::Disrupted(message) => disrupted(&message),
             Ended::Stuck(message) | Ended::Api(message) => {
                 ResultEnvelope::failure(ErrorKind::Io, message)
             }
@@ -70,4 +71,16 @@ impl Inner {
             ),
         }
     }
+}
+
+/// The result of a task whose Job failed on a disrupted pod.
+fn disrupted(message: &str) -> ResultEnvelope {
+    ResultEnvelope::failure(
+        ErrorKind::PodDisrupted,
+        format!(
+            "the task's pod was disrupted ({message}); not the task's failure: run it again, and \
+             keep the DisruptionTarget rule (action Ignore) first in the Job template's \
+             podFailurePolicy so that the Job runs another pod instead"
+        ),
+    )
 }

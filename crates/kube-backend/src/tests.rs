@@ -37,6 +37,8 @@ fn settings() -> KubernetesSettings {
         attempts: 4,
         first_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
+        max_retry_after: Duration::from_millis(5),
+        outage: Duration::from_millis(20),
     };
     settings
 }

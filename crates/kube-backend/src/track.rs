@@ -55,6 +55,9 @@ pub enum Ended {
     Stuck(String),
     /// The cluster refused to create the pod (`FailedCreate`): the message says why.
     Refused(String),
+    /// The Job failed with no pod of its own ending: the last was disrupted (evicted,
+    /// preempted, drained), and the Job's podFailurePolicy counted it: the message says how.
+    Disrupted(String),
     /// The overall deadline passed.
     Deadline,
     /// The coordinator is shutting down.
@@ -128,7 +131,7 @@ async fn wait(
             }
             () = sleep_until(lag_until.unwrap_or(limits.deadline)), if lag_until.is_some() => {
                 if let Some(end) = seen.job_end.take() {
-                    return end.finished(seen.last_pod, seen.container);
+                    return seen.finish(end);
                 }
             }
             change = jobs.next() => match change {
@@ -172,6 +175,9 @@ struct Seen {
     unschedulable: Option<(Instant, String)>,
     /// The Job's terminal condition, once seen.
     job_end: Option<JobEnd>,
+    /// The pods seen disrupted, and how: their end is not the task's, so their later views are
+    /// ignored (the job controller runs another pod, unless the podFailurePolicy counts it).
+    disrupted: Vec<(String, String)>,
 }
 
 /// A Job's terminal condition and when it was seen.
@@ -200,6 +206,22 @@ impl JobEnd {
 }
 
 impl Seen {
+    /// How the wait ends at the Job's end `end`: a failed Job whose last pod was disrupted
+    /// (no executor's end of its own seen) ends as disrupted, not as the task's failure.
+    fn finish(mut self, end: JobEnd) -> Ended {
+        if end.failed
+            && self.container.is_none()
+            && end.reason != "DeadlineExceeded"
+            && let Some((_, how)) = self.disrupted.pop()
+        {
+            return Ended::Disrupted(format!(
+                "{how}; the Job ended {}: {}",
+                end.reason, end.message
+            ));
+        }
+        end.finished(self.last_pod, self.container)
+    }
+
     /// How the wait ends with what was seen, if it does now.
     fn settled(&mut self, limits: &Limits) -> Option<Ended> {
         if let Some(end) = &self.job_end
@@ -242,8 +264,19 @@ impl Seen {
 
     /// Takes in a new view of a pod; `Some` when the pod cannot run.
     fn pod(&mut self, pod: &Pod, executor: &str, clock: &mut Clock) -> Option<Ended> {
-        self.last_pod = pod.metadata.name.clone();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if self.disrupted.iter().any(|(n, _)| *n == name) {
+            return None;
+        }
         let view = PodView::of(pod, executor);
+        if let Some(how) = view.disrupted {
+            if self.last_pod.as_ref() == Some(&name) {
+                self.container = None;
+            }
+            self.disrupted.push((name, how));
+            return None;
+        }
+        self.last_pod = Some(name);
         if view.scheduled {
             clock.mark_scheduled();
             self.unschedulable = None;

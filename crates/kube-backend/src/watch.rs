@@ -1,5 +1,8 @@
 //! A resumable watch on one kind of object: reopens itself where it left off when the API server
-//! ends the stream (it does every few minutes), and from the current state after a `410 Gone`.
+//! ends the stream (it does every few minutes, and when it restarts), and from the current state
+//! after a `410 Gone` (a version older than the server's watch cache: after its restart, or
+//! etcd's compaction). Bookmarks are asked for (kube's `WatchParams` default) and move the
+//! version on while nothing changes, so that a quiet watch resumes from a recent version.
 
 use super::errors::{ApiFailure, Call};
 use super::retry::RetryPolicy;
@@ -9,6 +12,7 @@ use kube::api::{Api, WatchEvent, WatchParams};
 use kube::core::Resource;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
+use tracing::debug;
 
 /// What a watch saw happen to an object.
 #[derive(Debug)]
@@ -66,19 +70,42 @@ where
         }
     }
 
+    /// The same watch, resuming from `version` (what an earlier watch had seen) rather than
+    /// replaying the current state first.
+    pub fn resuming_from(mut self, version: &str) -> Self {
+        version.clone_into(&mut self.version);
+        self
+    }
+
+    /// The resource version the watch resumes from: that of the last event or bookmark.
+    pub fn resource_version(&self) -> &str {
+        &self.version
+    }
+
     /// Opens the stream now (one request) unless it is open.
     pub async fn open(&mut self) -> Result<(), ApiFailure> {
         if self.stream.is_none() {
-            let (api, params, version) = (&self.api, &self.params, self.version.as_str());
-            let stream = self
-                .retry
-                .run("opening a watch", || api.watch(params, version))
-                .await
-                .map_err(|e| ApiFailure::new(self.call, &self.namespace, &e))?;
-            self.stream = Some(stream.boxed());
+            let opened = match request(&self.api, &self.params, &self.version, self.retry).await {
+                // Some servers refuse a too old version with the reply itself, not an event.
+                Err(e) if super::errors::status_code(&e) == Some(410) => {
+                    self.expired();
+                    request(&self.api, &self.params, &self.version, self.retry).await
+                }
+                other => other,
+            };
+            let stream = opened.map_err(|e| ApiFailure::new(self.call, &self.namespace, &e))?;
+            self.stream = Some(stream);
             self.opened = tokio::time::Instant::now();
         }
         Ok(())
+    }
+
+    /// The version is too old for the server (`410 Gone`): start again from the current state,
+    /// which the reopened watch replays.
+    fn expired(&mut self) {
+        debug!(call = ?self.call, version = %self.version, "watch expired (410 Gone); resuming from the current state");
+        self.version = "0".into();
+        self.stream = None;
     }
 
     /// The next change, reopening the stream as needed. Cancel-safe between events.
@@ -99,10 +126,7 @@ where
                     return Ok(Change::Deleted(k));
                 }
                 Some(Ok(WatchEvent::Bookmark(b))) => self.version = b.metadata.resource_version,
-                Some(Ok(WatchEvent::Error(status))) if status.code == 410 => {
-                    self.version = "0".into();
-                    self.stream = None;
-                }
+                Some(Ok(WatchEvent::Error(status))) if status.code == 410 => self.expired(),
                 Some(Ok(WatchEvent::Error(status))) => {
                     self.stream = None;
                     return Err(ApiFailure::new(
@@ -150,4 +174,20 @@ where
         tokio::time::sleep(self.retry.first_backoff * (self.empty_ends - 1)).await;
         Ok(())
     }
+}
+
+/// One watch request from `version`, retried by `retry`.
+async fn request<K>(
+    api: &Api<K>,
+    params: &WatchParams,
+    version: &str,
+    retry: RetryPolicy,
+) -> kube::Result<BoxStream<'static, kube::Result<WatchEvent<K>>>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    retry
+        .run("opening a watch", || api.watch(params, version))
+        .await
+        .map(StreamExt::boxed)
 }

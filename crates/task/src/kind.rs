@@ -49,11 +49,15 @@ pub enum ErrorKind {
     /// `FailedCreate` event, from PodSecurity admission, an exhausted ResourceQuota, a missing
     /// ServiceAccount): the task never ran; fix the namespace or the Job template.
     PodRefused,
+    /// The task's pod was disrupted (Kubernetes backend: evicted, preempted, its node drained:
+    /// the `DisruptionTarget` condition) and its Job ran no other: not the task's failure; it
+    /// may run again.
+    PodDisrupted,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for docs and tests).
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::BadInput,
         ErrorKind::BadModule,
         ErrorKind::EntryNotFound,
@@ -69,6 +73,7 @@ impl ErrorKind {
         ErrorKind::Crashed,
         ErrorKind::HostExhausted,
         ErrorKind::PodRefused,
+        ErrorKind::PodDisrupted,
     ];
 
     /// The snake_case name used in the result document and as a metrics label.
@@ -89,13 +94,14 @@ impl ErrorKind {
             ErrorKind::Crashed => "crashed",
             ErrorKind::HostExhausted => "host_exhausted",
             ErrorKind::PodRefused => "pod_refused",
+            ErrorKind::PodDisrupted => "pod_disrupted",
         }
     }
 
     /// The executor's process exit code for this kind.
     ///
     /// 10-19: the task itself is wrong (input, module, entry); 20-29: the guest failed while
-    /// running; 30-39: the host failed. The executor never reports 13, 14, 31, 32, 33 or 35 (coordinator
+    /// running; 30-39: the host failed. The executor never reports 13, 14, 31, 32, 33, 35 or 36 (coordinator
     /// kinds), but every kind has a code so that kinds and codes stay one-to-one. Codes below 30
     /// are deterministic: running the same task again
     /// gives the same failure, so a Job should not retry it (timeout excepted, being wall-clock).
@@ -116,6 +122,7 @@ impl ErrorKind {
             ErrorKind::Crashed => 33,
             ErrorKind::HostExhausted => 34,
             ErrorKind::PodRefused => 35,
+            ErrorKind::PodDisrupted => 36,
         }
     }
 
@@ -130,6 +137,7 @@ impl ErrorKind {
                 | ErrorKind::Crashed
                 | ErrorKind::HostExhausted
                 | ErrorKind::PodRefused
+                | ErrorKind::PodDisrupted
         )
     }
 }

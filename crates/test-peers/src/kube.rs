@@ -89,6 +89,40 @@ impl Cluster {
         namespace
     }
 
+    /// Kills the API server (`scripts/cluster stop-apiserver`: SIGKILL, a crash); `None` when
+    /// the cluster is not one `scripts/cluster` made (a user's own), whose API server a test
+    /// cannot stop.
+    pub fn stop_apiserver(&self) -> Option<Result<(), String>> {
+        self.cluster_script("stop-apiserver")
+    }
+
+    /// Starts the API server [`Self::stop_apiserver`] stopped, as it was, and waits for /readyz.
+    pub fn start_apiserver(&self) -> Option<Result<(), String>> {
+        self.cluster_script("start-apiserver")
+    }
+
+    /// Runs `scripts/cluster COMMAND` on this cluster's state directory (the kubeconfig's, with
+    /// the script's marker file in it).
+    fn cluster_script(&self, command: &str) -> Option<Result<(), String>> {
+        let dir = self.kubeconfig.parent()?;
+        if !dir.join(".wasm-exec-cluster").exists() {
+            return None;
+        }
+        let out = Command::new(crate::repo("scripts/cluster"))
+            .arg(command)
+            .env("WASM_EXEC_CLUSTER_DIR", dir)
+            .output();
+        Some(match out {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "scripts/cluster {command} ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(format!("starting scripts/cluster {command}: {e}")),
+        })
+    }
+
     fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Result<String, String> {
         use std::io::Write;
         use std::process::Stdio;

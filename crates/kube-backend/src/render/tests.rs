@@ -149,12 +149,15 @@ fn safe_defaults_fill_a_bare_template() {
     assert_eq!(spec["backoffLimit"], 0);
     assert_eq!(spec["ttlSecondsAfterFinished"], TTL_AFTER_FINISHED);
     let rules = spec["podFailurePolicy"]["rules"].as_array().unwrap();
-    assert_eq!(rules[0]["action"], "FailJob");
+    // The job controller applies the first rule that matches: a disruption before any exit code.
+    assert_eq!(rules[0]["action"], "Ignore");
+    assert_eq!(rules[0]["onPodConditions"][0]["type"], "DisruptionTarget");
+    assert_eq!(rules[1]["action"], "FailJob");
+    assert_eq!(rules[1]["onExitCodes"]["containerName"], "executor");
     assert_eq!(
-        rules[0]["onExitCodes"]["values"],
+        rules[1]["onExitCodes"]["values"],
         json!([10, 11, 12, 13, 14, 20, 22, 23])
     );
-    assert_eq!(rules[1]["onPodConditions"][0]["type"], "DisruptionTarget");
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
     assert_eq!(pod["securityContext"]["runAsGroup"], 65532);
@@ -192,9 +195,15 @@ fn the_template_keeps_the_deterministic_codes_of_the_task_kinds() {
         .collect();
     codes.sort_unstable();
     let job = rendered(TEMPLATE);
-    let rule = &job["spec"]["podFailurePolicy"]["rules"][0];
+    let rules = &job["spec"]["podFailurePolicy"]["rules"];
+    // The job controller applies the first rule that matches: a disruption before any exit code.
     assert_eq!(
-        rule["onExitCodes"]["values"],
+        rules[0]["onPodConditions"][0]["type"], "DisruptionTarget",
+        "k8s/job.yaml is stale"
+    );
+    assert_eq!(rules[1]["onExitCodes"]["containerName"], "executor");
+    assert_eq!(
+        rules[1]["onExitCodes"]["values"],
         json!(codes),
         "k8s/job.yaml is stale"
     );
