@@ -3,7 +3,7 @@
 //! | method | path | what |
 //! | --- | --- | --- |
 //! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?}` |
-//! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result |
+//! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result and `result_hash` |
 //! | GET | `/v1/tasks/{id}/result` | the result document alone, as one compact JSON line (its `result_hash`, docs/RESULT_HASH.md, is what the chain source writes on chain) |
 //! | GET | `/v1/tasks?state=&after=&limit=` | a page of tasks ordered by id |
 //! | GET | `/healthz`, `/readyz` | probes (never need the token) |
