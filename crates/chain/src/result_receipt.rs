@@ -32,6 +32,7 @@ mod typed {
     }
 }
 
+/// The signed struct; docs/RESULT_HASH.md ("Receipts") says what each field holds.
 pub use typed::Receipt;
 
 /// Why a receipt could not be made, read or checked.
