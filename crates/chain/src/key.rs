@@ -1,5 +1,5 @@
 //! The executor's private key, read from a file that only its owner may read: never from the
-//! command line (where `ps` shows it) and never logged.
+//! command line (where `ps` shows it) and never logged; or made and kept there (receipts).
 
 use alloy::signers::local::PrivateKeySigner;
 use std::path::Path;
@@ -24,6 +24,14 @@ pub enum KeyError {
         path: String,
         /// Its permission bits.
         mode: u32,
+    },
+    /// A new key could not be written.
+    #[error("writing a new key to \"{path}\": {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
     },
     /// The file does not hold a key.
     #[error(
@@ -53,6 +61,30 @@ pub fn read_key_file(path: &Path) -> Result<PrivateKeySigner, KeyError> {
         .map_err(|_| KeyError::Malformed { path: shown })
 }
 
+/// The key in `path`, or, when there is no such file, a new random key written there (mode
+/// 0600, never overwriting a file); says whether it was created.
+pub fn read_or_create_key_file(path: &Path) -> Result<(PrivateKeySigner, bool), KeyError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return read_key_file(path).map(|key| (key, false));
+    }
+    let write = |source| KeyError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let key = PrivateKeySigner::random();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(write)?;
+    writeln!(file, "0x{}", alloy::primitives::hex::encode(key.to_bytes())).map_err(write)?;
+    file.sync_all().map_err(write)?;
+    Ok((key, true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +97,19 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         path
+    }
+
+    #[test]
+    fn a_missing_key_is_created_private_and_then_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipt.key");
+        let (made, created) = read_or_create_key_file(&path).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (read, created) = read_or_create_key_file(&path).unwrap();
+        assert!(!created);
+        assert_eq!(read.address(), made.address());
     }
 
     #[test]

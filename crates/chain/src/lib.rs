@@ -12,6 +12,7 @@
 //!   [`receipts`]: the one poller that follows result transactions to their depth.
 //! - [`setup`]: the checks before serving; [`key`]: the key file; [`requester`]: what a
 //!   requester and the owner do (submit a task, wait for its result, authorise an executor).
+//! - [`result_receipt`]: the EIP-712 receipt an operator signs for each finished task.
 
 pub mod connect;
 pub mod heads;
@@ -20,6 +21,7 @@ pub mod node;
 pub mod receipts;
 pub mod registry;
 pub mod requester;
+pub mod result_receipt;
 pub mod scan;
 pub mod setup;
 pub mod writer;

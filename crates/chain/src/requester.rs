@@ -43,8 +43,8 @@ pub struct Completion {
     pub ok: bool,
     /// The result value.
     pub result: String,
-    /// keccak-256 of the full result document.
-    pub envelope_hash: B256,
+    /// The result's `result_hash` as written (the contract's `envelopeHash`).
+    pub result_hash: B256,
     /// The executor that wrote it.
     pub executor: Address,
     /// The block it was written in.
@@ -112,7 +112,7 @@ pub async fn completions(
                 task_id: event.taskId,
                 ok: event.ok,
                 result: event.result,
-                envelope_hash: event.envelopeHash,
+                result_hash: event.envelopeHash,
                 executor: event.executor,
                 block: log.block_number.unwrap_or_default(),
             })

@@ -51,7 +51,7 @@ async fn an_executor_without_funds_is_told_to_fund_its_account() {
             task_id: U256::from(1),
             ok: true,
             result: "144".into(),
-            envelope_hash: B256::repeat_byte(1),
+            result_hash: B256::repeat_byte(1),
         })
         .await;
     match written {

@@ -143,7 +143,7 @@ async fn wait_and_print(
             "task_id": submitted.task_id.to_string(),
             "ok": done.ok,
             "result": done.result,
-            "envelope_hash": done.envelope_hash.to_string(),
+            "result_hash": done.result_hash.to_string(),
             "executor": done.executor.to_string(),
             "block": done.block,
         })

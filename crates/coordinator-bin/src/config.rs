@@ -83,6 +83,13 @@ pub struct Config {
     )]
     pub state_dir: PathBuf,
 
+    /// File holding the key that signs every finished task's receipt (`GET
+    /// /v1/tasks/{id}/receipt`; hex, one line; mode 600). Unset: the chain key
+    /// (`COORDINATOR_CHAIN_KEY_FILE`) when there is one, else `receipt.key` in the state
+    /// directory, made on the first start (its address is logged).
+    #[arg(long, env = "COORDINATOR_RECEIPT_KEY_FILE")]
+    pub receipt_key_file: Option<PathBuf>,
+
     /// Free space of the state directory's filesystem, in MiB, below which submissions are
     /// answered 503 with Retry-After (before the disk is full, not after).
     #[arg(
@@ -306,6 +313,14 @@ pub enum Command {
     /// Check or repair the state directory (`COORDINATOR_STATE_DIR`) of a stopped coordinator.
     #[command(subcommand)]
     State(StateCommand),
+    /// Checks a receipt (`GET /v1/tasks/{id}/receipt`, saved to a file): its signature (prints
+    /// the signer), then reruns the task under the receipt's limits on the module fetched by its
+    /// CID through the configured module store, and compares the `result_hash`. Exit 0 when it
+    /// matches, 1 when it does not, 2 when the receipt cannot be checked.
+    Verify {
+        /// The receipt's JSON file.
+        receipt: PathBuf,
+    },
     /// Internal: the compiler child process (module on stdin, compiled code on stdout).
     #[command(hide = true)]
     CompileModule,

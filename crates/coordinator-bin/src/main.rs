@@ -9,6 +9,7 @@
 //!   `fd_limit`: the file-descriptor limit raised at start, the cap fitted under it.
 //! - `commands`: `coordinator chain deploy|authorize|submit`; `state_command`: `coordinator
 //!   state check|salvage`.
+//! - `verify`: `coordinator verify <receipt.json>`, a receipt checked and its task rerun.
 //! - `table`: the `--once` summary; `telemetry`: logging.
 
 use crate::config::{Command, Config};
@@ -38,6 +39,7 @@ mod serve;
 mod state_command;
 mod table;
 mod telemetry;
+mod verify;
 mod wire;
 
 fn main() -> ExitCode {
@@ -66,11 +68,19 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
     runtime.block_on(async_main(config, limits))
 }
 
+/// Runs the subcommand, if one is given (other than the compiler child, handled before).
+async fn subcommand(config: &Config) -> anyhow::Result<Option<ExitCode>> {
+    Ok(Some(match &config.command {
+        Some(Command::Chain(command)) => commands::chain(command, &config.chain).await?,
+        Some(Command::State(command)) => state_command::run(command, &config.state_dir)?,
+        Some(Command::Verify { receipt }) => verify::run(config, receipt).await?,
+        Some(Command::CompileModule) | None => return Ok(None),
+    }))
+}
+
 async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCode> {
-    match &config.command {
-        Some(Command::Chain(command)) => return commands::chain(command, &config.chain).await,
-        Some(Command::State(command)) => return state_command::run(command, &config.state_dir),
-        Some(Command::CompileModule) | None => {}
+    if let Some(code) = subcommand(&config).await? {
+        return Ok(code);
     }
     let modules = wire::module_store(&config)?;
     let rules = wire::intake_rules(&config)?;
@@ -104,6 +114,7 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
         token: config.api_token.as_deref().map(Arc::from),
         metrics,
         health,
+        receipt_key: Arc::new(wire::receipt_key(&config)?),
     };
     let app = wasm_exec_coordinator::api::router(api, config.max_body_kb.saturating_mul(1024));
     let shutdown = CancellationToken::new();

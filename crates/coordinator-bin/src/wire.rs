@@ -76,12 +76,7 @@ pub async fn backend(
     abandon: &CancellationToken,
 ) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(match config.backend {
-        BackendKind::Local => Arc::new(LocalBackend::new(
-            config.cache_dir.clone(),
-            metrics,
-            config.concurrency.max(1),
-            child_compiler(config)?,
-        )?),
+        BackendKind::Local => Arc::new(local_backend(config, metrics)?),
         BackendKind::Kubernetes => {
             let settings = KubernetesSettings::new(
                 &config.namespace,
@@ -91,6 +86,16 @@ pub async fn backend(
             Arc::new(KubernetesBackend::connect(settings, abandon.clone()).await?)
         }
     })
+}
+
+/// The in-process backend (also what `coordinator verify` reruns a task on).
+pub fn local_backend(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<LocalBackend> {
+    LocalBackend::new(
+        config.cache_dir.clone(),
+        metrics,
+        config.concurrency.max(1),
+        child_compiler(config)?,
+    )
 }
 
 /// The state store in `COORDINATOR_STATE_DIR`.
@@ -103,6 +108,36 @@ pub fn state_store(config: &Config) -> anyhow::Result<Arc<RedbStore>> {
     })?;
     let watermark = config.state_low_watermark_mb.saturating_mul(1 << 20);
     Ok(Arc::new(store.with_low_watermark(watermark)))
+}
+
+/// The key that signs receipts: `COORDINATOR_RECEIPT_KEY_FILE`, else the chain key, else
+/// `receipt.key` in the state directory (made on the first start; the state store made the
+/// directory).
+pub fn receipt_key(config: &Config) -> anyhow::Result<wasm_exec_chain::PrivateKeySigner> {
+    use wasm_exec_chain::key::{read_key_file, read_or_create_key_file};
+    let (key, whence) = if let Some(path) = &config.receipt_key_file {
+        let key = read_key_file(path).context("reading COORDINATOR_RECEIPT_KEY_FILE")?;
+        (key, "COORDINATOR_RECEIPT_KEY_FILE")
+    } else if let Some(path) = &config.chain.chain_key_file {
+        let key = read_key_file(path).context("reading COORDINATOR_CHAIN_KEY_FILE")?;
+        (key, "COORDINATOR_CHAIN_KEY_FILE")
+    } else {
+        let path = config.state_dir.join("receipt.key");
+        let (key, created) = read_or_create_key_file(&path).with_context(|| {
+            format!(
+                "the receipt key in COORDINATOR_STATE_DIR \"{}\"",
+                path.display()
+            )
+        })?;
+        let whence = if created {
+            "made in the state directory"
+        } else {
+            "the state directory's"
+        };
+        (key, whence)
+    };
+    tracing::info!(signer = %key.address(), key = whence, "receipts are signed");
+    Ok(key)
 }
 
 /// The task source: the placeholder (samples or `COORDINATOR_TASKS_FILE`, checked under

@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::{Service, get};
 use wasm_exec_chain::requester::{TaskRequest, submit_task};
-use wasm_exec_chain::{U256, keccak256};
+use wasm_exec_chain::{B256, U256, keccak256};
+use wasm_exec_task::ResultEnvelope;
 use wasm_exec_test_peers::{KEYS, TestCa, Tmpfs};
 
 const ADD: &str = "bafkreic4y3temla33obbacyznk4penucufbdtaq5mcfju3jljlgm2lvhbi";
@@ -27,7 +28,7 @@ const HOSTILE: &str = "bafkreiee7qpmxvbhget6dxy7vydbf4kpe6qqm7ixlt2f7tw7mcnmf2qe
     reason = "one end-to-end scenario, read top to bottom"
 )]
 #[test]
-fn samples_submitted_on_chain_get_one_result_each_and_the_hash_pins_the_document() {
+fn samples_submitted_on_chain_get_one_result_each_and_their_result_hash() {
     let chain = Chain::start();
     let state = tempfile::tempdir().unwrap();
     let miner = chain.keep_mining(Duration::from_millis(200));
@@ -56,18 +57,20 @@ fn samples_submitted_on_chain_get_one_result_each_and_the_hash_pins_the_document
             None,
         );
         assert_eq!(document.status, 200, "{document:?}");
-        let text = serde_json::to_string(&document.body).unwrap();
         assert_eq!(document.body["result"], expected.parse::<Value>().unwrap());
-        // The API's bytes are what was hashed: compare against the raw body, re-read as text.
+        // The hash on chain is the result_hash of the API's document, not the hash of its bytes
+        // (which hold the run's duration).
         let raw = raw_get(
             &svc.base,
             &format!("/v1/tasks/{}/result", chain.task_id(id)),
         );
+        let envelope: ResultEnvelope = serde_json::from_str(&raw).unwrap();
         assert_eq!(
-            keccak256(raw.as_bytes()),
-            done[0].envelope_hash,
-            "the hash on chain is of the API's document {text}"
+            B256::from(envelope.result_hash().0),
+            done[0].result_hash,
+            "the hash on chain is the result_hash of the API's document {raw}"
         );
+        assert_ne!(keccak256(raw.as_bytes()), done[0].result_hash);
     }
     for ((id, _), why) in malformed {
         let done = chain.wait_completed(id);

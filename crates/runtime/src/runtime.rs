@@ -297,6 +297,12 @@ impl Runtime {
         envelope.fuel_consumed = budget.map(|b| b.saturating_sub(store.get_fuel().unwrap_or(0)));
         captures.fill(&mut envelope);
         settle(&mut envelope, outcome, &results, plan.call.is_command());
+        // How far a guest got before its wall-clock deadline depends on the host's speed, so the
+        // fuel it used then is no result: unknown (null), as the executor's watchdog reports it,
+        // and the result_hash of a timeout is the same on every host.
+        if envelope.kind() == Some(wasm_exec_task::ErrorKind::Timeout) {
+            envelope.fuel_consumed = None;
+        }
         envelope
     }
 

@@ -6,6 +6,7 @@
 //!   operator's [`IntakeRules`] (limit defaults and maxima).
 //! - [`input`]: the task's input document (`{"entry": "fib", "args": [12]}`) and how it is read.
 //! - [`envelope`]: the result document every run produces, in a Job or in-process.
+//! - [`result_hash`]: the deterministic `result_hash` of a result document (docs/RESULT_HASH.md).
 //! - [`limits`]: the allowed range of every limit, and its conversion to a typed value.
 //! - [`text`]: text bounded by its size as encoded in the result document.
 //! - [`kind`]: the stable, machine-readable error kinds and the exit codes that go with them.
@@ -15,6 +16,7 @@ pub mod envelope;
 pub mod input;
 pub mod kind;
 pub mod limits;
+pub mod result_hash;
 pub mod spec;
 pub mod text;
 
@@ -23,4 +25,5 @@ pub use envelope::{ErrorInfo, Phases, ResultEnvelope};
 pub use input::{InputError, TaskInput};
 pub use kind::ErrorKind;
 pub use limits::LimitError;
+pub use result_hash::ResultHash;
 pub use spec::{TaskLimits, TaskSpec};

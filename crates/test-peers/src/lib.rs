@@ -7,11 +7,13 @@
 //! - [`kube`]: the suite's real Kubernetes control plane (`scripts/cluster`), a namespace per test.
 //! - [`service`]: one of our binaries, its log collected and its API address read from it.
 //! - [`hostile`]: hostile guests generated as WAT, too large to commit.
+//! - [`golden`]: the golden result hashes of the samples and the hostile guests.
 //! - [`http`]: blocking HTTP calls with statuses as data.
 //! - [`tmpfs`]: a small filesystem of its own, for disk-full tests.
 //! - [`tls`]: a throwaway CA and a TLS proxy in front of a plain-HTTP peer.
 
 pub mod anvil;
+pub mod golden;
 pub mod hostile;
 pub mod http;
 pub mod ipfs;

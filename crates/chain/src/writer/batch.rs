@@ -110,7 +110,7 @@ impl BatchSender {
                 batch.iter().map(|q| q.result.task_id).collect(),
                 batch.iter().map(|q| q.result.ok).collect(),
                 batch.iter().map(|q| q.result.result.clone()).collect(),
-                batch.iter().map(|q| q.result.envelope_hash).collect(),
+                batch.iter().map(|q| q.result.result_hash).collect(),
             )
             .from(self.from)
     }

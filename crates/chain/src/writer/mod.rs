@@ -76,8 +76,8 @@ pub struct OnChainResult {
     pub ok: bool,
     /// The result value (at most the contract's `MAX_RESULT_BYTES`).
     pub result: String,
-    /// keccak-256 of the full result document.
-    pub envelope_hash: B256,
+    /// The result's `result_hash` (docs/RESULT_HASH.md), the contract's `envelopeHash`.
+    pub result_hash: B256,
 }
 
 /// How a write ended.

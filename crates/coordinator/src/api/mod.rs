@@ -3,8 +3,9 @@
 //! | method | path | what |
 //! | --- | --- | --- |
 //! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?}` |
-//! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result |
-//! | GET | `/v1/tasks/{id}/result` | the result document alone, as one compact JSON line: the bytes whose keccak-256 the chain source writes on chain |
+//! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result and `result_hash` |
+//! | GET | `/v1/tasks/{id}/result` | the result document alone, as one compact JSON line (its `result_hash`, docs/RESULT_HASH.md, is what the chain source writes on chain) |
+//! | GET | `/v1/tasks/{id}/receipt` | the operator's EIP-712 receipt of the finished task (404 until then) |
 //! | GET | `/v1/tasks?state=&after=&limit=` | a page of tasks ordered by id |
 //! | GET | `/healthz`, `/readyz` | probes (never need the token) |
 //! | GET | `/metrics` | Prometheus text |
@@ -16,12 +17,14 @@
 //!
 //! # Layout
 //! - here: the [`Api`] state, the [`router`], the body cap, the probes and `/metrics`.
-//! - `submit`: `POST /v1/tasks`; `read`: the GET routes; `auth`: the bearer token;
+//! - `submit`: `POST /v1/tasks`; `read`: the GET routes; `receipt`: the signed receipts;
+//!   `auth`: the bearer token;
 //!   `error`: [`ApiError`].
 
 mod auth;
 mod error;
 mod read;
+mod receipt;
 mod submit;
 
 pub use error::ApiError;
@@ -38,6 +41,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use wasm_exec_chain::PrivateKeySigner;
 use wasm_exec_task::{CheckedTask, IntakeRules};
 
 /// Largest page of `GET /v1/tasks`.
@@ -59,6 +63,8 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     /// What is failing now, for `/readyz`.
     pub health: Arc<Health>,
+    /// The operator's key, which signs every receipt (`COORDINATOR_RECEIPT_KEY_FILE`).
+    pub receipt_key: Arc<PrivateKeySigner>,
 }
 
 /// The router with every route, the body size cap (`max_body` bytes; 413 beyond) and the token
@@ -68,6 +74,7 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/v1/tasks", get(read::list_tasks).post(submit::submit_task))
         .route("/v1/tasks/{id}", get(read::get_task))
         .route("/v1/tasks/{id}/result", get(read::get_result))
+        .route("/v1/tasks/{id}/receipt", get(receipt::get_receipt))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             api.clone(),

@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use wasm_exec_task::{ResultEnvelope, ResultHash};
 
 /// Most bytes of task views in one page of `GET /v1/tasks` (one task is always shown, however
 /// large): a page of large results stays a size a client can hold.
@@ -15,6 +16,10 @@ pub const MAX_PAGE_BYTES: usize = 8 << 20;
 #[derive(Debug, Serialize)]
 pub(super) struct TaskView {
     task_id: String,
+    /// The result's `result_hash` (docs/RESULT_HASH.md), once finished: what the chain source
+    /// writes and a receipt signs, equal for every honest run of the task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_hash: Option<ResultHash>,
     #[serde(flatten)]
     record: TaskRecord,
 }
@@ -23,6 +28,7 @@ impl From<TaskRecord> for TaskView {
     fn from(record: TaskRecord) -> Self {
         Self {
             task_id: record.task.task_id.clone(),
+            result_hash: record.result.as_ref().map(ResultEnvelope::result_hash),
             record,
         }
     }

@@ -3,6 +3,7 @@
 mod util;
 
 mod cache;
+mod golden;
 mod hostile;
 mod inputs;
 mod kinds;

@@ -9,8 +9,9 @@
 //!   fields, limits over the operator's maxima) fail the scheduler's intake check
 //!   ([`wasm_exec_task::TaskSpec::check`], CIDs only: [`TaskSource::mirror_names`] is false) and
 //!   are settled as `bad_input`, which is written back (`ok = false`) like any result.
-//! - Writing: the result value (capped at the contract's 1 KiB) and the keccak-256 of the full
-//!   result document (the bytes `GET /v1/tasks/{id}/result` serves). Before writing, the task is
+//! - Writing: the result value (capped at the contract's 1 KiB) and the result's `result_hash`
+//!   (docs/RESULT_HASH.md: keccak-256 of its deterministic part, the same for every honest run)
+//!   as the contract's `envelopeHash`. Before writing, the task is
 //!   read on chain: already completed counts as written (exactly once across restarts), and a task
 //!   that is gone or names another request (a reorg deeper than the confirmations) is never
 //!   written; the API shows why. See [`wasm_exec_chain::writer`] for nonces and fee bumps.

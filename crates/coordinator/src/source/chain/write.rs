@@ -6,7 +6,7 @@ use crate::metrics::OutcomeLabel;
 use crate::source::{Delivery, SourceError};
 use wasm_exec_chain::TaskRegistry;
 use wasm_exec_chain::writer::{OnChainResult, WriteError, Written};
-use wasm_exec_chain::{U256, keccak256};
+use wasm_exec_chain::{B256, U256};
 use wasm_exec_task::{ResultEnvelope, TaskSpec};
 
 /// Largest result value written on chain, in bytes (the contract's `MAX_RESULT_BYTES`).
@@ -59,7 +59,7 @@ impl ChainSource {
                 task_id: id,
                 ok: result.ok,
                 result: result_value(result),
-                envelope_hash: keccak256(result.to_line().as_bytes()),
+                result_hash: B256::from(result.result_hash().0),
             })
             .await;
         match written {

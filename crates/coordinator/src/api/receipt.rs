@@ -1,0 +1,76 @@
+//! `GET /v1/tasks/{id}/receipt`: the operator's signed receipt of a finished task (EIP-712, see
+//! [`wasm_exec_chain::result_receipt`]), which anyone can check and rerun (`coordinator verify`).
+
+use super::{Api, ApiError};
+use crate::state::TaskRecord;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use wasm_exec_chain::keccak256;
+use wasm_exec_chain::result_receipt::{Receipt, SignedReceipt};
+use wasm_exec_task::{IntakeRules, ResultEnvelope};
+
+pub(super) async fn get_receipt(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = |why: String| ApiError::new(StatusCode::NOT_FOUND, Some("task_id"), why);
+    let record = api
+        .state
+        .get(&id)
+        .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?
+        .ok_or_else(|| not_found(format!("no task \"{id}\"")))?;
+    let Some(result) = &record.result else {
+        return Err(not_found(format!(
+            "task \"{id}\" has no receipt yet: it is {}",
+            record.state.as_str()
+        )));
+    };
+    let receipt = receipt_of(&record, result, &api.rules);
+    let input = record.task.input_text();
+    let signed =
+        SignedReceipt::sign(&api.receipt_key, receipt, input).map_err(ApiError::internal)?;
+    Ok(Json(signed.to_json()).into_response())
+}
+
+/// What the receipt of `record` says. The limits are the ones the task ran under: its own, the
+/// rest the operator's defaults (`rules`); a task its intake refused ran under none, shown as 0.
+pub fn receipt_of(record: &TaskRecord, result: &ResultEnvelope, rules: &IntakeRules) -> Receipt {
+    let task = &record.task;
+    let checked = task.check(rules).ok();
+    let limits = checked.as_ref().map(|c| c.limits);
+    let entry = checked
+        .and_then(|c| c.entry)
+        .or_else(|| task.entry.clone())
+        .unwrap_or_default();
+    Receipt {
+        origin: origin(record),
+        taskId: task.task_id.clone(),
+        moduleCid: task.wasm_cid.clone(),
+        entry,
+        inputHash: keccak256(task.input_text().as_bytes()),
+        fuelLimit: limits.as_ref().and_then(|l| l.fuel).unwrap_or(0),
+        maxMemoryMb: limits.as_ref().map_or(0, |l| l.max_memory_mb),
+        timeoutMs: limits.as_ref().map_or(0, |l| {
+            u64::try_from(l.timeout.as_millis()).unwrap_or(u64::MAX)
+        }),
+        maxOutputBytes: limits.as_ref().map_or(0, |l| l.max_output_bytes),
+        resultHash: result.result_hash().0.into(),
+        fuelConsumed: result.fuel_consumed.unwrap_or(0),
+    }
+}
+
+/// `api` for a submission, `eip155:<chain id>` for a task from a registry
+/// (`eip155-<chain>-<contract>-<id>`), else the source's name.
+fn origin(record: &TaskRecord) -> String {
+    let chain = record
+        .task
+        .task_id
+        .strip_prefix("eip155-")
+        .and_then(|rest| rest.split('-').next());
+    match chain {
+        Some(chain) if record.origin != "api" => format!("eip155:{chain}"),
+        _ => record.origin.clone(),
+    }
+}
