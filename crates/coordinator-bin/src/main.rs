@@ -72,17 +72,12 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
         Some(Command::State(command)) => return state_command::run(command, &config.state_dir),
         Some(Command::CompileModule) | None => {}
     }
-    let modules = wire::module_store(&config)?;
+    let (modules, uploads) = wire::modules(&config)?;
     let rules = wire::intake_rules(&config)?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::new(&metrics));
     let abandon = CancellationToken::new();
     let backend = wire::backend(&config, metrics.clone(), &abandon).await?;
-    tracing::info!(
-        backend = backend.name(),
-        concurrency = config.concurrency,
-        "coordinator starting"
-    );
     let state = wire::state_store(&config)?;
     let source = wire::task_source(&config, &rules, state.as_ref(), &metrics, &health).await?;
     let scheduler = Scheduler {
@@ -104,6 +99,7 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
         token: config.api_token.as_deref().map(Arc::from),
         metrics,
         health,
+        uploads: Some(uploads),
     };
     let app = wasm_exec_coordinator::api::router(api, config.max_body_kb.saturating_mul(1024));
     let shutdown = CancellationToken::new();

@@ -10,6 +10,7 @@
 //! - [`compile_child`]: compiling in a child process that the deadline can kill, memory capped.
 //! - [`shape`]: [`ModuleLimits`]: the module's shape, checked before compiling.
 //! - [`entry`]: which export to call, by the seed's rules.
+//! - [`inspect`]: an uploaded module checked without compiling it, with its exports' signatures.
 //! - [`convert`]: JSON arguments to Wasm values and results back.
 //! - [`sandbox`]: the guest's WASI view of the world (nothing of the host).
 //! - [`clock`]: the guest's virtual clocks; [`poll`]: `poll_oneoff` on them, never blocking.
@@ -42,6 +43,7 @@ pub mod convert;
 pub mod engine;
 pub mod entry;
 pub mod error;
+pub mod inspect;
 pub mod limiter;
 pub mod module;
 pub mod poll;
@@ -57,6 +59,7 @@ pub use compile_child::ChildCompiler;
 pub use engine::{EngineOptions, Interruption, native_stack_size};
 pub use entry::EntryRequest;
 pub use error::{RuntimeError, caused_by_exhaustion, is_exhaustion};
+pub use inspect::{ExportedFunction, Inspected, Inspector};
 pub use module::{CacheOutcome, LoadedModule, module_sha256_hex};
 pub use prepare::Prepared;
 pub use runtime::{Captures, Plan, RunLimits, RunRequest, Runtime, failed};

@@ -6,6 +6,8 @@
 //! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result |
 //! | GET | `/v1/tasks/{id}/result` | the result document alone, as one compact JSON line: the bytes whose keccak-256 the chain source writes on chain |
 //! | GET | `/v1/tasks?state=&after=&limit=` | a page of tasks ordered by id |
+//! | POST | `/v1/modules` | upload a module (binary Wasm, or WAT text); answers its CIDs, size and exports |
+//! | GET | `/v1/modules/{cid}` | an uploaded module's metadata |
 //! | GET | `/healthz`, `/readyz` | probes (never need the token) |
 //! | GET | `/metrics` | Prometheus text |
 //!
@@ -17,10 +19,11 @@
 //! # Layout
 //! - here: the [`Api`] state, the [`router`], the body cap, the probes and `/metrics`.
 //! - `submit`: `POST /v1/tasks`; `read`: the GET routes; `auth`: the bearer token;
-//!   `error`: [`ApiError`].
+//!   `error`: [`ApiError`]; `modules`: module upload and its metadata.
 
 mod auth;
 mod error;
+mod modules;
 mod read;
 mod submit;
 
@@ -29,6 +32,7 @@ pub use submit::{read_body, require_json};
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::module::uploads::UploadStore;
 use crate::state::StateStore;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -59,16 +63,29 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     /// What is failing now, for `/readyz`.
     pub health: Arc<Health>,
+    /// Where `POST /v1/modules` keeps modules (`None`: uploads are refused, 503).
+    pub uploads: Option<Arc<UploadStore>>,
 }
 
 /// The router with every route, the body size cap (`max_body` bytes; 413 beyond) and the token
 /// check.
+/// The module routes carry the module cap instead (see `modules`).
 pub fn router(api: Api, max_body: usize) -> Router {
-    let protected = Router::new()
+    let max_module = api.uploads.as_ref().map_or(0, |u| u.max_bytes());
+    let tasks = Router::new()
         .route("/v1/tasks", get(read::list_tasks).post(submit::submit_task))
         .route("/v1/tasks/{id}", get(read::get_task))
         .route("/v1/tasks/{id}/result", get(read::get_result))
         .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            max_body,
+            reject_announced_oversize,
+        ));
+    let protected = tasks
+        .merge(modules::routes(
+            usize::try_from(max_module).unwrap_or(usize::MAX),
+        ))
         .route_layer(middleware::from_fn_with_state(
             api.clone(),
             auth::require_token,
@@ -77,11 +94,6 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(protected)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(
-            max_body,
-            reject_announced_oversize,
-        ))
         .with_state(api)
 }
 
