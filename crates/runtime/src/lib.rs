@@ -19,6 +19,7 @@
 //! - [`capture`]: bounded stdout/stderr capture.
 //! - [`cache`]: the on-disk cache of compiled modules, entries authenticated by HMAC;
 //!   [`cache_key`]: its directory's ownership and its key, kept outside it.
+//! - [`cancel`]: [`CancelFlag`], which stops a run from another thread within one tick.
 //! - [`ticker`]: the epoch ticker that interrupts guests at their deadline.
 //! - [`error`]: typed errors, each with its stable result kind.
 //!
@@ -35,6 +36,7 @@
 
 pub mod cache;
 pub mod cache_key;
+pub mod cancel;
 pub mod capture;
 mod classify;
 pub mod clock;
@@ -54,6 +56,7 @@ pub mod shape;
 pub mod ticker;
 
 pub use cache_key::CacheLocation;
+pub use cancel::CancelFlag;
 pub use capture::OutputCapture;
 pub use compile_child::ChildCompiler;
 pub use engine::{EngineOptions, Interruption, native_stack_size};

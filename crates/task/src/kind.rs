@@ -49,11 +49,14 @@ pub enum ErrorKind {
     /// `FailedCreate` event, from PodSecurity admission, an exhausted ResourceQuota, a missing
     /// ServiceAccount): the task never ran; fix the namespace or the Job template.
     PodRefused,
+    /// Someone cancelled the task (`POST /v1/tasks/{id}/cancel`; the task's record says who
+    /// and when): a final result, unlike `cancelled`, which a shutdown leaves (coordinator).
+    CancelledByRequest,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for docs and tests).
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::BadInput,
         ErrorKind::BadModule,
         ErrorKind::EntryNotFound,
@@ -69,6 +72,7 @@ impl ErrorKind {
         ErrorKind::Crashed,
         ErrorKind::HostExhausted,
         ErrorKind::PodRefused,
+        ErrorKind::CancelledByRequest,
     ];
 
     /// The snake_case name used in the result document and as a metrics label.
@@ -89,13 +93,14 @@ impl ErrorKind {
             ErrorKind::Crashed => "crashed",
             ErrorKind::HostExhausted => "host_exhausted",
             ErrorKind::PodRefused => "pod_refused",
+            ErrorKind::CancelledByRequest => "cancelled_by_request",
         }
     }
 
     /// The executor's process exit code for this kind.
     ///
     /// 10-19: the task itself is wrong (input, module, entry); 20-29: the guest failed while
-    /// running; 30-39: the host failed. The executor never reports 13, 14, 31, 32, 33 or 35 (coordinator
+    /// running; 30-39: the host failed. The executor never reports 13, 14, 31, 32, 33, 35 or 36 (coordinator
     /// kinds), but every kind has a code so that kinds and codes stay one-to-one. Codes below 30
     /// are deterministic: running the same task again
     /// gives the same failure, so a Job should not retry it (timeout excepted, being wall-clock).
@@ -116,6 +121,7 @@ impl ErrorKind {
             ErrorKind::Crashed => 33,
             ErrorKind::HostExhausted => 34,
             ErrorKind::PodRefused => 35,
+            ErrorKind::CancelledByRequest => 36,
         }
     }
 
@@ -130,6 +136,7 @@ impl ErrorKind {
                 | ErrorKind::Crashed
                 | ErrorKind::HostExhausted
                 | ErrorKind::PodRefused
+                | ErrorKind::CancelledByRequest
         )
     }
 }
