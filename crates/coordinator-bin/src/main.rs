@@ -89,6 +89,7 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
         concurrency: config.concurrency,
         rules: rules.clone(),
         quarantine_after: config.quarantine_after,
+        live: Arc::default(),
     };
     let (submit, inbox) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
     let api = wasm_exec_coordinator::api::Api {
@@ -100,6 +101,7 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
         metrics,
         health,
         uploads: Some(uploads),
+        live: (!config.once).then(|| scheduler.live.clone()),
     };
     let app = wasm_exec_coordinator::api::router(api, config.max_body_kb.saturating_mul(1024));
     let shutdown = CancellationToken::new();

@@ -3,7 +3,9 @@
 //! | method | path | what |
 //! | --- | --- | --- |
 //! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?}` |
-//! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result |
+//! | GET | `/v1/tasks/{id}?wait=` | the task, its state, timeline, why it waits and, once finished, its result; `wait` (seconds, at most 30) holds the answer until the task ends |
+//! | POST | `/v1/tasks/{id}/cancel` | cancel an API task: pending ones at once, running ones interrupted |
+//! | GET | `/v1/events?state=` | Server-Sent Events of task changes, optionally of some states |
 //! | GET | `/v1/tasks/{id}/result` | the result document alone, as one compact JSON line: the bytes whose keccak-256 the chain source writes on chain |
 //! | GET | `/v1/tasks?state=&after=&limit=` | a page of tasks ordered by id |
 //! | POST | `/v1/modules` | upload a module (binary Wasm, or WAT text); answers its CIDs, size and exports |
@@ -19,9 +21,11 @@
 //! # Layout
 //! - here: the [`Api`] state, the [`router`], the body cap, the probes and `/metrics`.
 //! - `submit`: `POST /v1/tasks`; `read`: the GET routes; `auth`: the bearer token;
-//!   `error`: [`ApiError`]; `modules`: module upload and its metadata.
+//!   `error`: [`ApiError`]; `modules`: module upload and its metadata; `control`: cancel,
+//!   waiting and the event stream.
 
 mod auth;
+mod control;
 mod error;
 mod modules;
 mod read;
@@ -33,13 +37,14 @@ pub use submit::{read_body, require_json};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::module::uploads::UploadStore;
+use crate::scheduler::Live;
 use crate::state::StateStore;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wasm_exec_task::{CheckedTask, IntakeRules};
@@ -65,6 +70,9 @@ pub struct Api {
     pub health: Arc<Health>,
     /// Where `POST /v1/modules` keeps modules (`None`: uploads are refused, 503).
     pub uploads: Option<Arc<UploadStore>>,
+    /// The scheduler's queue and running tasks (why a task waits; cancels); `None` when no
+    /// scheduler serves (a `--once` run).
+    pub live: Option<Arc<Live>>,
 }
 
 /// The router with every route, the body size cap (`max_body` bytes; 413 beyond) and the token
@@ -76,6 +84,8 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/v1/tasks", get(read::list_tasks).post(submit::submit_task))
         .route("/v1/tasks/{id}", get(read::get_task))
         .route("/v1/tasks/{id}/result", get(read::get_result))
+        .route("/v1/tasks/{id}/cancel", post(control::cancel_task))
+        .route("/v1/events", get(control::events))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
