@@ -426,68 +426,6 @@ mod tests {
         assert!(store.mark_reported("nope", None).await.is_err());
     }
 
-    #[tokio::test]
-    async fn a_cancel_is_durable_wins_over_a_late_result_and_is_broadcast() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = RedbStore::open(dir.path()).unwrap();
-            let mut events = store.subscribe().unwrap();
-            store
-                .admit(vec![task("a"), task("b")], crate::state::API_ORIGIN)
-                .await
-                .unwrap();
-            store.record_start("a").await.unwrap();
-            let done = store.cancel("a", "token").await.unwrap();
-            assert_eq!(
-                done,
-                CancelOutcome::Cancelled {
-                    was: TaskState::Running
-                }
-            );
-            let late = ResultEnvelope::failure(wasm_exec_task::ErrorKind::Trap, "late");
-            store.finish("a", &late, true).await.unwrap();
-            store.finish("b", &late, true).await.unwrap();
-            let again = store.cancel("b", "token").await.unwrap();
-            assert_eq!(again, CancelOutcome::AlreadyEnded(TaskState::Failed));
-            let seen: Vec<(String, TaskState)> = (0..6)
-                .map(|_| events.try_recv().unwrap())
-                .map(|e| (e.task_id, e.state))
-                .collect();
-            let want = [
-                ("a", TaskState::Pending),
-                ("b", TaskState::Pending),
-                ("a", TaskState::Running),
-                ("a", TaskState::Cancelled),
-                ("a", TaskState::Cancelled),
-                ("b", TaskState::Failed),
-            ];
-            let want: Vec<(String, TaskState)> =
-                want.iter().map(|(id, s)| ((*id).to_owned(), *s)).collect();
-            assert_eq!(seen, want);
-        }
-        let store = RedbStore::open(dir.path()).unwrap();
-        let a = store.get("a").unwrap().unwrap();
-        assert_eq!(a.state, TaskState::Cancelled);
-        assert_eq!(a.cancelled.as_ref().unwrap().by, "token");
-        let result = a.result.unwrap();
-        assert_eq!(
-            result.kind(),
-            Some(wasm_exec_task::ErrorKind::CancelledByRequest)
-        );
-        assert!(result.error.unwrap().message.contains("cancelled by token"));
-        let steps: Vec<TaskState> = a.timeline.iter().map(|s| s.state).collect();
-        assert_eq!(
-            steps,
-            [TaskState::Pending, TaskState::Running, TaskState::Cancelled]
-        );
-        assert_eq!(a.timeline[1].attempt, 1);
-        assert!(
-            store.resumable().unwrap().is_empty(),
-            "a cancelled task never runs again"
-        );
-        assert_eq!(store.counts().unwrap()[&TaskState::Cancelled], 1);
-    }
-
     #[test]
     fn disk_space_is_low_under_the_configured_watermark() {
         let dir = tempfile::tempdir().unwrap();
