@@ -71,7 +71,7 @@ pub struct Config {
     #[arg(long, env = "COORDINATOR_IPFS_RETRIES", default_value_t = 3)]
     pub ipfs_retries: u32,
 
-    /// Largest module accepted, in MiB.
+    /// Largest module accepted, fetched or uploaded (`POST /v1/modules`'s body cap), in MiB.
     #[arg(long, env = "COORDINATOR_MAX_MODULE_MB", default_value_t = 32)]
     pub max_module_mb: u64,
 

@@ -82,17 +82,12 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
     if let Some(code) = subcommand(&config).await? {
         return Ok(code);
     }
-    let modules = wire::module_store(&config)?;
+    let (modules, uploads) = wire::modules(&config)?;
     let rules = wire::intake_rules(&config)?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::new(&metrics));
     let abandon = CancellationToken::new();
     let backend = wire::backend(&config, metrics.clone(), &abandon).await?;
-    tracing::info!(
-        backend = backend.name(),
-        concurrency = config.concurrency,
-        "coordinator starting"
-    );
     let state = wire::state_store(&config)?;
     let source = wire::task_source(&config, &rules, state.as_ref(), &metrics, &health).await?;
     let scheduler = Scheduler {
@@ -104,6 +99,7 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
         concurrency: config.concurrency,
         rules: rules.clone(),
         quarantine_after: config.quarantine_after,
+        live: Arc::default(),
     };
     let (submit, inbox) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
     let api = wasm_exec_coordinator::api::Api {
@@ -115,6 +111,8 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
         metrics,
         health,
         receipt_key: Arc::new(wire::receipt_key(&config)?),
+        uploads: Some(uploads),
+        live: (!config.once).then(|| scheduler.live.clone()),
     };
     let app = wasm_exec_coordinator::api::router(api, config.max_body_kb.saturating_mul(1024));
     let shutdown = CancellationToken::new();

@@ -12,7 +12,9 @@ use wasm_exec_coordinator::health::Health;
 use wasm_exec_coordinator::metrics::Metrics;
 use wasm_exec_coordinator::module::ModuleStore;
 use wasm_exec_coordinator::module::gateway::{GatewayConfig, GatewayStore};
+use wasm_exec_coordinator::module::layered::Layered;
 use wasm_exec_coordinator::module::mirror::MirrorStore;
+use wasm_exec_coordinator::module::uploads::UploadStore;
 use wasm_exec_coordinator::source::TaskSource;
 use wasm_exec_coordinator::source::chain::{ChainSettings, ChainSource};
 use wasm_exec_coordinator::source::placeholder::{PlaceholderSource, samples};
@@ -20,7 +22,7 @@ use wasm_exec_coordinator::source::results_file::ResultsFile;
 use wasm_exec_coordinator::state::StateStore;
 use wasm_exec_coordinator::state::redb::RedbStore;
 use wasm_exec_kube_backend::{KubernetesBackend, KubernetesSettings};
-use wasm_exec_runtime::ChildCompiler;
+use wasm_exec_runtime::{ChildCompiler, EngineOptions, Inspector, ModuleLimits};
 use wasm_exec_task::{IntakeRules, Limits};
 
 /// The module store: the IPFS gateway if `COORDINATOR_IPFS_ENDPOINT` is set, else the mirror.
@@ -53,6 +55,29 @@ pub fn module_store(config: &Config) -> anyhow::Result<Arc<dyn ModuleStore>> {
     })
 }
 
+/// The module store tasks fetch from (the uploaded modules, then [`module_store`]), and the
+/// uploaded modules' store itself for the API.
+pub fn modules(config: &Config) -> anyhow::Result<(Arc<dyn ModuleStore>, Arc<UploadStore>)> {
+    let uploads = upload_store(config)?;
+    let layered = Layered {
+        first: uploads.clone(),
+        then: module_store(config)?,
+    };
+    Ok((Arc::new(layered), uploads))
+}
+
+/// The modules uploaded through the API, kept in `COORDINATOR_STATE_DIR/modules` (so they live
+/// as long as the tasks that name them) and capped at `COORDINATOR_MAX_MODULE_MB`.
+fn upload_store(config: &Config) -> anyhow::Result<Arc<UploadStore>> {
+    let dir = config.state_dir.join("modules");
+    let inspector = Inspector::new(&EngineOptions::default(), ModuleLimits::default())
+        .context("creating the engine that checks uploaded modules")?;
+    let max_bytes = config.max_module_mb.saturating_mul(1 << 20);
+    let store = UploadStore::open(&dir, max_bytes, inspector)
+        .with_context(|| format!("opening the uploaded modules in \"{}\"", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
 /// The compiler child processes (this executable's hidden `compile-module` command), unless
 /// `COORDINATOR_COMPILE_IN_CHILD` is off.
 fn child_compiler(config: &Config) -> anyhow::Result<Option<ChildCompiler>> {
@@ -68,14 +93,15 @@ fn child_compiler(config: &Config) -> anyhow::Result<Option<ChildCompiler>> {
     )))
 }
 
-/// The backend. `abandon` is cancelled when the shutdown grace runs out: the kubernetes backend
-/// then deletes the Jobs still running, and their tasks stay unfinished, to run again later.
+/// The backend (its name logged). `abandon` is cancelled when the shutdown grace runs out: the
+/// kubernetes backend then deletes the Jobs still running, and their tasks stay unfinished, to
+/// run again later.
 pub async fn backend(
     config: &Config,
     metrics: Arc<Metrics>,
     abandon: &CancellationToken,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    Ok(match config.backend {
+    let backend: Arc<dyn Backend> = match config.backend {
         BackendKind::Local => Arc::new(local_backend(config, metrics)?),
         BackendKind::Kubernetes => {
             let settings = KubernetesSettings::new(
@@ -85,7 +111,13 @@ pub async fn backend(
             );
             Arc::new(KubernetesBackend::connect(settings, abandon.clone()).await?)
         }
-    })
+    };
+    tracing::info!(
+        backend = backend.name(),
+        concurrency = config.concurrency,
+        "coordinator starting"
+    );
+    Ok(backend)
 }
 
 /// The in-process backend (also what `coordinator verify` reruns a task on).

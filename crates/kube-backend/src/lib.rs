@@ -111,6 +111,9 @@ struct Inner {
     /// Cancelled when the coordinator stops waiting for running tasks: their Jobs are deleted
     /// and the tasks left unfinished, to run again after a restart.
     abandon: CancellationToken,
+    /// One child of `abandon` per running task, cancelled by [`Backend::cancel`]: the task's
+    /// wait ends and its Job is deleted (background propagation) as at a shutdown.
+    stops: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
 }
 
 impl KubernetesBackend {
@@ -171,6 +174,7 @@ impl KubernetesBackend {
                 settings,
                 template,
                 abandon,
+                stops: std::sync::Mutex::default(),
             }),
         }
     }
@@ -195,6 +199,11 @@ impl Backend for KubernetesBackend {
         result
     }
 
+    async fn cancel(&self, task_id: &str) {
+        info!(task_id, "cancelling the task: its Job is deleted");
+        self.inner.stop(task_id).cancel();
+    }
+
     async fn reconcile(&self, unfinished: &[String]) -> anyhow::Result<()> {
         let inner = &self.inner;
         let ns = &inner.settings.namespace;
@@ -215,7 +224,29 @@ impl Backend for KubernetesBackend {
 }
 
 impl Inner {
+    /// The token that stops the task's wait (made on first use: a cancel may come first).
+    fn stop(&self, task_id: &str) -> CancellationToken {
+        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        stops
+            .entry(task_id.to_owned())
+            .or_insert_with(|| self.abandon.child_token())
+            .clone()
+    }
+
     async fn run(&self, checked: &CheckedTask, module: &[u8]) -> ResultEnvelope {
+        let stop = self.stop(&checked.spec.task_id);
+        let result = self.run_until(checked, module, &stop).await;
+        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        stops.remove(&checked.spec.task_id);
+        result
+    }
+
+    async fn run_until(
+        &self,
+        checked: &CheckedTask,
+        module: &[u8],
+        stop: &CancellationToken,
+    ) -> ResultEnvelope {
         let task = &checked.spec;
         let names = TaskNames::for_task(&task.task_id);
         if let Err((kind, message)) = render::check_size(module.len(), checked.input.text.len()) {
@@ -247,8 +278,15 @@ impl Inner {
                     retries,
                 };
                 let log_bytes = result::log_limit_bytes(checked);
-                self.wait_for_result(&names, &uid, limits, started, deadline_secs, log_bytes)
-                    .await
+                self.wait_for_result(
+                    &names,
+                    &uid,
+                    limits,
+                    (started, deadline_secs),
+                    stop,
+                    log_bytes,
+                )
+                .await
             }
             Err(failure) => failure,
         };
@@ -359,8 +397,8 @@ impl Inner {
         names: &TaskNames,
         uid: &str,
         limits: Limits,
-        started: Instant,
-        deadline_secs: u64,
+        (started, deadline_secs): (Instant, u64),
+        stop: &CancellationToken,
         log_bytes: i64,
     ) -> ResultEnvelope {
         let ns = &self.settings.namespace;
@@ -391,7 +429,7 @@ impl Inner {
             pods: &mut pods,
             events: &mut events,
         };
-        let (ended, phases) = track::track(watches, limits, started, &self.abandon).await;
+        let (ended, phases) = track::track(watches, limits, started, stop).await;
         let mut result = self.settle(ended, deadline_secs, log_bytes).await;
         result.phases = Some(phases);
         result

@@ -609,6 +609,36 @@ async fn a_shutdown_deletes_the_running_job_and_leaves_the_task_unfinished() {
     assert!(result.phases.is_none());
 }
 
+#[tokio::test]
+async fn a_cancel_deletes_the_running_job_with_background_propagation() {
+    let steps = vec![
+        create_job(),
+        create_config_map("uid-1", created_config_map()),
+        watch_job(vec![]),
+        watch_pods(vec![pod_event(10, PodMoment::Running)]),
+        delete_job(),
+    ];
+    let (client, server) = scripted(steps);
+    let backend = backend(client, settings(), CancellationToken::new());
+    let canceller = backend.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        canceller.cancel("fib").await;
+    });
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        backend.run(&checked(&task()), Arc::new(MODULE.to_vec())),
+    )
+    .await
+    .expect("the cancel ended the run");
+    assert_eq!(result.kind(), Some(ErrorKind::Cancelled), "{result:?}");
+    drop(backend);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the script ended")
+        .expect("every request matched its step, the delete last");
+}
+
 #[allow(
     clippy::too_many_lines,
     reason = "one end-to-end scenario, read top to bottom"

@@ -38,6 +38,9 @@ pub(crate) fn classify(e: wasmtime::Error, limits: &RunLimits, instantiating: bo
     if let Some(exit) = e.downcast_ref::<I32Exit>() {
         return Exit(exit.0);
     }
+    if e.downcast_ref::<crate::cancel::Stopped>().is_some() {
+        return Failure::Error(RuntimeError::Cancelled);
+    }
     if let Some(limit) = e.downcast_ref::<LimitExceeded>() {
         return Failure::Error(RuntimeError::OutOfMemory(limit.to_string()));
     }

@@ -51,6 +51,9 @@ pub enum RuntimeError {
     /// The host is short of descriptors, memory or threads for now (see [`is_exhaustion`]).
     #[error("{0}; the host is short of file descriptors or memory for now")]
     Exhausted(String),
+    /// The run was stopped by its [`CancelFlag`](crate::CancelFlag).
+    #[error("the run was cancelled while it ran")]
+    Cancelled,
 }
 
 /// Whether `e` says the host is short of a resource for now (EMFILE, ENFILE, ENOMEM, EAGAIN,
@@ -99,6 +102,7 @@ impl RuntimeError {
             RuntimeError::OutOfFuel { .. } => ErrorKind::OutOfFuel,
             RuntimeError::Io(_) => ErrorKind::Io,
             RuntimeError::Exhausted(_) => ErrorKind::HostExhausted,
+            RuntimeError::Cancelled => ErrorKind::CancelledByRequest,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`compile_child`]: compiling in a child process that the deadline can kill, memory capped.
 //! - [`shape`]: [`ModuleLimits`]: the module's shape, checked before compiling.
 //! - [`entry`]: which export to call, by the seed's rules.
+//! - [`inspect`]: an uploaded module checked without compiling it, with its exports' signatures.
 //! - [`convert`]: JSON arguments to Wasm values and results back.
 //! - [`sandbox`]: the guest's WASI view of the world (nothing of the host).
 //! - [`clock`]: the guest's virtual clocks; [`poll`]: `poll_oneoff` on them, never blocking.
@@ -18,6 +19,7 @@
 //! - [`capture`]: bounded stdout/stderr capture.
 //! - [`cache`]: the on-disk cache of compiled modules, entries authenticated by HMAC;
 //!   [`cache_key`]: its directory's ownership and its key, kept outside it.
+//! - [`cancel`]: [`CancelFlag`], which stops a run from another thread within one tick.
 //! - [`ticker`]: the epoch ticker that interrupts guests at their deadline.
 //! - [`error`]: typed errors, each with its stable result kind.
 //!
@@ -34,6 +36,7 @@
 
 pub mod cache;
 pub mod cache_key;
+pub mod cancel;
 pub mod capture;
 mod classify;
 pub mod clock;
@@ -42,6 +45,7 @@ pub mod convert;
 pub mod engine;
 pub mod entry;
 pub mod error;
+pub mod inspect;
 pub mod limiter;
 pub mod module;
 pub mod poll;
@@ -52,11 +56,13 @@ pub mod shape;
 pub mod ticker;
 
 pub use cache_key::CacheLocation;
+pub use cancel::CancelFlag;
 pub use capture::OutputCapture;
 pub use compile_child::ChildCompiler;
 pub use engine::{EngineOptions, Interruption, native_stack_size};
 pub use entry::EntryRequest;
 pub use error::{RuntimeError, caused_by_exhaustion, is_exhaustion};
+pub use inspect::{ExportedFunction, Inspected, Inspector};
 pub use module::{CacheOutcome, LoadedModule, module_sha256_hex};
 pub use prepare::Prepared;
 pub use runtime::{Captures, Plan, RunLimits, RunRequest, Runtime, failed};

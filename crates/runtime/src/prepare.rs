@@ -40,6 +40,7 @@ impl Runtime {
             },
             stdin: input.text.clone().into_bytes(),
             limits,
+            cancel: crate::CancelFlag::default(),
         };
         let plan = self.plan(module, &request)?;
         let captures = Captures::new(&request.limits);

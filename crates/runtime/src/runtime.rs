@@ -20,7 +20,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wasm_exec_task::{ErrorInfo, ResultEnvelope};
-use wasmtime::{Engine, Linker, Store, Val};
+use wasmtime::{Engine, Linker, Store, UpdateDeadline, Val};
 
 /// Limits for one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +59,8 @@ pub struct RunRequest {
     pub stdin: Vec<u8>,
     /// The limits.
     pub limits: RunLimits,
+    /// Stops the run when set (checked at every epoch tick).
+    pub cancel: crate::CancelFlag,
 }
 
 /// A run ready to be called: the entry is chosen and the arguments converted.
@@ -342,10 +344,22 @@ impl Runtime {
             let _ = store.set_fuel(budget);
         }
         if self.options.interruption == Interruption::Epoch {
-            store.set_epoch_deadline(EpochTicker::ticks_for(
-                limits.timeout.saturating_sub(limits.spent),
-            ));
-            store.epoch_deadline_trap();
+            // Called at every tick: stops a cancelled run at once, and any run once its ticks
+            // are spent (the time limit: `Trap::Interrupt`, as `epoch_deadline_trap` gives).
+            let mut ticks = EpochTicker::ticks_for(limits.timeout.saturating_sub(limits.spent));
+            let cancel = request.cancel.clone();
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if cancel.is_cancelled() {
+                    return Err(wasmtime::Error::new(crate::cancel::Stopped));
+                }
+                ticks = ticks.saturating_sub(1);
+                Ok(if ticks == 0 {
+                    UpdateDeadline::Interrupt
+                } else {
+                    UpdateDeadline::Continue(1)
+                })
+            });
         }
         (store, budget)
     }

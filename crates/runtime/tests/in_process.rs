@@ -29,6 +29,7 @@ fn request(entry: &str, args: serde_json::Value, limits: RunLimits) -> RunReques
         },
         stdin: Vec::new(),
         limits,
+        cancel: Default::default(),
     }
 }
 
@@ -214,4 +215,39 @@ fn text_that_is_not_wat_is_refused_without_quoting_it() {
         runtime.load(b"(module (func (export \"f\")))").is_ok(),
         "WAT text still loads"
     );
+}
+
+#[test]
+fn a_cancelled_run_stops_with_its_own_kind_and_a_timeout_still_times_out() {
+    let runtime = Runtime::new(EngineOptions::default(), None).unwrap();
+    let module = runtime
+        .load(br#"(module (func (export "spin") (loop br 0)))"#)
+        .unwrap();
+    let limits = RunLimits {
+        timeout: Duration::from_secs(30),
+        ..RunLimits::default()
+    };
+    let req = request("spin", json!([]), limits);
+    let flag = req.cancel.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        flag.cancel();
+        Instant::now()
+    });
+    let result = runtime.run(&module, &req);
+    let stopped = Instant::now();
+    let cancelled_at = canceller.join().unwrap();
+    assert_eq!(
+        result.kind(),
+        Some(ErrorKind::CancelledByRequest),
+        "{result:?}"
+    );
+    assert!(stopped.duration_since(cancelled_at) < Duration::from_secs(5));
+
+    let limits = RunLimits {
+        timeout: Duration::from_millis(100),
+        ..RunLimits::default()
+    };
+    let result = runtime.run(&module, &request("spin", json!([]), limits));
+    assert_eq!(result.kind(), Some(ErrorKind::Timeout), "{result:?}");
 }

@@ -53,11 +53,14 @@ pub enum ErrorKind {
     /// the `DisruptionTarget` condition) and its Job ran no other: not the task's failure; it
     /// may run again.
     PodDisrupted,
+    /// Someone cancelled the task (`POST /v1/tasks/{id}/cancel`; the task's record says who
+    /// and when): a final result, unlike `cancelled`, which a shutdown leaves (coordinator).
+    CancelledByRequest,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for docs and tests).
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::BadInput,
         ErrorKind::BadModule,
         ErrorKind::EntryNotFound,
@@ -74,6 +77,7 @@ impl ErrorKind {
         ErrorKind::HostExhausted,
         ErrorKind::PodRefused,
         ErrorKind::PodDisrupted,
+        ErrorKind::CancelledByRequest,
     ];
 
     /// The snake_case name used in the result document and as a metrics label.
@@ -95,6 +99,7 @@ impl ErrorKind {
             ErrorKind::HostExhausted => "host_exhausted",
             ErrorKind::PodRefused => "pod_refused",
             ErrorKind::PodDisrupted => "pod_disrupted",
+            ErrorKind::CancelledByRequest => "cancelled_by_request",
         }
     }
 
@@ -123,6 +128,7 @@ impl ErrorKind {
             ErrorKind::HostExhausted => 34,
             ErrorKind::PodRefused => 35,
             ErrorKind::PodDisrupted => 36,
+            ErrorKind::CancelledByRequest => 37,
         }
     }
 
@@ -138,6 +144,7 @@ impl ErrorKind {
                 | ErrorKind::HostExhausted
                 | ErrorKind::PodRefused
                 | ErrorKind::PodDisrupted
+                | ErrorKind::CancelledByRequest
         )
     }
 }

@@ -17,6 +17,8 @@ pub struct ApiError {
     message: String,
     /// Seconds for a `Retry-After` header, if the client should come back.
     retry_after: Option<u32>,
+    /// A stable snake_case kind (a result kind such as `bad_module`), when one applies.
+    kind: Option<&'static str>,
 }
 
 impl ApiError {
@@ -26,7 +28,13 @@ impl ApiError {
             field: field.map(str::to_owned),
             message: message.into(),
             retry_after: None,
+            kind: None,
         }
+    }
+
+    pub(super) fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = Some(kind);
+        self
     }
 
     pub(super) fn retry_after(mut self, seconds: u32) -> Self {
@@ -71,7 +79,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"status": self.status.as_u16(), "field": self.field, "message": self.message}});
+        let mut body = json!({"error": {"status": self.status.as_u16(), "field": self.field, "message": self.message}});
+        if let Some(kind) = self.kind {
+            body["error"]["kind"] = kind.into();
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response

@@ -3,10 +3,14 @@
 //! | method | path | what |
 //! | --- | --- | --- |
 //! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?}` |
-//! | GET | `/v1/tasks/{id}` | the task, its state and, once finished, its result and `result_hash` |
+//! | GET | `/v1/tasks/{id}?wait=` | the task, its state, timeline, why it waits and, once finished, its result and `result_hash`; `wait` (seconds, at most 30) holds the answer until the task ends |
+//! | POST | `/v1/tasks/{id}/cancel` | cancel an API task: pending ones at once, running ones interrupted |
+//! | GET | `/v1/events?state=` | Server-Sent Events of task changes, optionally of some states |
 //! | GET | `/v1/tasks/{id}/result` | the result document alone, as one compact JSON line (its `result_hash`, docs/RESULT_HASH.md, is what the chain source writes on chain) |
 //! | GET | `/v1/tasks/{id}/receipt` | the operator's EIP-712 receipt of the finished task (404 until then) |
 //! | GET | `/v1/tasks?state=&after=&limit=` | a page of tasks ordered by id |
+//! | POST | `/v1/modules` | upload a module (binary Wasm, or WAT text); answers its CIDs, size and exports |
+//! | GET | `/v1/modules/{cid}` | an uploaded module's metadata |
 //! | GET | `/healthz`, `/readyz` | probes (never need the token) |
 //! | GET | `/metrics` | Prometheus text |
 //!
@@ -18,11 +22,13 @@
 //! # Layout
 //! - here: the [`Api`] state, the [`router`], the body cap, the probes and `/metrics`.
 //! - `submit`: `POST /v1/tasks`; `read`: the GET routes; `receipt`: the signed receipts;
-//!   `auth`: the bearer token;
-//!   `error`: [`ApiError`].
+//!   `auth`: the bearer token; `error`: [`ApiError`]; `modules`: module upload and its
+//!   metadata; `control`: cancel, waiting and the event stream.
 
 mod auth;
+mod control;
 mod error;
+mod modules;
 mod read;
 mod receipt;
 mod submit;
@@ -32,13 +38,15 @@ pub use submit::{read_body, require_json};
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::module::uploads::UploadStore;
+use crate::scheduler::Live;
 use crate::state::StateStore;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wasm_exec_chain::PrivateKeySigner;
@@ -65,17 +73,35 @@ pub struct Api {
     pub health: Arc<Health>,
     /// The operator's key, which signs every receipt (`COORDINATOR_RECEIPT_KEY_FILE`).
     pub receipt_key: Arc<PrivateKeySigner>,
+    /// Where `POST /v1/modules` keeps modules (`None`: uploads are refused, 503).
+    pub uploads: Option<Arc<UploadStore>>,
+    /// The scheduler's queue and running tasks (why a task waits; cancels); `None` when no
+    /// scheduler serves (a `--once` run).
+    pub live: Option<Arc<Live>>,
 }
 
 /// The router with every route, the body size cap (`max_body` bytes; 413 beyond) and the token
 /// check.
+/// The module routes carry the module cap instead (see `modules`).
 pub fn router(api: Api, max_body: usize) -> Router {
-    let protected = Router::new()
+    let max_module = api.uploads.as_ref().map_or(0, |u| u.max_bytes());
+    let tasks = Router::new()
         .route("/v1/tasks", get(read::list_tasks).post(submit::submit_task))
         .route("/v1/tasks/{id}", get(read::get_task))
         .route("/v1/tasks/{id}/result", get(read::get_result))
         .route("/v1/tasks/{id}/receipt", get(receipt::get_receipt))
+        .route("/v1/tasks/{id}/cancel", post(control::cancel_task))
+        .route("/v1/events", get(control::events))
         .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            max_body,
+            reject_announced_oversize,
+        ));
+    let protected = tasks
+        .merge(modules::routes(
+            usize::try_from(max_module).unwrap_or(usize::MAX),
+        ))
         .route_layer(middleware::from_fn_with_state(
             api.clone(),
             auth::require_token,
@@ -84,11 +110,6 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(protected)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(
-            max_body,
-            reject_announced_oversize,
-        ))
         .with_state(api)
 }
 

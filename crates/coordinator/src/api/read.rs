@@ -1,5 +1,6 @@
 //! Reading tasks back: one task, its result document alone, and pages of tasks.
 
+use super::control::{GetQuery, WaitView, wait_until_ended, waiting};
 use super::{Api, ApiError, MAX_PAGE};
 use crate::state::{TaskRecord, TaskState};
 use axum::extract::{Path, Query, State};
@@ -22,6 +23,9 @@ pub(super) struct TaskView {
     result_hash: Option<ResultHash>,
     #[serde(flatten)]
     record: TaskRecord,
+    /// Why it is not running yet, while it waits (`GET /v1/tasks/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting: Option<WaitView>,
 }
 
 impl From<TaskRecord> for TaskView {
@@ -30,6 +34,7 @@ impl From<TaskRecord> for TaskView {
             task_id: record.task.task_id.clone(),
             result_hash: record.result.as_ref().map(ResultEnvelope::result_hash),
             record,
+            waiting: None,
         }
     }
 }
@@ -69,10 +74,20 @@ pub(super) async fn get_result(
 pub(super) async fn get_task(
     State(api): State<Api>,
     Path(id): Path<String>,
+    query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad("wait", e.body_text()))?;
+    wait_until_ended(&api, &id, query.wait()).await?;
     let read = api.state.get(&id);
     match read.map_err(|e| ApiError::state_read(e, api.state.write_failure()))? {
-        Some(record) => Ok(axum::Json(TaskView::from(record)).into_response()),
+        Some(record) => {
+            let waiting = waiting(&api, &record);
+            let view = TaskView {
+                waiting,
+                ..TaskView::from(record)
+            };
+            Ok(axum::Json(view).into_response())
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             Some("task_id"),
@@ -98,7 +113,7 @@ pub(super) async fn list_tasks(
         ApiError::bad(
             "query",
             format!(
-                "{}; state is one of pending, fetching, running, succeeded, failed",
+                "{}; state is one of pending, fetching, running, succeeded, failed, quarantined, cancelled",
                 e.body_text()
             ),
         )

@@ -13,12 +13,13 @@ use crate::metrics::Metrics;
 use async_trait::async_trait;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasm_exec_runtime::{
-    ChildCompiler, EngineOptions, Interruption, LoadedModule, RunLimits, Runtime,
+    CancelFlag, ChildCompiler, EngineOptions, Interruption, LoadedModule, RunLimits, Runtime,
 };
 use wasm_exec_task::{CheckedTask, ErrorKind, ResultEnvelope};
 
@@ -37,6 +38,8 @@ struct Inner {
     plain: Engine,
     metered: Engine,
     metrics: Arc<Metrics>,
+    /// The cancel flag of each task running (or cancelled before its run began).
+    flags: Mutex<HashMap<String, CancelFlag>>,
 }
 
 /// One runtime with its compiled-module cache.
@@ -107,6 +110,7 @@ impl LocalBackend {
                 plain: engine(false)?,
                 metered: engine(true)?,
                 metrics,
+                flags: Mutex::default(),
             }),
             jobs,
         })
@@ -114,7 +118,18 @@ impl LocalBackend {
 }
 
 impl Inner {
-    fn run_blocking(&self, task: &CheckedTask, module: &[u8]) -> ResultEnvelope {
+    /// The task's cancel flag, made on first use (a cancel may come before the run).
+    fn flag(&self, task_id: &str) -> CancelFlag {
+        let mut flags = self.flags.lock().unwrap_or_else(|p| p.into_inner());
+        flags.entry(task_id.to_owned()).or_default().clone()
+    }
+
+    fn run_blocking(
+        &self,
+        task: &CheckedTask,
+        module: &[u8],
+        cancel: CancelFlag,
+    ) -> ResultEnvelope {
         let engine = if task.limits.fuel.is_some() {
             &self.metered
         } else {
@@ -145,7 +160,10 @@ impl Inner {
             .prepare(&loaded, &task.input, entry, add_fallback, limits)
         {
             // Runs on a pool thread, whose stack is sized for the Wasm stack limit.
-            Ok(prepared) => engine.runtime.run_prepared(&loaded, &prepared),
+            Ok(mut prepared) => {
+                prepared.request.cancel = cancel;
+                engine.runtime.run_prepared(&loaded, &prepared)
+            }
             Err(envelope) => *envelope,
         }
     }
@@ -181,9 +199,14 @@ impl Backend for LocalBackend {
     async fn run(&self, task: &CheckedTask, module: Arc<Vec<u8>>) -> ResultEnvelope {
         // Wasm blocks its thread: run it on the pool, never on an async worker.
         let (inner, task) = (self.inner.clone(), task.clone());
+        let cancel = inner.flag(task.id());
         let (reply, result) = tokio::sync::oneshot::channel();
         let work: Work = Box::new(move || {
-            let _ = reply.send(inner.run_blocking(&task, &module));
+            let result = inner.run_blocking(&task, &module, cancel);
+            let mut flags = inner.flags.lock().unwrap_or_else(|p| p.into_inner());
+            flags.remove(task.id());
+            drop(flags);
+            let _ = reply.send(result);
         });
         if self.jobs.send(work).is_err() {
             return ResultEnvelope::failure(
@@ -194,6 +217,10 @@ impl Backend for LocalBackend {
         result.await.unwrap_or_else(|_| {
             ResultEnvelope::failure(ErrorKind::Io, "the task's thread failed while running it")
         })
+    }
+
+    async fn cancel(&self, task_id: &str) {
+        self.inner.flag(task_id).cancel();
     }
 
     fn name(&self) -> &'static str {

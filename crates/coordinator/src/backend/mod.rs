@@ -15,6 +15,13 @@ pub trait Backend: Send + Sync {
     /// (verified bytes) and returns its result document.
     async fn run(&self, task: &CheckedTask, module: Arc<Vec<u8>>) -> ResultEnvelope;
 
+    /// Stops `task_id`'s run, if one is under way or about to start (it was cancelled): the
+    /// run ends soon after with any result, which the scheduler discards. Does nothing by
+    /// default.
+    async fn cancel(&self, task_id: &str) {
+        let _ = task_id;
+    }
+
     /// Called once at start with the ids of the tasks left unfinished (they run again): a
     /// backend that keeps state outside this process removes what belongs to no such task.
     /// Does nothing by default.

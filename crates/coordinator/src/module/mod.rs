@@ -1,7 +1,12 @@
 //! The module store: finds a module's bytes by its IPFS CID and verifies them against it.
+//!
+//! Stores: [`mirror`] (a local directory), [`gateway`] (IPFS over HTTP), [`uploads`] (modules
+//! uploaded through the API), and [`layered`], which asks the uploads before the others.
 
 pub mod gateway;
+pub mod layered;
 pub mod mirror;
+pub mod uploads;
 
 use async_trait::async_trait;
 use std::sync::Arc;

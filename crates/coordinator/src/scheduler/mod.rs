@@ -13,9 +13,13 @@
 //! - here: the [`Scheduler`], the `--once` pass ([`Scheduler::run_once`]) and the resume at start.
 //! - `serve`: the serving loop and the pump that polls the source.
 //! - `process`: one task from module fetch to result written back.
+//! - [`live`]: what the API sees of the queue (why a task waits) and how it cancels.
 
+pub mod live;
 mod process;
 mod serve;
+
+pub use live::{Live, Waiting};
 
 use crate::backend::Backend;
 use crate::metrics::Metrics;
@@ -63,6 +67,8 @@ pub struct Scheduler {
     /// Starts without a finish after which a resumed task is quarantined (kind `crashed`)
     /// instead of run again; 0 never quarantines (`COORDINATOR_QUARANTINE_AFTER`).
     pub quarantine_after: u32,
+    /// The queue and running tasks as the API sees them, and its cancels.
+    pub live: Arc<Live>,
 }
 
 /// A task to run and where it came from (its result goes back there).
@@ -235,6 +241,7 @@ mod tests {
             concurrency: 1,
             rules: IntakeRules::default(),
             quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
+            live: Arc::default(),
         }
     }
 

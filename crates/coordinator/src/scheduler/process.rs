@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use wasm_exec_task::{CheckedTask, ErrorKind, ResultEnvelope, TaskSpec};
 
@@ -20,17 +21,19 @@ impl Scheduler {
         let span = info_span!("task", task_id = %job.task.task_id, cid = %job.task.wasm_cid);
         async move {
             let started = Instant::now();
-            let result = match &job.checked {
-                Ok(task) => self.execute(task, job.resumed).await,
-                Err(e) => ResultEnvelope::failure(
-                    ErrorKind::BadInput,
-                    format!("the task is malformed: {e}"),
-                ),
-            };
+            let (result, stop) = self.run_job(&job).await;
             drop(permit);
-            if result.kind() == Some(ErrorKind::Cancelled) {
-                // Stopped by a shutdown: not a result. The task stays unfinished and runs again.
-                info!(state = "unfinished", "task stopped by the shutdown");
+            if stop.is_cancelled() || result.kind() == Some(ErrorKind::Cancelled) {
+                // Cancelled through the API: the store holds the cancel (durable before it was
+                // answered) and keeps it over any result, so there is nothing to persist.
+                // Stopped by a shutdown: not a result; the task stays unfinished, runs again.
+                if stop.is_cancelled() {
+                    info!(state = "cancelled", "task cancelled");
+                    let kind = ErrorKind::CancelledByRequest.as_str();
+                    self.metrics.record_result(kind, None);
+                } else {
+                    info!(state = "unfinished", "task stopped by the shutdown");
+                }
                 return Outcome {
                     task: job.task,
                     result,
@@ -72,6 +75,21 @@ impl Scheduler {
         .await
     }
 
+    /// Runs the job unless it was cancelled first; returns its result and its stop token (its
+    /// run ended by a cancel if that is cancelled).
+    async fn run_job(&self, job: &Job) -> (ResultEnvelope, CancellationToken) {
+        let stop = self.live.start(&job.task.task_id);
+        let result = match &job.checked {
+            _ if stop.is_cancelled() => cancelled_result(),
+            Ok(task) => self.execute(task, job.resumed, &stop).await,
+            Err(e) => {
+                ResultEnvelope::failure(ErrorKind::BadInput, format!("the task is malformed: {e}"))
+            }
+        };
+        self.live.end(&job.task.task_id);
+        (result, stop)
+    }
+
     /// The task, with the intake check's verdict under the rules for its origin (CIDs only for
     /// a source that says so).
     pub(super) fn job(&self, task: TaskSpec, origin: &str) -> Job {
@@ -90,20 +108,29 @@ impl Scheduler {
 
     /// Fetches the module and runs the task; `durable_start` waits until its start is recorded
     /// (a resumed task: see [`StateStore::record_start`](crate::state::StateStore::record_start)).
-    async fn execute(&self, task: &CheckedTask, durable_start: bool) -> ResultEnvelope {
+    /// When `stop` is cancelled the fetch is dropped, or the backend told to stop the run.
+    async fn execute(
+        &self,
+        task: &CheckedTask,
+        durable_start: bool,
+        stop: &CancellationToken,
+    ) -> ResultEnvelope {
         self.state.record_progress(task.id(), TaskState::Fetching);
         info!(state = "fetching", "task taken");
         let fetch_started = Instant::now();
         let modules = self.modules.as_ref();
         // Short of descriptors or memory (EMFILE, ENOMEM, ...): the host's state, not the task's
         // result, so it waits and tries again; every other failure is final.
-        let fetched = retry("fetching a module", || async {
+        let fetching = retry("fetching a module", || async {
             match modules.fetch(&task.spec.wasm_cid).await {
                 Err(e) if e.is_transient() => Err(e),
                 done => Ok(done),
             }
-        })
-        .await;
+        });
+        let fetched = tokio::select! {
+            fetched = fetching => fetched,
+            () = stop.cancelled() => return cancelled_result(),
+        };
         let module = match fetched {
             Ok(module) => module,
             Err(e) => return ResultEnvelope::failure(e.kind(), e.to_string()),
@@ -123,7 +150,17 @@ impl Scheduler {
         }
         info!(state = "running", bytes = module.len(), "module ready");
         let run_started = Instant::now();
-        let result = self.run_until_resources(task, module).await;
+        let run = self.run_until_resources(task, module);
+        tokio::pin!(run);
+        let result = tokio::select! {
+            result = &mut run => result,
+            () = stop.cancelled() => {
+                self.backend.cancel(task.id()).await;
+                // The local backend stops within a tick; a run that does not end within the
+                // grace is dropped (its slot is the scheduler's again).
+                tokio::time::timeout(CANCEL_GRACE, run).await.unwrap_or_else(|_| cancelled_result())
+            }
+        };
         let ran = run_started.elapsed();
         self.metrics.run_seconds.observe(ran.as_secs_f64());
         self.metrics
@@ -175,6 +212,14 @@ impl Scheduler {
         })
         .await;
     }
+}
+
+/// How long a cancelled run may take to end before the scheduler stops waiting for it.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// The result a run stopped by a cancel gets here (the store's own, naming who, is kept).
+fn cancelled_result() -> ResultEnvelope {
+    ResultEnvelope::failure(ErrorKind::CancelledByRequest, "cancelled through the API")
 }
 
 /// The Wasm call's own time (instantiation and call), from the result document.

@@ -29,6 +29,9 @@ impl Scheduler {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut queue: VecDeque<Job> = self.resume().await?.into();
+        for job in &queue {
+            self.live.queued(&job.task.task_id);
+        }
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut running = JoinSet::new();
         let (admitted, mut from_source) = mpsc::channel(SOURCE_BATCHES);
@@ -39,6 +42,7 @@ impl Scheduler {
                 () = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned(), if !queue.is_empty() => {
                     if let (Ok(permit), Some(job)) = (permit, queue.pop_front()) {
+                        self.live.dequeued(&job.task.task_id);
                         running.spawn(self.clone().process(job, permit));
                     }
                 }
@@ -47,8 +51,16 @@ impl Scheduler {
                         warn!(error = %e, "a task's worker failed");
                     }
                 }
-                Some(task) = inbox.recv() => queue.push_back(Job::from_api(task)),
-                Some(jobs) = from_source.recv() => queue.extend(jobs),
+                Some(task) = inbox.recv() => {
+                    self.live.queued(task.id());
+                    queue.push_back(Job::from_api(task));
+                }
+                Some(jobs) = from_source.recv() => {
+                    for job in &jobs {
+                        self.live.queued(&job.task.task_id);
+                    }
+                    queue.extend(jobs);
+                }
                 ended = &mut pump => {
                     ended.context("the source's poller panicked")??;
                     break;

@@ -13,7 +13,8 @@
 //! - [`salvage`]: checking and salvaging a damaged journal by hand;
 //! - [`error`]: why a state directory does not open ([`OpenError`]);
 //! - [`disk`]: free space against a low watermark;
-//! - [`quarantine`]: poison tasks, started too often without finishing.
+//! - [`quarantine`]: poison tasks, started too often without finishing;
+//! - [`timeline`]: a task's state changes and cancellation, and the change events broadcast.
 
 pub mod disk;
 pub mod error;
@@ -21,9 +22,11 @@ pub mod journal;
 pub mod quarantine;
 pub mod redb;
 pub mod salvage;
+pub mod timeline;
 
 pub use disk::DiskSpace;
 pub use error::OpenError;
+pub use timeline::{CancelOutcome, Cancellation, Step, TaskEvent};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -47,17 +50,21 @@ pub enum TaskState {
     /// Started too many times without finishing (each run ended with the coordinator): not run
     /// again; its result says so (see [`quarantine`]).
     Quarantined,
+    /// Cancelled through the API before it finished: not run (again); its result (kind
+    /// `cancelled_by_request`) and its record say who cancelled it and when.
+    Cancelled,
 }
 
 impl TaskState {
     /// Every state, in life order.
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 7] = [
         TaskState::Pending,
         TaskState::Fetching,
         TaskState::Running,
         TaskState::Succeeded,
         TaskState::Failed,
         TaskState::Quarantined,
+        TaskState::Cancelled,
     ];
 
     /// The snake_case name (API, logs, metrics).
@@ -69,6 +76,7 @@ impl TaskState {
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Quarantined => "quarantined",
+            TaskState::Cancelled => "cancelled",
         }
     }
 
@@ -76,7 +84,10 @@ impl TaskState {
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            TaskState::Succeeded | TaskState::Failed | TaskState::Quarantined
+            TaskState::Succeeded
+                | TaskState::Failed
+                | TaskState::Quarantined
+                | TaskState::Cancelled
         )
     }
 }
@@ -108,6 +119,13 @@ pub struct TaskRecord {
     /// on-chain request was reorganised away).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_written_back: Option<String>,
+    /// Its state changes, each with its time and attempt (at most
+    /// [`timeline::MAX_TIMELINE`]); empty for records written before timelines existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Step>,
+    /// Who cancelled it and when, if it was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<Cancellation>,
 }
 
 /// Persists tasks. Every mutation is durable when its future resolves.
@@ -162,6 +180,21 @@ pub trait StateStore: Send + Sync {
         task_id: &str,
         not_written_back: Option<String>,
     ) -> Result<(), StateError>;
+
+    /// Cancels an unfinished task on behalf of `by` and waits until that is durable: its state
+    /// becomes `cancelled`, its result a `cancelled_by_request` failure, and no later result
+    /// replaces it. A task that has ended is left as it is. The default refuses.
+    async fn cancel(&self, task_id: &str, by: &str) -> Result<CancelOutcome, StateError> {
+        let _ = (task_id, by);
+        Err(StateError("this state store cannot cancel tasks".into()))
+    }
+
+    /// Every committed change from now on, as [`TaskEvent`]s (a receiver that falls behind by
+    /// more than the channel holds is told how many it missed). `None` (the default) for a store
+    /// that broadcasts nothing.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<TaskEvent>> {
+        None
+    }
 
     /// One task's record.
     fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError>;

@@ -51,6 +51,8 @@ mod tests {
             updated_at_ms: 0,
             result: None,
             not_written_back: None,
+            timeline: Vec::new(),
+            cancelled: None,
         }
     }
 

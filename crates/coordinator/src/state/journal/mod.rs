@@ -70,6 +70,15 @@ pub enum Change {
         /// Its result document (an error).
         result: Box<ResultEnvelope>,
     },
+    /// A task was cancelled by `by` (see
+    /// [`StateStore::cancel`](super::StateStore::cancel)). Journals holding it do not open in
+    /// versions before it.
+    Cancel {
+        /// The task's id.
+        id: String,
+        /// Who cancelled it.
+        by: String,
+    },
     /// A task's result was written back to its source (or never can be: `note` says why).
     Reported {
         /// The task's id.

@@ -197,7 +197,7 @@ fn replay(
         if batch_seq <= seq {
             continue;
         }
-        for outcome in commit(db, batch_seq, &batch, false)? {
+        for outcome in commit(db, batch_seq, &batch, false)?.0 {
             if let Err(e) = outcome {
                 tracing::warn!(error = %e, "a journaled change did not apply again");
             }

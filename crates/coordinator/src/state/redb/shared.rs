@@ -1,10 +1,11 @@
 //! What the store's handle and its writer thread share: the database (taken away while the
 //! writer reopens it after a write failure) and whether writes currently fail.
 
-use super::super::{StateError, WriteFailure, now_ms};
+use super::super::{StateError, TaskEvent, WriteFailure, now_ms};
 use redb::Database;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// The database handle and the health of writes.
@@ -18,9 +19,40 @@ pub(super) struct Shared {
     corrupt: Mutex<Option<WriteFailure>>,
     /// Cancelled when `corrupt` is set, so that the process can stop.
     corrupted: CancellationToken,
+    /// Where committed changes are broadcast.
+    pub(super) events: Events,
     /// Test-only fault hooks: the next journal append, or database commit, fails.
     #[cfg(test)]
     pub(super) faults: Faults,
+}
+
+/// Most events a subscriber may fall behind by before it is told it missed some.
+pub const EVENTS_CAPACITY: usize = 16_384;
+
+/// The broadcast of committed changes ([`TaskEvent`]s).
+pub(super) struct Events(broadcast::Sender<TaskEvent>);
+
+impl Default for Events {
+    fn default() -> Self {
+        Self(broadcast::channel(EVENTS_CAPACITY).0)
+    }
+}
+
+impl Events {
+    /// Sends each event to every subscriber (none listening is fine).
+    pub(super) fn publish(&self, events: Vec<TaskEvent>) {
+        if self.0.receiver_count() == 0 {
+            return;
+        }
+        for event in events {
+            let _ = self.0.send(event);
+        }
+    }
+
+    /// A receiver of every event from now on.
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
+        self.0.subscribe()
+    }
 }
 
 /// A write the test-only fault hooks can make fail.

@@ -4,7 +4,9 @@
 use super::super::OpenError;
 use super::super::disk::{DEFAULT_LOW_WATERMARK_BYTES, DiskSpace};
 use super::super::journal::Change;
-use super::super::{StateError, StateStore, TaskRecord, TaskState, WriteFailure};
+use super::super::{
+    CancelOutcome, StateError, StateStore, TaskEvent, TaskRecord, TaskState, WriteFailure,
+};
 use super::open::open_dir;
 use super::shared::Shared;
 use super::tables::{COUNTS, CURSORS, TASKS, decode, err};
@@ -218,6 +220,18 @@ impl StateStore for RedbStore {
             note: not_written_back,
         };
         answer(self.send(change, Waiter::Done)).await
+    }
+
+    async fn cancel(&self, task_id: &str, by: &str) -> Result<CancelOutcome, StateError> {
+        let change = Change::Cancel {
+            id: task_id.to_owned(),
+            by: by.to_owned(),
+        };
+        answer(self.send(change, Waiter::Cancel)).await
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<TaskEvent>> {
+        Some(self.shared.events.subscribe())
     }
 
     fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StateError> {

@@ -1,9 +1,10 @@
 //! The database's tables and how one journaled batch is applied to them in one transaction.
 
 use super::super::journal::{Batch, Change};
-use super::super::{StateError, TaskRecord, TaskState};
+use super::super::timeline::{self, CancelOutcome, Cancellation, Step, TaskEvent};
+use super::super::{API_ORIGIN, StateError, TaskRecord, TaskState};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use wasm_exec_task::TaskSpec;
+use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskSpec};
 
 /// task_id -> JSON-encoded [`TaskRecord`].
 pub(super) const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
@@ -27,6 +28,14 @@ pub(super) fn slot(state: TaskState) -> usize {
 pub(super) enum Applied {
     Admitted(Vec<TaskSpec>),
     Done,
+    Cancel(CancelOutcome),
+}
+
+/// What one batch did besides its outcomes: the count changes and the events to broadcast.
+#[derive(Default)]
+pub(super) struct Effects {
+    pub(super) deltas: Deltas,
+    pub(super) events: Vec<TaskEvent>,
 }
 
 pub(super) fn err(e: impl std::fmt::Display) -> StateError {
@@ -47,14 +56,17 @@ pub(super) fn applied_seq(db: &Database) -> Result<u64, StateError> {
     }
 }
 
+/// What a committed batch gave: each change's outcome, and the events to broadcast.
+pub(super) type Committed = (Vec<Result<Applied, StateError>>, Vec<TaskEvent>);
+
 /// Applies batch `seq` in one transaction, durable or not, and returns each change's outcome
-/// (an error for all if the commit failed).
+/// and the events (an error for all if the commit failed).
 pub(super) fn commit(
     db: &Database,
     seq: u64,
     batch: &Batch,
     durable: bool,
-) -> Result<Vec<Result<Applied, StateError>>, StateError> {
+) -> Result<Committed, StateError> {
     let mut txn = db.begin_write().map_err(err)?;
     txn.set_durability(if durable {
         Durability::Immediate
@@ -63,11 +75,11 @@ pub(super) fn commit(
     })
     .map_err(err)?;
     let mut outcomes = Vec::with_capacity(batch.changes.len());
+    let mut effects = Effects::default();
     {
         let mut table = txn.open_table(TASKS).map_err(err)?;
-        let mut deltas: Deltas = [0; TaskState::ALL.len()];
         for change in &batch.changes {
-            outcomes.push(apply(&mut table, change, batch.at_ms, &mut deltas));
+            outcomes.push(apply(&mut table, change, batch.at_ms, &mut effects));
         }
         let cursors = batch.changes.iter().filter_map(|c| match c {
             Change::Admit {
@@ -89,12 +101,12 @@ pub(super) fn commit(
         }
         drop(cursor_table);
         let mut counts = txn.open_table(COUNTS).map_err(err)?;
-        apply_deltas(&mut counts, &deltas)?;
+        apply_deltas(&mut counts, &effects.deltas)?;
         let mut meta = txn.open_table(META).map_err(err)?;
         meta.insert(JOURNAL_SEQ, seq).map_err(err)?;
     }
     txn.commit().map_err(err)?;
-    Ok(outcomes)
+    Ok((outcomes, effects.events))
 }
 
 /// Applies one change to the tasks table.
@@ -102,20 +114,21 @@ fn apply(
     table: &mut Table<'_>,
     change: &Change,
     now: u64,
-    deltas: &mut Deltas,
+    fx: &mut Effects,
 ) -> Result<Applied, StateError> {
     match change {
         Change::Admit { tasks, origin, .. } => {
-            admit(table, tasks, origin, now, deltas).map(Applied::Admitted)
+            admit(table, tasks, origin, now, fx).map(Applied::Admitted)
         }
         Change::Progress { id, state } => {
-            let outcome = update(table, id, now, deltas, |r| {
+            let outcome = update(table, id, now, fx, |r| {
+                if r.state.is_finished() {
+                    return;
+                }
                 if *state == TaskState::Running {
                     r.attempts += 1;
                 }
-                if !r.state.is_finished() {
-                    r.state = *state;
-                }
+                r.state = *state;
             });
             if let Err(e) = &outcome {
                 tracing::warn!(task_id = %id, error = %e, "could not record a task's progress");
@@ -126,7 +139,10 @@ fn apply(
             id,
             result,
             reported,
-        } => update(table, id, now, deltas, |r| {
+        } => update(table, id, now, fx, |r| {
+            if r.state == TaskState::Cancelled {
+                return; // a run that ended after its cancel: the cancel stands
+            }
             r.reported |= *reported;
             r.state = if result.ok {
                 TaskState::Succeeded
@@ -136,19 +152,54 @@ fn apply(
             r.result = Some((**result).clone());
         })
         .map(|()| Applied::Done),
-        Change::Quarantine { id, result } => update(table, id, now, deltas, |r| {
+        Change::Quarantine { id, result } => update(table, id, now, fx, |r| {
             if !r.state.is_finished() {
                 r.state = TaskState::Quarantined;
                 r.result = Some((**result).clone());
             }
         })
         .map(|()| Applied::Done),
-        Change::Reported { id, note } => update(table, id, now, deltas, |r| {
+        Change::Reported { id, note } => update(table, id, now, fx, |r| {
             r.reported = true;
             r.not_written_back.clone_from(note);
         })
         .map(|()| Applied::Done),
+        Change::Cancel { id, by } => cancel(table, id, by, now, fx).map(Applied::Cancel),
     }
+}
+
+/// Cancels an unfinished task: state `cancelled`, a `cancelled_by_request` result naming who
+/// and when; an API task's result needs no write-back. A task that ended is left untouched.
+fn cancel(
+    table: &mut Table<'_>,
+    task_id: &str,
+    by: &str,
+    now: u64,
+    fx: &mut Effects,
+) -> Result<CancelOutcome, StateError> {
+    let was = match table.get(task_id).map_err(err)? {
+        Some(value) => decode(value.value())?.state,
+        None => return Err(StateError(format!("unknown task \"{task_id}\""))),
+    };
+    if was.is_finished() {
+        return Ok(CancelOutcome::AlreadyEnded(was));
+    }
+    update(table, task_id, now, fx, |r| {
+        r.state = TaskState::Cancelled;
+        r.reported = r.origin == API_ORIGIN;
+        r.result = Some(ResultEnvelope::failure(
+            ErrorKind::CancelledByRequest,
+            format!(
+                "cancelled by {by} at {now} ms (Unix time) while {}",
+                was.as_str()
+            ),
+        ));
+        r.cancelled = Some(Cancellation {
+            by: by.to_owned(),
+            at_ms: now,
+        });
+    })?;
+    Ok(CancelOutcome::Cancelled { was })
 }
 
 type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
@@ -177,7 +228,7 @@ fn admit(
     tasks: &[TaskSpec],
     origin: &str,
     now: u64,
-    deltas: &mut Deltas,
+    fx: &mut Effects,
 ) -> Result<Vec<TaskSpec>, StateError> {
     let mut fresh = Vec::new();
     for task in tasks {
@@ -194,12 +245,24 @@ fn admit(
             updated_at_ms: now,
             result: None,
             not_written_back: None,
+            timeline: vec![Step {
+                at_ms: now,
+                state: TaskState::Pending,
+                attempt: 0,
+            }],
+            cancelled: None,
         };
         let bytes = serde_json::to_vec(&record).map_err(err)?;
         table
             .insert(task.task_id.as_str(), bytes.as_slice())
             .map_err(err)?;
-        deltas[slot(TaskState::Pending)] += 1;
+        fx.deltas[slot(TaskState::Pending)] += 1;
+        fx.events.push(TaskEvent {
+            task_id: task.task_id.clone(),
+            state: TaskState::Pending,
+            attempts: 0,
+            at_ms: now,
+        });
         fresh.push(task.clone());
     }
     Ok(fresh)
@@ -209,17 +272,31 @@ fn update(
     table: &mut Table<'_>,
     task_id: &str,
     now: u64,
-    deltas: &mut Deltas,
+    fx: &mut Effects,
     change: impl FnOnce(&mut TaskRecord),
 ) -> Result<(), StateError> {
     let mut record = match table.get(task_id).map_err(err)? {
         Some(value) => decode(value.value())?,
         None => return Err(StateError(format!("unknown task \"{task_id}\""))),
     };
-    let before = record.state;
+    let (before, attempts) = (record.state, record.attempts);
     change(&mut record);
-    deltas[slot(before)] -= 1;
-    deltas[slot(record.state)] += 1;
+    fx.deltas[slot(before)] -= 1;
+    fx.deltas[slot(record.state)] += 1;
+    if record.state != before || record.attempts != attempts {
+        let step = Step {
+            at_ms: now,
+            state: record.state,
+            attempt: record.attempts,
+        };
+        timeline::record(&mut record.timeline, step);
+    }
+    fx.events.push(TaskEvent {
+        task_id: task_id.to_owned(),
+        state: record.state,
+        attempts: record.attempts,
+        at_ms: now,
+    });
     record.updated_at_ms = now;
     let bytes = serde_json::to_vec(&record).map_err(err)?;
     table.insert(task_id, bytes.as_slice()).map_err(err)?;

@@ -3,7 +3,7 @@
 //! database write closes the database until [`super::reopen`] brings it back.
 
 use super::super::journal::{Batch, Change, Journal};
-use super::super::{StateError, now_ms};
+use super::super::{CancelOutcome, StateError, now_ms};
 use super::open::Opened;
 use super::reopen::Retry;
 use super::shared::{Fault, Shared};
@@ -31,6 +31,8 @@ pub(super) enum Waiter {
     Nobody,
     /// An admission, answered with the tasks that were new.
     Admit(oneshot::Sender<Result<Vec<TaskSpec>, StateError>>),
+    /// A cancel, answered with what it did.
+    Cancel(oneshot::Sender<Result<CancelOutcome, StateError>>),
     /// Any other change.
     Done(oneshot::Sender<Result<(), StateError>>),
 }
@@ -42,7 +44,13 @@ impl Waiter {
             Self::Admit(tx) => {
                 let _ = tx.send(outcome.map(|a| match a {
                     Applied::Admitted(fresh) => fresh,
-                    Applied::Done => Vec::new(),
+                    Applied::Done | Applied::Cancel(_) => Vec::new(),
+                }));
+            }
+            Self::Cancel(tx) => {
+                let _ = tx.send(outcome.and_then(|a| match a {
+                    Applied::Cancel(done) => Ok(done),
+                    _ => Err(StateError("a cancel applied as another change".into())),
                 }));
             }
             Self::Done(tx) => {
@@ -166,10 +174,11 @@ impl Writer {
             })
         };
         match committed {
-            Ok(outcomes) => {
+            Ok((outcomes, events)) => {
                 self.seq += 1;
                 self.retry = None;
                 self.shared.recover();
+                self.shared.events.publish(events);
                 for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
                     waiter.answer(outcome);
                 }
