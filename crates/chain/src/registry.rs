@@ -8,6 +8,10 @@ use alloy::rpc::types::TransactionRequest;
 /// The generated types: the contract's calls, events, errors and its instance type.
 mod binding {
     #![allow(missing_docs)]
+    #![allow(
+        clippy::too_many_arguments,
+        reason = "the generated builder of the eight-argument `submitTask` (`submitTask_1`)"
+    )]
     alloy::sol!(
         #[sol(rpc)]
         #[derive(Debug, PartialEq, Eq)]
