@@ -177,6 +177,8 @@ contract TaskRegistry {
     error FeeTooLarge(uint256 fee);
     error NeedsCommitReveal(uint256 taskId);
     error CommitsStarted(uint256 taskId);
+    /// A v1 task (no deadline) takes no commits: write it with `submitResult(s)`.
+    error DirectOnly(uint256 taskId);
     error TaskExpiredAlready(uint256 taskId);
     error DeadlinePassed(uint256 taskId, uint256 deadline);
     error CommitWindowClosed(uint256 taskId, uint256 commitEnd);
@@ -378,7 +380,7 @@ contract TaskRegistry {
             if (skip) return false;
             if (status == Status.Completed) revert AlreadyCompleted(taskId);
             if (status == Status.Expired) revert TaskExpiredAlready(taskId);
-            revert CommitWindowClosed(taskId, 0);
+            revert DirectOnly(taskId);
         }
         if (block.timestamp >= task.commitEnd) {
             if (skip) return false;

@@ -5,7 +5,9 @@ use alloy::primitives::{Address, Bytes};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionRequest;
 
-/// The generated types: the contract's calls, events, errors and its instance type.
+/// The generated types: the contract's calls, events, errors and its instance type. The
+/// overloaded `submitTask` is bound as `submitTask_0` (five arguments: a 1-of-1 task) and
+/// `submitTask_1` (eight: a k-of-n task with fee and deadline).
 mod binding {
     #![allow(missing_docs)]
     #![allow(

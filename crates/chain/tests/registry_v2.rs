@@ -197,6 +197,10 @@ async fn a_liar_is_recorded_and_its_stake_goes_to_the_requester() {
     assert_eq!((a_stake.deposited, a_stake.locked), (0, 0));
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[tokio::test]
 async fn a_copier_that_did_not_commit_cannot_reveal_and_a_wrong_salt_or_hash_reverts() {
     let f = fixture().await;
@@ -287,6 +291,10 @@ async fn with_one_silent_two_of_three_completes_once_the_commit_window_closes() 
     assert_eq!(done.agreeing, [a.address, b.address]);
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[tokio::test]
 async fn with_two_silent_the_task_expires_and_the_requester_is_refunded() {
     let f = fixture().await;
@@ -353,6 +361,10 @@ async fn with_two_silent_the_task_expires_and_the_requester_is_refunded() {
     send!(f.requester.registry.claim()).await.expect("claim");
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[tokio::test]
 async fn replicas_and_quorum_are_bounded_and_the_deadline_is_in_the_future() {
     let f = fixture().await;
@@ -395,6 +407,10 @@ async fn replicas_and_quorum_are_bounded_and_the_deadline_is_in_the_future() {
     ));
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
 #[tokio::test]
 async fn the_five_argument_submit_is_one_of_one_written_directly() {
     let f = fixture().await;
@@ -421,7 +437,7 @@ async fn the_five_argument_submit_is_one_of_one_written_directly() {
     assert!(!r.acceptsCommits(task).call().await.expect("view"));
     assert!(matches!(
         reverted(commit(e, task, &Claim::new("1", 1)).await),
-        TaskRegistryErrors::CommitWindowClosed(_)
+        TaskRegistryErrors::DirectOnly(_)
     ));
     let done = send!(e.registry.submitResult(task, true, "1".into(), B256::ZERO))
         .await

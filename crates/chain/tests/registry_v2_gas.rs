@@ -105,16 +105,7 @@ async fn batched(f: &Fixture, replicas: u8, quorum: u8) -> Steps {
             "a resent batch writes nothing"
         );
     }
-    let reveals: Vec<TaskRegistry::Reveal> = tasks
-        .iter()
-        .map(|&task_id| TaskRegistry::Reveal {
-            taskId: task_id,
-            ok: claim.ok,
-            result: claim.result.clone(),
-            resultHash: claim.hash,
-            salt: claim.salt,
-        })
-        .collect();
+    let reveals = reveals_of(&tasks, &claim);
     for who in &f.executors[..quorum as usize] {
         let receipt = send!(who.registry.revealResults(reveals.clone()))
             .await
@@ -132,60 +123,84 @@ async fn batched(f: &Fixture, replicas: u8, quorum: u8) -> Steps {
         );
     }
     for task in tasks {
-        assert_eq!(
-            f.owner
-                .registry
-                .taskStatus(task)
-                .call()
-                .await
-                .expect("status"),
-            2
-        );
+        assert_completed(f, task).await;
     }
     steps
+}
+
+/// The same reveal for each of `tasks`.
+fn reveals_of(tasks: &[U256], claim: &Claim) -> Vec<TaskRegistry::Reveal> {
+    tasks
+        .iter()
+        .map(|&task_id| TaskRegistry::Reveal {
+            taskId: task_id,
+            ok: claim.ok,
+            result: claim.result.clone(),
+            resultHash: claim.hash,
+            salt: claim.salt,
+        })
+        .collect()
+}
+
+async fn assert_completed(f: &Fixture, task: U256) {
+    let status = f.owner.registry.taskStatus(task).call().await;
+    assert_eq!(status.expect("status"), 2, "task {task} completed");
+}
+
+/// A v1 task written directly: one task, then `BATCH` by `submitResults` (gas per task).
+async fn direct(f: &Fixture) -> (Steps, Steps) {
+    let e = &f.executors[0];
+    let (task, submit) = submit_v1(f).await;
+    let call = e
+        .registry
+        .submitResult(task, true, "144".into(), B256::ZERO);
+    let write = send!(call).await.expect("result").gas_used;
+    let mut ids = Vec::new();
+    let mut submits = 0;
+    for _ in 0..BATCH {
+        let (id, gas) = submit_v1(f).await;
+        ids.push(id);
+        submits += gas;
+    }
+    let results = vec!["144".into(); BATCH];
+    let call = e.registry.submitResults(
+        ids.clone(),
+        vec![true; BATCH],
+        results,
+        vec![B256::ZERO; BATCH],
+    );
+    let batch = send!(call).await.expect("batch").gas_used;
+    for id in ids {
+        assert_completed(f, id).await;
+    }
+    let one = Steps {
+        submit,
+        commits: vec![],
+        reveals: vec![write],
+    };
+    let many = Steps {
+        submit: submits / BATCH as u64,
+        commits: vec![],
+        reveals: vec![batch / BATCH as u64],
+    };
+    (one, many)
 }
 
 #[tokio::test]
 async fn gas_per_task_for_one_of_one_and_two_of_three() {
     let f = fixture().await;
-    let e = &f.executors[0];
-
-    // 1-of-1, v1: submit and one direct write; then a batch of direct writes.
-    let (task, submit) = submit_v1(&f).await;
-    let write = send!(
-        e.registry
-            .submitResult(task, true, "144".into(), B256::ZERO)
-    )
-    .await
-    .expect("result")
-    .gas_used;
-    let mut ids = Vec::new();
-    let mut submits = 0;
-    for _ in 0..BATCH {
-        let (id, gas) = submit_v1(&f).await;
-        ids.push(id);
-        submits += gas;
-    }
-    let batch = send!(e.registry.submitResults(
-        ids,
-        vec![true; BATCH],
-        vec!["144".into(); BATCH],
-        vec![B256::ZERO; BATCH]
-    ))
-    .await
-    .expect("batch")
-    .gas_used;
-    let direct_batched = (submits / BATCH as u64, batch / BATCH as u64);
-
+    let (one, many) = direct(&f).await;
     // Every step first on fresh accounts, then measured with the executors' records already
     // set (a zero slot costs 22,100 gas to set, a set one 5,000 to change).
     let first = one_by_one(&f, 3, 2).await;
     println!(
-        "2-of-3, one call each, on accounts with no record yet: {first:?}, total {}",
+        "2-of-3 one call each, no record yet: {first:?}, total {}",
         first.total()
     );
     batched(&f, 1, 1).await;
     let rows = [
+        ("1-of-1 direct `submitResult`", one),
+        ("1-of-1 direct `submitResults`, batches of 10", many),
         (
             "1-of-1 commit-reveal, one call each",
             one_by_one(&f, 1, 1).await,
@@ -198,37 +213,20 @@ async fn gas_per_task_for_one_of_one_and_two_of_three() {
         ("2-of-3, batches of 10", batched(&f, 3, 2).await),
     ];
     println!(
-        "| task | submit | commit (each executor) | reveal (each revealer; the last settles) | total per task |"
+        "| task | submit | commit, each executor | reveal or write, each (the last settles) | total |"
     );
     println!("| --- | ---: | --- | --- | ---: |");
-    println!(
-        "| 1-of-1 direct `submitResult` | {submit} | - | {write} (write) | {} |",
-        submit + write
-    );
-    println!(
-        "| 1-of-1 direct `submitResults`, batches of 10 | {} | - | {} (write) | {} |",
-        direct_batched.0,
-        direct_batched.1,
-        direct_batched.0 + direct_batched.1
-    );
     for (name, steps) in &rows {
+        let (submit, commits, reveals) = (steps.submit, &steps.commits, &steps.reveals);
         println!(
-            "| {name} | {} | {:?} | {:?} | {} |",
-            steps.submit,
-            steps.commits,
-            steps.reveals,
+            "| {name} | {submit} | {commits:?} | {reveals:?} | {} |",
             steps.total()
         );
     }
     // Loose ceilings, so that a change that makes commit or reveal much dearer is noticed.
     for (name, steps) in &rows {
-        assert!(
-            steps.commits.iter().all(|&g| g < 120_000),
-            "{name}: {steps:?}"
-        );
-        assert!(
-            steps.reveals.iter().all(|&g| g < 250_000),
-            "{name}: {steps:?}"
-        );
+        let within = |gas: &[u64], max| gas.iter().all(|&g| g < max);
+        assert!(within(&steps.commits, 120_000), "{name}: {steps:?}");
+        assert!(within(&steps.reveals, 250_000), "{name}: {steps:?}");
     }
 }
