@@ -123,6 +123,7 @@ contract TaskRegistry {
     mapping(uint256 => address[MAX_REPLICAS]) private committers;
     mapping(uint256 => mapping(address => Entry)) private entries;
 
+    /// A task was requested (both versions).
     event TaskSubmitted(
         uint256 indexed taskId,
         address indexed requester,
@@ -146,21 +147,31 @@ contract TaskRegistry {
         bytes32 envelopeHash,
         address[] agreeing
     );
+    /// A task without quorum by its deadline ended; `refund` wei credited to the requester.
     event TaskExpired(uint256 indexed taskId, address indexed requester, uint256 refund);
+    /// An executor committed to a result of a task.
     event ResultCommitted(uint256 indexed taskId, address indexed executor, bytes32 commitment);
+    /// An executor revealed the result it committed to.
     event ResultRevealed(
         uint256 indexed taskId, address indexed executor, bool ok, bytes32 resultHash
     );
     /// An executor's outcome in a task: `Agreed`, `Disagreed` or `Missed`.
     event ExecutorRecorded(uint256 indexed taskId, address indexed executor, Part part);
+    /// A disagreeing executor's locked stake went to the task's requester.
     event StakeSlashed(
         uint256 indexed taskId, address indexed executor, address indexed requester, uint256 amount
     );
+    /// `amount` wei became claimable by `account` (a fee share, a remainder, a refund, a stake).
     event Credited(uint256 indexed taskId, address indexed account, uint256 amount);
+    /// An account withdrew its credit.
     event Claimed(address indexed account, uint256 amount);
+    /// The owner set the stake per commit.
     event StakeRequiredSet(uint96 amount);
+    /// An executor added stake.
     event StakeDeposited(address indexed executor, uint256 amount);
+    /// An executor withdrew free stake.
     event StakeWithdrawn(address indexed executor, uint256 amount);
+    /// The owner allowed or forbade an executor.
     event ExecutorSet(address indexed executor, bool allowed);
 
     error NotOwner(address caller);
@@ -622,6 +633,7 @@ contract TaskRegistry {
         }
     }
 
+    /// Makes `amount` wei claimable by `account`.
     function _credit(uint256 taskId, address account, uint256 amount) private {
         credits[account] += amount;
         emit Credited(taskId, account, amount);
