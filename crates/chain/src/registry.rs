@@ -5,9 +5,15 @@ use alloy::primitives::{Address, Bytes};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionRequest;
 
-/// The generated types: the contract's calls, events, errors and its instance type.
+/// The generated types: the contract's calls, events, errors and its instance type. The
+/// overloaded `submitTask` is bound as `submitTask_0` (five arguments: a 1-of-1 task) and
+/// `submitTask_1` (eight: a k-of-n task with fee and deadline).
 mod binding {
     #![allow(missing_docs)]
+    #![allow(
+        clippy::too_many_arguments,
+        reason = "the generated builder of the eight-argument `submitTask` (`submitTask_1`)"
+    )]
     alloy::sol!(
         #[sol(rpc)]
         #[derive(Debug, PartialEq, Eq)]

@@ -57,7 +57,7 @@ pub async fn submit_task(
     request: &TaskRequest,
 ) -> Result<Submitted, ChainError> {
     let receipt = registry
-        .submitTask(
+        .submitTask_0(
             request.wasm_cid.clone(),
             request.entry.clone(),
             request.input.clone(),

@@ -72,7 +72,7 @@ fn reverted(result: Result<impl std::fmt::Debug, ChainError>) -> TaskRegistryErr
 async fn a_task_is_submitted_then_completed_once_by_an_authorised_executor() {
     let f = fixture().await;
     let input = r#"{"entry":"fib","args":[12]}"#;
-    let receipt = send!(f.requester.submitTask(
+    let receipt = send!(f.requester.submitTask_0(
         "bafkreiabc".into(),
         "fib".into(),
         input.into(),
@@ -107,7 +107,7 @@ async fn a_task_is_submitted_then_completed_once_by_an_authorised_executor() {
     // Ids go up by one.
     let second = send!(
         f.requester
-            .submitTask("c".into(), "e".into(), String::new(), 0, 0)
+            .submitTask_0("c".into(), "e".into(), String::new(), 0, 0)
     )
     .await
     .expect("second task");
@@ -165,7 +165,7 @@ async fn every_rule_reverts_with_its_own_error() {
     let f = fixture().await;
     let empty_cid = send!(
         f.requester
-            .submitTask(String::new(), "fib".into(), "{}".into(), 0, 0)
+            .submitTask_0(String::new(), "fib".into(), "{}".into(), 0, 0)
     )
     .await;
     assert!(matches!(
@@ -174,7 +174,7 @@ async fn every_rule_reverts_with_its_own_error() {
     ));
     let empty_entry = send!(
         f.requester
-            .submitTask("c".into(), String::new(), "{}".into(), 0, 0)
+            .submitTask_0("c".into(), String::new(), "{}".into(), 0, 0)
     )
     .await;
     assert!(matches!(
@@ -182,7 +182,7 @@ async fn every_rule_reverts_with_its_own_error() {
         TaskRegistryErrors::EmptyEntry(_)
     ));
     let big = "x".repeat(16 * 1024 + 1);
-    let too_big = send!(f.requester.submitTask("c".into(), "e".into(), big, 0, 0)).await;
+    let too_big = send!(f.requester.submitTask_0("c".into(), "e".into(), big, 0, 0)).await;
     match reverted(too_big) {
         TaskRegistryErrors::InputTooLarge(e) => {
             assert_eq!(
@@ -195,7 +195,7 @@ async fn every_rule_reverts_with_its_own_error() {
     // Exactly 16 KiB is allowed.
     send!(
         f.requester
-            .submitTask("c".into(), "e".into(), "y".repeat(16 * 1024), 0, 0)
+            .submitTask_0("c".into(), "e".into(), "y".repeat(16 * 1024), 0, 0)
     )
     .await
     .expect("16 KiB input");
@@ -268,7 +268,7 @@ async fn a_batch_writes_what_is_missing_and_skips_what_is_completed() {
     for cid in ["a", "b", "c"] {
         send!(
             f.requester
-                .submitTask(cid.into(), "e".into(), String::new(), 0, 0)
+                .submitTask_0(cid.into(), "e".into(), String::new(), 0, 0)
         )
         .await
         .expect("submit");

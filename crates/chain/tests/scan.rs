@@ -24,7 +24,7 @@ async fn rpc(provider: &DynProvider, method: &'static str, params: Vec<String>) 
 
 async fn submit(registry: &TaskRegistry::TaskRegistryInstance<DynProvider>, cid: &str) {
     registry
-        .submitTask(cid.into(), "fib".into(), "[12]".into(), 0, 0)
+        .submitTask_0(cid.into(), "fib".into(), "[12]".into(), 0, 0)
         .send()
         .await
         .expect("send")

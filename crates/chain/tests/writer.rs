@@ -26,7 +26,7 @@ async fn registry_with_a_task(anvil: &Anvil) -> Address {
             .setExecutor(executor, true)
             .into_transaction_request(),
         registry
-            .submitTask("bafy".into(), "fib".into(), "[12]".into(), 0, 0)
+            .submitTask_0("bafy".into(), "fib".into(), "[12]".into(), 0, 0)
             .into_transaction_request(),
     ] {
         let pending = registry.provider().send_transaction(call).await;

@@ -192,7 +192,7 @@ async fn presign(
     let mut raw = Vec::with_capacity(count);
     for n in 0..count {
         let request = registry
-            .submitTask(
+            .submitTask_0(
                 FIB.into(),
                 "fib".into(),
                 format!("[{}]", (offset + n) % 20),
