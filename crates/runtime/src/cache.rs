@@ -1,4 +1,6 @@
-//! On-disk cache of compiled modules, keyed by the module's SHA-256 and the engine fingerprint.
+//! On-disk cache of compiled modules, keyed by the engine fingerprint and a digest of the module's
+//! SHA-256 and the shape limits it was checked under (the loader's cache id, so a hit needs no
+//! second shape check); "module digest" below means that digest.
 //!
 //! Loading precompiled code means running it, so an entry must prove it was written by a holder
 //! of the cache key ([`cache_key`](crate::cache_key), kept outside the directory). An entry is two
