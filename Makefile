@@ -1,5 +1,5 @@
 # Entry points; each target is a thin wrapper over a script or cargo command documented in README.md.
-.PHONY: run run-executor test guests bench-executor bench-coordinator \
+.PHONY: run run-executor test guests bench-executor bench-real-guests bench-coordinator \
 	image image-coordinator images kind-load k8s-apply
 
 # Container engine (docker or podman), image tags, the cargo profile of the static binaries
@@ -31,6 +31,10 @@ guests:
 ## Executor start-up and speed against the wasmtime CLI and native code (docs/PERFORMANCE.md).
 bench-executor:
 	scripts/bench-executor
+
+## Cold compiles and warm starts of real toolchain output (Go, C, Rust) against the wasmtime CLI.
+bench-real-guests:
+	scripts/bench-real-guests
 
 ## Coordinator throughput, overhead and memory over its HTTP API (docs/PERFORMANCE.md).
 bench-coordinator:

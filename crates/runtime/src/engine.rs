@@ -101,7 +101,7 @@ impl EngineOptions {
 }
 
 /// Feeds `Hash` output into SHA-256, so the fingerprint is stable across processes.
-struct DigestHasher(Sha256);
+pub(crate) struct DigestHasher(pub(crate) Sha256);
 
 impl Hasher for DigestHasher {
     fn finish(&self) -> u64 {

@@ -74,10 +74,12 @@ impl Loader<'_> {
         let sha256: [u8; 32] = Sha256::digest(bytes).into();
         self.limits.check_size(bytes.len())?;
         let wasm = wat::parse_bytes(bytes).map_err(|_| not_wasm_nor_wat())?;
-        let shape = self.limits.check(&wasm)?;
-        tracing::debug!(?shape, "module shape within limits");
+        // An entry is stored only for a module that passed the shape check under these very
+        // limits (its cache id covers them), so a hit needs no second pass over every operator,
+        // which was most of a warm start of a big module.
+        let cache_id = cache_id(&sha256, self.limits);
         if let Some(cache) = self.cache
-            && let Some(module) = cache.load(self.engine, &sha256)
+            && let Some(module) = cache.load(self.engine, &cache_id)
         {
             return Ok(LoadedModule {
                 module,
@@ -85,6 +87,8 @@ impl Loader<'_> {
                 cache: CacheOutcome::Hit,
             });
         }
+        let shape = self.limits.check(&wasm)?;
+        tracing::debug!(?shape, "module shape within limits");
         let (module, code) = match self.compiler {
             Some(compiler) => {
                 let code = compiler.compile(self.options, &wasm, started, time_limit)?;
@@ -103,8 +107,8 @@ impl Loader<'_> {
         let outcome = match self.cache {
             Some(cache) => {
                 match code {
-                    Some(code) => cache.store_serialized(&code, &sha256),
-                    None => cache.store(&module, &sha256),
+                    Some(code) => cache.store_serialized(&code, &cache_id),
+                    None => cache.store(&module, &cache_id),
                 }
                 CacheOutcome::Miss
             }
@@ -140,6 +144,18 @@ fn deserialize_own(engine: &Engine, code: &[u8]) -> Result<Module, RuntimeError>
             one_line(&e)
         ))
     })
+}
+
+/// The compiled-module cache's name for a module checked under `limits`: the SHA-256 of the
+/// module's digest and the limits, so an entry stands for "this module, shape-checked under these
+/// limits" and other limits never find it.
+fn cache_id(module_sha256: &[u8; 32], limits: &ModuleLimits) -> [u8; 32] {
+    use std::hash::Hash;
+    let mut hasher = crate::engine::DigestHasher(Sha256::new());
+    "wasm-exec cache id v1".hash(&mut hasher);
+    module_sha256.hash(&mut hasher);
+    limits.hash(&mut hasher);
+    hasher.0.finalize().into()
 }
 
 /// Hex SHA-256 of module bytes, as reported in `module_sha256`.

@@ -15,7 +15,7 @@ use crate::RuntimeError;
 use wasmparser::{Operator, Parser, Payload, TypeRef};
 
 /// The largest shape a module may have; every field is a maximum, checked before compilation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ModuleLimits {
     /// Bytes of the module as given (binary, or WAT text). Default 64 MiB.
     pub max_module_bytes: usize,

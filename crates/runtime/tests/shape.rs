@@ -124,22 +124,39 @@ fn real_toolchain_output_passes() {
     assert!(shape.functions > 10, "{shape:?}");
 }
 
-/// A real Go program is too big to commit: build one and point `GO_WASM` at it, e.g.
-/// `GOOS=wasip1 GOARCH=wasm go build -o /tmp/go.wasm ./prog`, then
-/// `GO_WASM=/tmp/go.wasm cargo test -p wasm-exec-runtime --test shape -- --ignored`.
+/// The Go toolchain's output (testdata/wasm/go_fib.wasm, guests/go-fib: 4.4 MB, 2,473
+/// functions) passes the default limits; real_guests.rs compiles and runs it.
 #[test]
-#[ignore = "needs a Go wasip1 module in GO_WASM (see the doc comment)"]
 fn a_go_wasip1_module_passes() {
-    let path = std::env::var("GO_WASM").expect("GO_WASM names a Go wasip1 module");
-    let bytes = std::fs::read(&path).expect("GO_WASM readable");
-    let started = Instant::now();
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wasm/go_fib.wasm"),
+    )
+    .expect("fixture");
     let shape = ModuleLimits::default().check(&bytes).expect("passes");
-    eprintln!(
-        "{path}: {} bytes, {shape:?}, checked in {:?}",
-        bytes.len(),
-        started.elapsed()
+    assert!(shape.functions > 2_000, "{shape:?}");
+}
+
+#[test]
+fn a_cached_module_is_checked_again_under_other_limits() {
+    // A cache hit skips the shape check only for the limits the entry was checked under.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let wat = module(&[looped_function(10, 10), looped_function(10, 10)]);
+    let loose = Runtime::new(EngineOptions::default(), Some(&cache)).expect("runtime");
+    assert_eq!(
+        loose.load(wat.as_bytes()).expect("compiles").cache.as_str(),
+        "miss"
     );
-    let started = Instant::now();
-    runtime().load(&bytes).expect("compiles");
-    eprintln!("compiled in {:?}", started.elapsed());
+    assert_eq!(
+        loose.load(wat.as_bytes()).expect("cached").cache.as_str(),
+        "hit"
+    );
+    let strict = Runtime::new(EngineOptions::default(), Some(&cache))
+        .expect("runtime")
+        .with_module_limits(ModuleLimits {
+            max_functions: 1,
+            ..ModuleLimits::default()
+        });
+    let (msg, _) = refused(&strict, &wat);
+    assert!(msg.contains("functions"), "{msg}");
 }

@@ -1,0 +1,3 @@
+module wasm-exec.invalid/guests/go-fib
+
+go 1.27
