@@ -219,11 +219,7 @@ fn stamped_entry_truncated_is_refused_before_it_is_mapped() {
     let out = cache.fib();
     assert_ok(&out, json!(144));
     assert!(out.logs.contains("cache=\"miss\""), "{}", out.logs);
-    assert!(
-        out.logs.contains("truncated or replaced"),
-        "{}",
-        out.logs
-    );
+    assert!(out.logs.contains("truncated or replaced"), "{}", out.logs);
     assert_eq!(std::fs::read(&entry).unwrap(), good, "entry rebuilt");
 }
 
