@@ -223,3 +223,41 @@ fn a_submission_during_a_once_run_is_refused_with_the_reason_not_accepted_and_dr
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The local backend holds a fuel budget as hard as the executor does: fib(40) needs 187 units.
+#[test]
+fn the_local_backend_enforces_the_fuel_budget_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = [1_u64, 100, 150, 186, 187, 188];
+    let tasks: Vec<_> = budgets
+        .iter()
+        .map(|fuel| {
+            json!({"task_id": format!("fuel-{fuel}"), "wasm_cid": "fib.wasm",
+                   "input": {"entry": "fib", "args": [40]}, "limits": {"fuel": fuel}})
+        })
+        .collect();
+    std::fs::write(dir.path().join("tasks.json"), json!(tasks).to_string()).unwrap();
+    let results = dir.path().join("results.jsonl");
+    let out = coordinator(dir.path())
+        .env("COORDINATOR_TASKS_FILE", dir.path().join("tasks.json"))
+        .env("COORDINATOR_RESULTS_FILE", &results)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "some tasks ran out: {out:?}");
+    let results = std::fs::read_to_string(&results).unwrap();
+    for fuel in budgets {
+        let result = results
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["task_id"] == format!("fuel-{fuel}"))
+            .unwrap_or_else(|| panic!("no result for fuel {fuel}: {results}"))["result"]
+            .clone();
+        if fuel < 187 {
+            assert_eq!(result["error"]["kind"], "out_of_fuel", "{fuel}: {result}");
+            assert_eq!(result["fuel_consumed"], fuel, "{result}");
+        } else {
+            assert_eq!(result["result"], 102_334_155, "{fuel}: {result}");
+            assert_eq!(result["fuel_consumed"], 187, "{result}");
+        }
+    }
+}

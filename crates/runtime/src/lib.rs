@@ -15,6 +15,7 @@
 //! - [`sandbox`]: the guest's WASI view of the world (nothing of the host).
 //! - [`clock`]: the guest's virtual clocks; [`poll`]: `poll_oneoff` on them, never blocking.
 //! - [`limiter`]: one memory budget per task, shared by every memory and table.
+//! - `fuel`: the fuel budget as a hard limit, checked where control leaves the guest.
 //! - `classify`: wasmtime errors to outcomes, by type.
 //! - [`capture`]: bounded stdout/stderr capture.
 //! - [`cache`]: the on-disk cache of compiled modules, entries authenticated by HMAC;
@@ -45,6 +46,7 @@ pub mod convert;
 pub mod engine;
 pub mod entry;
 pub mod error;
+mod fuel;
 pub mod inspect;
 pub mod limiter;
 pub mod module;

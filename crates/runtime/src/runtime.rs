@@ -10,6 +10,7 @@ use crate::classify::{Exit, Failure, classify};
 use crate::clock::VirtualClock;
 use crate::compile_child::ChildCompiler;
 use crate::entry::{self, EntryCall, EntryRequest, INITIALIZE_ENTRY};
+use crate::fuel::FuelBudget;
 use crate::limiter::TaskLimiter;
 use crate::module::LoadedModule;
 use crate::sandbox::{HostState, wasi_context};
@@ -287,7 +288,7 @@ impl Runtime {
     ) -> ResultEnvelope {
         let limits = &request.limits;
         let started = Instant::now();
-        let (mut store, budget) = self.store(module, request, captures);
+        let (mut store, fuel) = self.store(module, request, captures);
         let mut results = vec![Val::I32(0); plan.call.ty.results().len()];
         let outcome = self
             .linker
@@ -296,7 +297,7 @@ impl Runtime {
             .and_then(|instance| call_entry(&mut store, &instance, plan, limits, &mut results));
         let mut envelope = plan.envelope.clone();
         envelope.duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-        envelope.fuel_consumed = budget.map(|b| b.saturating_sub(store.get_fuel().unwrap_or(0)));
+        envelope.fuel_consumed = fuel.map(|f| f.consumed(&store));
         captures.fill(&mut envelope);
         settle(&mut envelope, outcome, &results, plan.call.is_command());
         // How far a guest got before its wall-clock deadline depends on the host's speed, so the
@@ -308,14 +309,14 @@ impl Runtime {
         envelope
     }
 
-    /// A store for one run: the guest's WASI view, its memory limiter, its fuel (returned, when
-    /// metered) and its epoch deadline.
+    /// A store for one run: the guest's WASI view, its memory limiter, its fuel budget (returned,
+    /// when metered) and its epoch deadline.
     fn store(
         &self,
         module: &LoadedModule,
         request: &RunRequest,
         captures: &Captures,
-    ) -> (Store<HostState>, Option<u64>) {
+    ) -> (Store<HostState>, Option<FuelBudget>) {
         let limits = &request.limits;
         let clock = VirtualClock::default();
         let wasi = wasi_context(
@@ -335,14 +336,10 @@ impl Runtime {
             },
         );
         store.limiter(|state| &mut state.limiter);
-        let budget = self
+        let fuel = self
             .options
             .fuel_metering
-            .then(|| limits.fuel.unwrap_or(u64::MAX));
-        if let Some(budget) = budget {
-            // Cannot fail: the engine has fuel metering on (checked just above).
-            let _ = store.set_fuel(budget);
-        }
+            .then(|| FuelBudget::install(&mut store, limits.fuel.unwrap_or(u64::MAX)));
         if self.options.interruption == Interruption::Epoch {
             // Called at every tick: stops a cancelled run at once, and any run once its ticks
             // are spent (the time limit: `Trap::Interrupt`, as `epoch_deadline_trap` gives).
@@ -361,7 +358,7 @@ impl Runtime {
                 })
             });
         }
-        (store, budget)
+        (store, fuel)
     }
 }
 

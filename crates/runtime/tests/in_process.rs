@@ -126,6 +126,46 @@ fn fuel_is_metered_identically_on_every_run() {
     assert_eq!(out.kind(), Some(ErrorKind::OutOfFuel));
 }
 
+/// Writes "hi" through WASI after a stretch of straight-line code that no fuel check covers.
+const TALKER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hi")
+  (func (export "run") (result i32)
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 2))
+    (drop (i32.add (i32.add (i32.add (i32.const 1) (i32.const 2)) (i32.const 3)) (i32.const 4)))
+    (drop (i32.add (i32.add (i32.add (i32.const 1) (i32.const 2)) (i32.const 3)) (i32.const 4)))
+    (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))"#;
+
+#[test]
+fn a_guest_over_its_budget_never_reaches_the_host() {
+    let runtime = epoch_runtime(true);
+    let module = runtime.load(TALKER.as_bytes()).expect("compiles");
+    let with = |fuel| RunLimits {
+        fuel: Some(fuel),
+        ..RunLimits::default()
+    };
+    let full = runtime.run(&module, &request("run", json!([]), with(1_000)));
+    assert!(full.ok && full.stdout == "hi", "{full:?}");
+    let need = full.fuel_consumed.expect("metered");
+    for budget in [need / 2, need - 2, need - 1] {
+        let out = runtime.run(&module, &request("run", json!([]), with(budget)));
+        assert_eq!(out.kind(), Some(ErrorKind::OutOfFuel), "{budget}: {out:?}");
+        assert_eq!(
+            out.stdout, "",
+            "FUEL={budget}: the write came after the budget ran out"
+        );
+        assert_eq!(out.fuel_consumed, Some(budget));
+    }
+    let exact = runtime.run(&module, &request("run", json!([]), with(need)));
+    assert_eq!(
+        (exact.stdout.as_str(), exact.fuel_consumed),
+        ("hi", Some(need))
+    );
+}
+
 #[test]
 fn runs_share_nothing_between_stores() {
     let runtime = epoch_runtime(false);

@@ -3,6 +3,7 @@
 mod util;
 
 mod cache;
+mod fuel;
 mod golden;
 mod hostile;
 mod inputs;
