@@ -74,8 +74,7 @@ fn run(cluster: &Cluster, concurrency: usize, tasks: usize, document: &str) -> S
         .env("KUBECONFIG", &kubeconfig)
         .env("COORDINATOR_NAMESPACE", &ns.name)
         .env("COORDINATOR_JOB_TEMPLATE", &template)
-        .env("COORDINATOR_CONCURRENCY", concurrency.to_string())
-        .env("RUST_LOG", "warn");
+        .env("COORDINATOR_CONCURRENCY", concurrency.to_string());
     let service = Service::start(cmd);
     let cpu_before = cpu_seconds(service.pid());
     let components_before: Vec<f64> = COMPONENTS.iter().map(|c| component_cpu(c)).collect();
