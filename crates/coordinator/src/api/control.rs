@@ -155,17 +155,7 @@ pub(super) async fn cancel_task(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let record = api
-        .state
-        .get(&id)
-        .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                Some("task_id"),
-                format!("no task \"{id}\""),
-            )
-        })?;
+    let record = super::read::task_or_404(&api, &id)?;
     refuse_unless_from_api(&record)?;
     let outcome = api
         .state

@@ -43,17 +43,7 @@ pub(super) async fn get_result(
     State(api): State<Api>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = api
-        .state
-        .get(&id)
-        .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                Some("task_id"),
-                format!("no task \"{id}\""),
-            )
-        })?;
+    let record = task_or_404(&api, &id)?;
     match record.result {
         Some(result) => Ok((
             [(header::CONTENT_TYPE, "application/json")],
@@ -78,22 +68,27 @@ pub(super) async fn get_task(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad("wait", e.body_text()))?;
     wait_until_ended(&api, &id, query.wait()).await?;
-    let read = api.state.get(&id);
-    match read.map_err(|e| ApiError::state_read(e, api.state.write_failure()))? {
-        Some(record) => {
-            let waiting = waiting(&api, &record);
-            let view = TaskView {
-                waiting,
-                ..TaskView::from(record)
-            };
-            Ok(axum::Json(view).into_response())
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            Some("task_id"),
-            format!("no task \"{id}\""),
-        )),
-    }
+    let record = task_or_404(&api, &id)?;
+    let waiting = waiting(&api, &record);
+    let view = TaskView {
+        waiting,
+        ..TaskView::from(record)
+    };
+    Ok(axum::Json(view).into_response())
+}
+
+/// The record of task `id`, or the 404 that names it (503 while the state cannot be read).
+pub(super) fn task_or_404(api: &Api, id: &str) -> Result<TaskRecord, ApiError> {
+    api.state
+        .get(id)
+        .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                Some("task_id"),
+                format!("no task \"{id}\""),
+            )
+        })
 }
 
 /// Query of `GET /v1/tasks`.

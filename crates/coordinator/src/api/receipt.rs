@@ -16,11 +16,7 @@ pub(super) async fn get_receipt(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = |why: String| ApiError::new(StatusCode::NOT_FOUND, Some("task_id"), why);
-    let record = api
-        .state
-        .get(&id)
-        .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?
-        .ok_or_else(|| not_found(format!("no task \"{id}\"")))?;
+    let record = super::read::task_or_404(&api, &id)?;
     let Some(result) = &record.result else {
         return Err(not_found(format!(
             "task \"{id}\" has no receipt yet: it is {}",
