@@ -19,8 +19,8 @@ mod support;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams};
 use kube_peer::{
-    ACCOUNT, assert_nothing_left, coordinator_identity, held_template, is_held, local_runtime,
-    release, wait_finished,
+    ACCOUNT, FlowSchema, assert_nothing_left, coordinator_identity, held_template, is_held,
+    local_runtime, release, wait_finished,
 };
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -51,7 +51,7 @@ fn a_thousand_tasks_at_concurrency_8_all_right_and_nothing_left() {
     let ns = cluster.namespace("batch", &[]);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = coordinator_identity(&cluster, &ns.name, dir.path());
-    let _flow = FlowSchema::create(&cluster, &ns.name);
+    let flow = FlowSchema::create(&cluster, &ns.name, "workload-high", &[ACCOUNT]);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -70,7 +70,7 @@ fn a_thousand_tasks_at_concurrency_8_all_right_and_nothing_left() {
         .env("COORDINATOR_CONCURRENCY", CONCURRENCY.to_string());
     let service = Service::start(cmd);
     let base = service.base.clone();
-    let before = dispatched(&cluster, &ns.name);
+    let before = flow.dispatched();
 
     let started = Instant::now();
     let count = tasks_wanted();
@@ -81,7 +81,7 @@ fn a_thousand_tasks_at_concurrency_8_all_right_and_nothing_left() {
     }
     let (wrong, [scheduling, starting, running]) = results(&base, &tasks, started, &service);
     let took = started.elapsed();
-    let requests = dispatched(&cluster, &ns.name) - before;
+    let requests = flow.dispatched() - before;
     stop.store(true, Ordering::Relaxed);
     let pods_played = runtime.block_on(executor).expect("the executor task");
     assert!(
@@ -163,63 +163,6 @@ fn results(
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     });
     (wrong, p50)
-}
-
-/// A FlowSchema that gives the coordinator's ServiceAccount in one namespace a flow of its own,
-/// so the API server counts its requests apart; deleted when dropped.
-struct FlowSchema {
-    cluster: Cluster,
-    name: String,
-}
-
-impl FlowSchema {
-    fn create(cluster: &Cluster, namespace: &str) -> Self {
-        let name = format!("wasm-exec-{namespace}");
-        let schema = json!({
-            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
-            "kind": "FlowSchema",
-            "metadata": {"name": name},
-            "spec": {
-                "priorityLevelConfiguration": {"name": "workload-high"},
-                "matchingPrecedence": 100,
-                "rules": [{
-                    "subjects": [{"kind": "ServiceAccount", "serviceAccount": {"name": ACCOUNT, "namespace": namespace}}],
-                    "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "namespaces": ["*"], "clusterScope": true}],
-                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                }],
-            },
-        });
-        cluster
-            .apply(namespace, &schema.to_string())
-            .expect("the FlowSchema");
-        Self {
-            cluster: cluster.clone(),
-            name,
-        }
-    }
-}
-
-impl Drop for FlowSchema {
-    fn drop(&mut self) {
-        let _ = self
-            .cluster
-            .kubectl(&["delete", "flowschema", &self.name, "--wait=false"]);
-    }
-}
-
-/// Requests the API server dispatched for the coordinator's FlowSchema in `namespace`.
-fn dispatched(cluster: &Cluster, namespace: &str) -> u64 {
-    let metrics = cluster
-        .kubectl(&["get", "--raw", "/metrics"])
-        .expect("the API server's metrics");
-    let series = format!(
-        "apiserver_flowcontrol_dispatched_requests_total{{flow_schema=\"wasm-exec-{namespace}\""
-    );
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 /// Until `stop`: runs the task of every held pod in `namespace` from its ConfigMap and releases

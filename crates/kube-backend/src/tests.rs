@@ -38,6 +38,7 @@ fn settings() -> KubernetesSettings {
         first_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
         max_retry_after: Duration::from_millis(5),
+        throttled: Duration::from_millis(20),
         outage: Duration::from_millis(20),
     };
     settings

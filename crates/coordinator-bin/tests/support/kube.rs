@@ -206,3 +206,75 @@ pub async fn assert_nothing_left(namespace: &str) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A FlowSchema of API Priority and Fairness that puts ServiceAccounts of one namespace in a flow
+/// of their own at a priority level, so the API server counts (and limits) their requests apart
+/// from everyone else's; deleted when dropped.
+pub struct FlowSchema {
+    cluster: Cluster,
+    name: String,
+}
+
+impl FlowSchema {
+    /// Matches `accounts` of `namespace` (every request, watches included) to `level`.
+    pub fn create(cluster: &Cluster, namespace: &str, level: &str, accounts: &[&str]) -> Self {
+        let name = format!("wasm-exec-{namespace}");
+        let subjects: Vec<Value> = accounts
+            .iter()
+            .map(|account| json!({"kind": "ServiceAccount", "serviceAccount": {"name": account, "namespace": namespace}}))
+            .collect();
+        let schema = json!({
+            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+            "kind": "FlowSchema",
+            "metadata": {"name": name},
+            "spec": {
+                "priorityLevelConfiguration": {"name": level},
+                "matchingPrecedence": 100,
+                "rules": [{
+                    "subjects": subjects,
+                    "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "namespaces": ["*"], "clusterScope": true}],
+                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                }],
+            },
+        });
+        cluster
+            .apply(namespace, &schema.to_string())
+            .expect("the FlowSchema");
+        Self {
+            cluster: cluster.clone(),
+            name,
+        }
+    }
+
+    /// Requests of this flow the API server has dispatched so far.
+    pub fn dispatched(&self) -> u64 {
+        self.counter("apiserver_flowcontrol_dispatched_requests_total")
+    }
+
+    /// Requests of this flow the API server has refused (429) so far.
+    pub fn rejected(&self) -> u64 {
+        self.counter("apiserver_flowcontrol_rejected_requests_total")
+    }
+
+    /// The sum of `metric`'s series for this FlowSchema in the API server's metrics.
+    fn counter(&self, metric: &str) -> u64 {
+        let metrics = self
+            .cluster
+            .kubectl(&["get", "--raw", "/metrics"])
+            .expect("the API server's metrics");
+        let series = format!("{metric}{{flow_schema=\"{}\"", self.name);
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+impl Drop for FlowSchema {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl(&["delete", "flowschema", &self.name, "--wait=false"]);
+    }
+}
