@@ -81,8 +81,7 @@ fn run(cluster: &Cluster, concurrency: usize, tasks: usize, document: &str) -> S
     let started = Instant::now();
     let ids: Vec<String> = (0..tasks).map(|i| format!("bench-{i}")).collect();
     for id in &ids {
-        let body =
-            json!({"task_id": id, "wasm_cid": FIB_CID, "input": {"entry": "fib", "args": [12]}});
+        let body = json!({"task_id": id, "wasm_cid": FIB_CID, "input": {"entry": "fib", "args": [12]}, "cache": false});
         let r = post(&service.base, "/v1/tasks", &body.to_string(), None);
         assert_eq!(r.status, 201, "{id}: {r:?}");
     }

@@ -37,6 +37,12 @@ pub struct Config {
     #[arg(long, env = "COORDINATOR_CONCURRENCY", default_value_t = 1)]
     pub concurrency: usize,
 
+    /// MiB of finished results kept to answer identical tasks (same module bytes, entry, input
+    /// and limits) without running them; 0 turns the result cache off. A task can opt out with
+    /// `"cache": false`.
+    #[arg(long, env = "COORDINATOR_RESULT_CACHE_MB", default_value_t = 64)]
+    pub result_cache_mb: usize,
+
     /// A JSON file of tasks to use instead of the built-in samples add / fib / affine.
     #[arg(long, env = "COORDINATOR_TASKS_FILE")]
     pub tasks_file: Option<PathBuf>,

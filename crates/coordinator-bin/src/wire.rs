@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wasm_exec_coordinator::backend::Backend;
+use wasm_exec_coordinator::backend::cached::CachedBackend;
 use wasm_exec_coordinator::backend::local::LocalBackend;
 use wasm_exec_coordinator::health::Health;
 use wasm_exec_coordinator::metrics::Metrics;
@@ -101,8 +102,8 @@ pub async fn backend(
     metrics: Arc<Metrics>,
     abandon: &CancellationToken,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    let backend: Arc<dyn Backend> = match config.backend {
-        BackendKind::Local => Arc::new(local_backend(config, metrics)?),
+    let mut backend: Arc<dyn Backend> = match config.backend {
+        BackendKind::Local => Arc::new(local_backend(config, metrics.clone())?),
         BackendKind::Kubernetes => {
             let settings = KubernetesSettings::new(
                 &config.namespace,
@@ -112,9 +113,14 @@ pub async fn backend(
             Arc::new(KubernetesBackend::connect(settings, abandon.clone()).await?)
         }
     };
+    if config.result_cache_mb > 0 {
+        let budget = config.result_cache_mb.saturating_mul(1 << 20);
+        backend = Arc::new(CachedBackend::new(backend, budget, metrics));
+    }
     tracing::info!(
         backend = backend.name(),
         concurrency = config.concurrency,
+        result_cache_mb = config.result_cache_mb,
         "coordinator starting"
     );
     Ok(backend)

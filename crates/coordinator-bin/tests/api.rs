@@ -193,8 +193,13 @@ fn failing_tasks_are_failed_with_their_kind_and_the_service_goes_on() {
 fn list_pages_by_state_and_metrics_count_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::start(command(dir.path()));
+    // Five identical tasks: the first runs, the result cache answers the next three; the last
+    // opts out of the cache, so it runs again (on the compiled module the first one left).
     for i in 0..5 {
-        let body = json!({"task_id": format!("t{i}"), "wasm_cid": "add.wasm"});
+        let mut body = json!({"task_id": format!("t{i}"), "wasm_cid": "add.wasm"});
+        if i == 4 {
+            body["cache"] = json!(false);
+        }
         assert_eq!(
             post(&svc.base, "/v1/tasks", &body.to_string(), None).status,
             201
@@ -222,14 +227,16 @@ fn list_pages_by_state_and_metrics_count_tasks() {
         text.contains("wasm_exec_task_results_total{kind=\"ok\"} 5"),
         "{text}"
     );
-    assert!(
-        text.contains("wasm_exec_compiled_module_cache_total{outcome=\"hit\"} 4"),
-        "{text}"
-    );
-    assert!(
-        text.contains("wasm_exec_task_run_seconds_count 5"),
-        "{text}"
-    );
+    for line in [
+        "wasm_exec_result_cache_total{outcome=\"hit\"} 3",
+        "wasm_exec_result_cache_total{outcome=\"miss\"} 1",
+        "wasm_exec_result_cache_entries 1",
+        "wasm_exec_compiled_module_cache_total{outcome=\"hit\"} 1",
+        "wasm_exec_compiled_module_cache_total{outcome=\"miss\"} 1",
+        "wasm_exec_task_run_seconds_count 5",
+    ] {
+        assert!(text.contains(line), "no {line} in:\n{text}");
+    }
     assert!(
         text.contains("wasm_exec_module_fetched_bytes_total 330"),
         "{text}"
@@ -349,4 +356,78 @@ fn list_pages_are_bounded_in_bytes_and_still_reach_every_task() {
     }
     assert_eq!(seen, ["f0", "f1", "f2", "f3", "f4", "f5"], "{pages} pages");
     assert!(pages >= 2, "one page held it all");
+}
+
+#[test]
+fn the_result_cache_answers_only_identical_tasks_and_never_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    std::fs::create_dir(&mirror).unwrap();
+    std::fs::copy(support::repo("host/wasm/fib.wasm"), mirror.join("fib.wasm")).unwrap();
+    std::fs::copy(
+        support::repo("testdata/wasm/hostile.wasm"),
+        mirror.join("spin.wasm"),
+    )
+    .unwrap();
+    let mut cmd = command(&dir.path().join("state"));
+    cmd.env("COORDINATOR_IPFS_MIRROR", &mirror);
+    let svc = Service::start(cmd);
+    let fib = |fuel: u64| json!({"wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": [20]}, "limits": {"fuel": fuel}});
+    let spin = json!({"wasm_cid": "spin.wasm", "input": {"entry": "spin"}, "limits": {"timeout_sec": 0.3}});
+    // (task, its kind, whether the cache answers it)
+    let cases = [
+        (fib(1_000_000), "ok", false),
+        (fib(1_000_000), "ok", true),
+        (fib(2_000_000), "ok", false),
+        (fib(100), "out_of_fuel", false),
+        (fib(100), "out_of_fuel", true),
+        (spin.clone(), "timeout", false),
+        (spin, "timeout", false),
+    ];
+    let mut first: Option<serde_json::Value> = None;
+    let mut hits = 0;
+    for (n, (body, kind, hit)) in cases.iter().enumerate() {
+        let (result, took) = run_task(&svc.base, &format!("c{n}"), body);
+        let got = result["error"]["kind"].as_str().unwrap_or("ok");
+        assert_eq!(got, *kind, "c{n}: {result}");
+        if *kind == "timeout" {
+            assert!(took.as_secs_f64() >= 0.3, "c{n} in {took:?}: not run");
+        }
+        // The same limits give the same document, fuel included, cached or not.
+        let first = first.get_or_insert_with(|| result.clone());
+        if n < 3 {
+            assert_eq!(result["result"], first["result"], "c{n}");
+            assert_eq!(result["fuel_consumed"], first["fuel_consumed"], "c{n}");
+        }
+        hits += usize::from(*hit);
+        let metrics = get(&svc.base, "/metrics", None).body;
+        let text = metrics.as_str().unwrap();
+        let mut lines = vec![format!(
+            "wasm_exec_result_cache_total{{outcome=\"miss\"}} {}",
+            n + 1 - hits
+        )];
+        if hits > 0 {
+            lines.push(format!(
+                "wasm_exec_result_cache_total{{outcome=\"hit\"}} {hits}"
+            ));
+        }
+        for line in lines {
+            assert!(text.contains(&line), "c{n}: no {line} in:\n{text}");
+        }
+    }
+}
+
+/// Submits `body` as task `id` and waits for it: its result document, and the time from the
+/// submission to the result.
+fn run_task(
+    base: &str,
+    id: &str,
+    body: &serde_json::Value,
+) -> (serde_json::Value, std::time::Duration) {
+    let mut body = body.clone();
+    body["task_id"] = json!(id);
+    let started = std::time::Instant::now();
+    assert_eq!(post(base, "/v1/tasks", &body.to_string(), None).status, 201);
+    let done = wait_finished(base, id);
+    (done["result"].clone(), started.elapsed())
 }

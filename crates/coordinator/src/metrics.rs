@@ -81,6 +81,12 @@ pub struct Metrics {
     pub fetched_bytes: Counter,
     /// Compiled-module cache lookups of the local backend, by outcome.
     pub module_cache: Family<OutcomeLabel, Counter>,
+    /// Result cache lookups, by outcome (`hit`, `miss`; tasks that opt out are not counted).
+    pub result_cache: Family<OutcomeLabel, Counter>,
+    /// Results held in the result cache.
+    pub result_cache_entries: Gauge,
+    /// Bytes of the results held in the result cache.
+    pub result_cache_bytes: Gauge,
     /// Failures of the task source, by operation (kept by [`Health`](crate::health::Health)).
     source_errors: Family<OpLabel, Counter>,
     /// 1 while the task source works, 0 while an operation is failing (kept by `Health`).
@@ -110,6 +116,9 @@ impl Default for Metrics {
             stage_seconds: Family::new_with_constructor(overhead_buckets as fn() -> _),
             fetched_bytes: Counter::default(),
             module_cache: Family::default(),
+            result_cache: Family::default(),
+            result_cache_entries: Gauge::default(),
+            result_cache_bytes: Gauge::default(),
             source_errors: Family::default(),
             source_up: Gauge::default(),
             chain_block: Family::default(),
@@ -163,6 +172,21 @@ impl Metrics {
             "compiled_module_cache",
             "Compiled-module cache lookups",
             self.module_cache.clone(),
+        );
+        self.registry.register(
+            "result_cache",
+            "Result cache lookups: a task identical to a finished one (module, entry, input, limits)",
+            self.result_cache.clone(),
+        );
+        self.registry.register(
+            "result_cache_entries",
+            "Results held in the result cache",
+            self.result_cache_entries.clone(),
+        );
+        self.registry.register(
+            "result_cache_bytes",
+            "Bytes (as JSON) of the results held in the result cache",
+            self.result_cache_bytes.clone(),
         );
     }
 

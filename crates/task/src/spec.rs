@@ -21,6 +21,21 @@ pub struct TaskSpec {
     /// Limits for this task; unset ones take the coordinator's defaults.
     #[serde(default)]
     pub limits: TaskLimits,
+    /// Whether a stored result of an identical finished task (same module bytes, entry, input
+    /// and limits) may answer this one, and this one's result be stored; `false` always runs it.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub cache: bool,
+}
+
+/// The default of [`TaskSpec::cache`].
+fn yes() -> bool {
+    true
+}
+
+/// Whether `cache` is the default (which is then left out of the record).
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_yes(cache: &bool) -> bool {
+    *cache
 }
 
 /// Per-task limits as submitted; each `None` means "the operator's default" (see
@@ -51,6 +66,7 @@ impl TaskSpec {
             entry: None,
             input,
             limits: TaskLimits::default(),
+            cache: true,
         }
     }
 

@@ -24,6 +24,8 @@ struct Submission {
     input: Value,
     #[serde(default)]
     limits: TaskLimits,
+    /// `false`: always run it, never answer it from (or store it in) the result cache.
+    cache: Option<bool>,
 }
 
 pub(super) async fn submit_task(
@@ -258,6 +260,7 @@ fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), Api
         entry: sub.entry,
         input: sub.input,
         limits: sub.limits,
+        cache: sub.cache.unwrap_or(true),
     };
     let checked = spec
         .check(rules)

@@ -1,7 +1,9 @@
 //! Backends run one task to a result document: in-process ([`local`]) or as a Kubernetes Job
-//! (the kube-backend crate). Every backend returns the executor's [`ResultEnvelope`], unchanged, so a task gives the
+//! (the kube-backend crate); [`cached`] answers a repeated task from the results of earlier ones in
+//! front of either. Every backend returns the executor's [`ResultEnvelope`], unchanged, so a task gives the
 //! same document wherever it ran.
 
+pub mod cached;
 pub mod local;
 
 use async_trait::async_trait;

@@ -208,6 +208,8 @@ pub fn to_task(task_id: String, event: &TaskSubmitted) -> TaskSpec {
             fuel: (event.fuel > 0).then_some(event.fuel),
             max_output_bytes: None,
         },
+        // A cached result is the same bits a run would give, so it may be committed too.
+        cache: true,
     }
 }
 
