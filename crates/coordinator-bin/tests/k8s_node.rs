@@ -1,0 +1,467 @@
+//! The `coordinator` binary with `COORDINATOR_BACKEND=kubernetes` on the suite's REAL node
+//! (`scripts/cluster node-up`: containerd 1.6, runc and a kubelet of the pinned release): every
+//! task's pod really runs the hardened executor image, in a namespace where PodSecurity
+//! `restricted` is enforced, under the coordinator's own ServiceAccount and Role
+//! (`k8s/coordinator.yaml`).
+//!
+//! The template is `k8s/job.yaml` as shipped, placed on the real node (its nodeSelector and a
+//! toleration of its taint, `RealNode::place`); the image is the one `scripts/test` built from
+//! the suite's binaries and imported (`WASM_EXEC_NODE_EXECUTOR_IMAGE`). A watch of the test keeps
+//! the last state of every pod, so each test checks what the kubelet reported, not only what the
+//! coordinator made of it.
+
+#[path = "support/kube.rs"]
+mod kube_peer;
+mod support;
+
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Container, ContainerStateTerminated, Pod};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use kube_peer::{assert_nothing_left, coordinator_identity, wait_finished};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{Service, command, post, repo};
+use wasm_exec_coordinator::source::placeholder::{ADD_CID, AFFINE_CID, FIB_CID};
+use wasm_exec_kube_backend::names::{TASK_LABEL, TaskNames};
+use wasm_exec_test_peers::kube::{Namespace, RealNode};
+
+/// How long one test waits for its tasks: image start, a kubelet's sync loop, the Job's end.
+const TASK_WAIT: Duration = Duration::from_secs(180);
+
+/// The last state seen of every pod, by name.
+type Pods = Arc<Mutex<BTreeMap<String, Pod>>>;
+
+/// One test's coordinator on the real node, in a namespace of its own.
+struct Rig {
+    node: RealNode,
+    ns: Namespace,
+    runtime: tokio::runtime::Runtime,
+    pods: Pods,
+    service: Service,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// The coordinator on `node` with the template `edit` makes from `k8s/job.yaml` (after it
+    /// is placed on the node), running `image`; modules from a mirror of `host/wasm` and
+    /// `testdata/wasm`.
+    fn start(node: RealNode, prefix: &str, image: &str, edit: impl FnOnce(&mut Value)) -> Rig {
+        let ns = node.cluster.namespace(
+            prefix,
+            &[("pod-security.kubernetes.io/enforce", "restricted")],
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let kubeconfig = coordinator_identity(&node.cluster, &ns.name, dir.path());
+        let template = template(&node, dir.path(), edit);
+        let mirror = mirror(dir.path());
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let pods = runtime.block_on(watch_pods(&runtime, &ns.name));
+        let mut cmd = command(&dir.path().join("state"));
+        cmd.env("COORDINATOR_BACKEND", "kubernetes")
+            .env("KUBECONFIG", &kubeconfig)
+            .env("COORDINATOR_NAMESPACE", &ns.name)
+            .env("COORDINATOR_JOB_TEMPLATE", &template)
+            .env("COORDINATOR_EXECUTOR_IMAGE", image)
+            .env("COORDINATOR_IPFS_MIRROR", &mirror)
+            .env("COORDINATOR_CONCURRENCY", "4");
+        let service = Service::start(cmd);
+        Rig {
+            node,
+            ns,
+            runtime,
+            pods,
+            service,
+            _dir: dir,
+        }
+    }
+
+    /// Submits `body` (201 expected).
+    fn submit(&self, body: &Value) {
+        let r = post(&self.service.base, "/v1/tasks", &body.to_string(), None);
+        assert_eq!(r.status, 201, "{body}: {r:?}");
+    }
+
+    /// The task's record once it is finished and reported.
+    fn finished(&self, id: &str) -> Value {
+        wait_finished(
+            &self.service.base,
+            id,
+            Instant::now() + TASK_WAIT,
+            &self.service,
+        )
+    }
+
+    /// The last state seen of the pod of task `id`, and its executor container's end; panics
+    /// when the watch saw none.
+    fn pod_of(&self, id: &str) -> (Pod, ContainerStateTerminated) {
+        let hash = TaskNames::for_task(id).task_hash;
+        let pods = self.pods.lock().expect("the pods");
+        let pod = pods
+            .values()
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(TASK_LABEL))
+                    .is_some_and(|t| *t == hash)
+            })
+            .find(|p| executor_end(p).is_some())
+            .cloned()
+            .unwrap_or_else(|| panic!("no ended pod of {id} seen: {:?}", pods.keys()));
+        let end = executor_end(&pod).expect("an end");
+        (pod, end)
+    }
+
+    /// Waits until no Job, pod or ConfigMap of the coordinator is left in the API, and no
+    /// container of the namespace in the node's containerd.
+    fn assert_nothing_left(&self) {
+        self.runtime.block_on(assert_nothing_left(&self.ns.name));
+        let started = Instant::now();
+        loop {
+            let left = self.node.containers_of(&self.ns.name);
+            if left.is_empty() {
+                eprintln!(
+                    "no container left on the node after {:?}",
+                    started.elapsed()
+                );
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "containers left on {} after 120 s: {left:?}",
+                self.node.name
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// `k8s/job.yaml`, placed on the real node, then changed by `edit`; as JSON in `dir`.
+fn template(node: &RealNode, dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let text = std::fs::read_to_string(repo("k8s/job.yaml")).expect("k8s/job.yaml");
+    let mut job: Value = serde_saphyr::from_str(&text).expect("k8s/job.yaml parses");
+    node.place(&mut job["spec"]["template"]["spec"]);
+    edit(&mut job);
+    let path = dir.join("template.json");
+    std::fs::write(&path, job.to_string()).expect("writing the template");
+    path
+}
+
+/// A module mirror with the samples and the test guests.
+fn mirror(dir: &Path) -> PathBuf {
+    let mirror = dir.join("mirror");
+    std::fs::create_dir(&mirror).expect("the mirror directory");
+    for file in [
+        "host/wasm/add.wasm",
+        "host/wasm/fib.wasm",
+        "host/wasm/affine.wasm",
+        "testdata/wasm/hostile.wasm",
+        "testdata/wasm/command.wasm",
+    ] {
+        let from = repo(file);
+        std::fs::copy(&from, mirror.join(from.file_name().expect("a file name"))).expect(file);
+    }
+    mirror
+}
+
+/// A watch of the pods of `namespace` that keeps the last state of each.
+async fn watch_pods(runtime: &tokio::runtime::Runtime, namespace: &str) -> Pods {
+    let client = kube::Client::try_default().await.expect("the admin client");
+    let api: Api<Pod> = Api::namespaced(client, namespace);
+    let pods = Pods::default();
+    let listed = api.list(&ListParams::default()).await.expect("the pods");
+    let mut version = listed.metadata.resource_version.unwrap_or_default();
+    let seen = pods.clone();
+    runtime.spawn(async move {
+        let params = WatchParams::default().timeout(60);
+        loop {
+            let Ok(stream) = api.watch(&params, &version).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut stream = stream.boxed();
+            while let Ok(Some(event)) = stream.try_next().await {
+                match event {
+                    WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p) => {
+                        version = p.metadata.resource_version.clone().unwrap_or(version);
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        seen.lock().expect("the pods").insert(name, p);
+                    }
+                    WatchEvent::Bookmark(b) => version = b.metadata.resource_version,
+                    WatchEvent::Error(_) => break,
+                }
+            }
+        }
+    });
+    pods
+}
+
+/// How the pod's executor container ended, once it has.
+fn executor_end(pod: &Pod) -> Option<ContainerStateTerminated> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "executor")?
+        .state
+        .as_ref()?
+        .terminated
+        .clone()
+}
+
+/// The pod's executor container as specified.
+fn executor(pod: &Pod) -> &Container {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == "executor"))
+        .expect("the executor container")
+}
+
+/// Asserts that `pod` ran on the real node, hardened: non-root, read-only root, no privilege
+/// escalation, no capabilities, no service-account token, CPU and memory limits.
+fn assert_hardened(node: &RealNode, pod: &Pod, end: &ContainerStateTerminated) {
+    let spec = pod.spec.as_ref().expect("a spec");
+    let name = pod.metadata.name.as_deref().unwrap_or("?");
+    assert_eq!(
+        spec.node_name.as_deref(),
+        Some(node.name.as_str()),
+        "{name}"
+    );
+    assert!(
+        end.container_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("containerd://")),
+        "{name} ran in containerd: {end:?}"
+    );
+    assert_eq!(spec.automount_service_account_token, Some(false), "{name}");
+    let c = executor(pod);
+    assert!(
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| !m.mount_path.starts_with("/var/run/secrets")),
+        "{name}: no token mounted: {:?}",
+        c.volume_mounts
+    );
+    let pod_security = spec
+        .security_context
+        .as_ref()
+        .expect("a pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true), "{name}");
+    assert_eq!(pod_security.run_as_user, Some(65532), "{name}");
+    let security = c.security_context.as_ref().expect("a securityContext");
+    assert_eq!(security.read_only_root_filesystem, Some(true), "{name}");
+    assert_eq!(security.allow_privilege_escalation, Some(false), "{name}");
+    let limits = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .expect("limits");
+    assert!(
+        limits.contains_key("cpu") && limits.contains_key("memory"),
+        "{name}: {limits:?}"
+    );
+}
+
+/// p50 of `values` (sorted in place).
+fn p50(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn the_three_samples_run_in_real_pods_of_the_hardened_image_and_leave_nothing() {
+    let test = "the_three_samples_run_in_real_pods_of_the_hardened_image_and_leave_nothing";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let image = node.executor_image.clone();
+    let rig = Rig::start(node, "node-samples", &image, |_| {});
+    // The seed's samples, twice each, so that the figures have more than one pod.
+    let samples = [
+        ("add", ADD_CID, Value::Null, json!(12)),
+        (
+            "fib",
+            FIB_CID,
+            json!({"entry": "fib", "args": [12]}),
+            json!(144),
+        ),
+        (
+            "affine",
+            AFFINE_CID,
+            json!({"entry": "affine", "args": [13, 9, 2]}),
+            json!(35),
+        ),
+    ];
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for round in 0..2 {
+        for (name, cid, input, want) in &samples {
+            let id = format!("{name}-{round}");
+            rig.submit(&json!({"task_id": id, "wasm_cid": cid, "input": input}));
+            tasks.push((id, want.clone()));
+        }
+    }
+    let (mut total, mut pod_to_result) = (Vec::new(), Vec::new());
+    for (id, want) in &tasks {
+        let record = rig.finished(id);
+        total.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(record["state"], "succeeded", "{id}: {record}");
+        assert_eq!(record["result"]["result"], *want, "{id}: {record}");
+        let (pod, end) = rig.pod_of(id);
+        assert_hardened(&rig.node, &pod, &end);
+        assert_eq!(end.exit_code, 0, "{id}: {end:?}");
+        // The result came from the termination message the executor wrote in the real pod.
+        let message: Value = serde_json::from_str(end.message.as_deref().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{id}: termination message {end:?}: {e}"));
+        assert_eq!(message["result"], *want, "{id}: {message}");
+        assert_eq!(message["ok"], true, "{id}: {message}");
+        let phases = &record["result"]["phases"];
+        pod_to_result.push(
+            ["starting_ms", "running_ms"]
+                .iter()
+                .map(|p| phases[p].as_f64().unwrap_or(f64::NAN))
+                .sum(),
+        );
+    }
+    eprintln!(
+        "{} tasks on the real node: pod start to result p50 {:.0} ms, submit to result p50 {:.0} \
+         ms (all submitted at once, concurrency 4)",
+        tasks.len(),
+        p50(&mut pod_to_result),
+        p50(&mut total)
+    );
+    rig.assert_nothing_left();
+}
+
+#[test]
+fn a_result_over_4096_bytes_comes_from_the_real_log() {
+    let test = "a_result_over_4096_bytes_comes_from_the_real_log";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let image = node.executor_image.clone();
+    let rig = Rig::start(node, "node-log", &image, |_| {});
+    // 3 KiB on stdout and 3 KiB on stderr: the document is over the 4096 bytes of a
+    // termination message, so the executor writes none and the coordinator reads the log.
+    let bytes = 3 * 1024;
+    rig.submit(&json!({"task_id": "flood", "wasm_cid": "command.wasm",
+        "input": {"mode": "flood", "bytes": bytes}}));
+    let record = rig.finished("flood");
+    assert_eq!(record["state"], "succeeded", "{record}");
+    let doc = &record["result"];
+    assert_eq!(doc["stdout"].as_str().map(str::len), Some(bytes), "{doc}");
+    assert_eq!(doc["stderr"].as_str().map(str::len), Some(bytes), "{doc}");
+    assert!(
+        doc["stdout"].as_str().unwrap().bytes().all(|b| b == b'x'),
+        "{doc}"
+    );
+    let (pod, end) = rig.pod_of("flood");
+    assert_hardened(&rig.node, &pod, &end);
+    assert_eq!(end.exit_code, 0, "{end:?}");
+    assert!(
+        end.message.as_deref().unwrap_or("").is_empty(),
+        "no termination message for a document over 4096 bytes: {end:?}"
+    );
+    rig.assert_nothing_left();
+}
+
+#[test]
+fn a_memory_bomb_past_the_container_limit_is_oomkilled_and_out_of_memory() {
+    let test = "a_memory_bomb_past_the_container_limit_is_oomkilled_and_out_of_memory";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let image = node.executor_image.clone();
+    // The container may hold 128 MiB; the task's own budget (MAX_MEMORY_MB) is 1000 MiB, so
+    // the kernel's limit comes first.
+    let rig = Rig::start(node, "node-oom", &image, |job| {
+        let c = &mut job["spec"]["template"]["spec"]["containers"][0];
+        c["resources"] = json!({"requests": {"cpu": "500m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "128Mi"}});
+    });
+    rig.submit(
+        &json!({"task_id": "bomb", "wasm_cid": "hostile.wasm", "entry": "membomb",
+        "limits": {"max_memory_mb": 1000, "timeout_sec": 60}}),
+    );
+    let record = rig.finished("bomb");
+    assert_eq!(record["state"], "failed", "{record}");
+    let error = &record["result"]["error"];
+    assert_eq!(error["kind"], "out_of_memory", "{record}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("OOMKilled"),
+        "{record}"
+    );
+    let (pod, end) = rig.pod_of("bomb");
+    assert_hardened(&rig.node, &pod, &end);
+    assert_eq!(end.reason.as_deref(), Some("OOMKilled"), "{end:?}");
+    assert_eq!(end.exit_code, 137, "{end:?}");
+    rig.assert_nothing_left();
+}
+
+#[test]
+fn an_endless_loop_ends_as_timeout_saying_which_limit() {
+    let test = "an_endless_loop_ends_as_timeout_saying_which_limit";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let image = node.executor_image.clone();
+    let rig = Rig::start(node, "node-loop", &image, |_| {});
+    // The executor's own limit (TIMEOUT_SEC = 2) comes long before activeDeadlineSeconds
+    // (the timeout plus 120 s).
+    rig.submit(
+        &json!({"task_id": "spin", "wasm_cid": "hostile.wasm", "entry": "spin",
+        "limits": {"timeout_sec": 2}}),
+    );
+    let record = rig.finished("spin");
+    assert_eq!(record["state"], "failed", "{record}");
+    let error = &record["result"]["error"];
+    assert_eq!(error["kind"], "timeout", "{record}");
+    let message = error["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("2 s") || message.contains("TIMEOUT_SEC") || message.contains("wall"),
+        "the message says which limit: {record}"
+    );
+    let (pod, end) = rig.pod_of("spin");
+    assert_hardened(&rig.node, &pod, &end);
+    assert_ne!(end.exit_code, 0, "{end:?}");
+    rig.assert_nothing_left();
+}
+
+#[test]
+fn a_missing_image_fails_fast_naming_it() {
+    let test = "a_missing_image_fails_fast_naming_it";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    // No registry is reachable and this image was never imported: with `Never` the kubelet
+    // says ErrImageNeverPull at once.
+    let image = "docker.io/executor-demo/executor:not-imported";
+    let rig = Rig::start(node, "node-image", image, |job| {
+        job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("Never");
+    });
+    let started = Instant::now();
+    rig.submit(&json!({"task_id": "noimage", "wasm_cid": FIB_CID,
+        "input": {"entry": "fib", "args": [5]}}));
+    let record = rig.finished("noimage");
+    let took = started.elapsed();
+    assert_eq!(record["state"], "failed", "{record}");
+    let message = record["result"]["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(image) && message.contains("ErrImageNeverPull"),
+        "the message names the image: {record}"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "failed fast, not at a deadline: {took:?}"
+    );
+    eprintln!("missing image failed in {took:.1?}: {message}");
+    rig.assert_nothing_left();
+}
