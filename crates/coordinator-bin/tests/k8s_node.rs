@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use support::{Service, command, post, repo};
 use wasm_exec_coordinator::source::placeholder::{ADD_CID, AFFINE_CID, FIB_CID};
 use wasm_exec_kube_backend::names::{TASK_LABEL, TaskNames};
+use wasm_exec_task::ErrorKind;
 use wasm_exec_test_peers::kube::{Namespace, RealNode};
 
 /// How long one test waits for its tasks: image start, a kubelet's sync loop, the Job's end.
@@ -426,12 +427,68 @@ fn an_endless_loop_ends_as_timeout_saying_which_limit() {
     assert_eq!(error["kind"], "timeout", "{record}");
     let message = error["message"].as_str().unwrap_or("");
     assert!(
-        message.contains("2 s") || message.contains("TIMEOUT_SEC") || message.contains("wall"),
+        message.contains("time limit of 2 s (TIMEOUT_SEC)"),
         "the message says which limit: {record}"
     );
     let (pod, end) = rig.pod_of("spin");
     assert_hardened(&rig.node, &pod, &end);
-    assert_ne!(end.exit_code, 0, "{end:?}");
+    assert_eq!(end.exit_code, ErrorKind::Timeout.exit_code(), "{end:?}");
+    rig.assert_nothing_left();
+}
+
+#[test]
+fn a_job_deadline_before_the_executors_limit_ends_as_timeout_saying_so() {
+    let test = "a_job_deadline_before_the_executors_limit_ends_as_timeout_saying_so";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let image = node.executor_image.clone();
+    // The template's activeDeadlineSeconds (kept as the operator set it) is 5 s; the task's
+    // own limit is 120 s: Kubernetes stops the pod first.
+    let rig = Rig::start(node, "node-deadline", &image, |job| {
+        job["spec"]["activeDeadlineSeconds"] = json!(5);
+    });
+    let started = Instant::now();
+    rig.submit(
+        &json!({"task_id": "spin", "wasm_cid": "hostile.wasm", "entry": "spin",
+        "limits": {"timeout_sec": 120}}),
+    );
+    let record = rig.finished("spin");
+    let took = started.elapsed();
+    assert_eq!(record["state"], "failed", "{record}");
+    let error = &record["result"]["error"];
+    assert_eq!(error["kind"], "timeout", "{record}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("activeDeadlineSeconds (5 s"),
+        "the message says which limit: {record}"
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    rig.assert_nothing_left();
+}
+
+#[test]
+fn a_stdout_flood_stays_bounded() {
+    let test = "a_stdout_flood_stays_bounded";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let image = node.executor_image.clone();
+    let rig = Rig::start(node, "node-flood", &image, |_| {});
+    // 16 MiB to each stream; 2 KiB kept of each.
+    rig.submit(&json!({"task_id": "flood", "wasm_cid": "command.wasm",
+        "input": {"mode": "flood", "bytes": 16 << 20}, "limits": {"max_output_bytes": 2048}}));
+    let record = rig.finished("flood");
+    assert_eq!(record["state"], "succeeded", "{record}");
+    let doc = &record["result"];
+    assert_eq!(doc["truncated"], true, "{doc}");
+    assert_eq!(doc["stdout"].as_str().map(str::len), Some(2048), "{doc}");
+    assert_eq!(doc["stderr"].as_str().map(str::len), Some(2048), "{doc}");
+    let (pod, end) = rig.pod_of("flood");
+    assert_hardened(&rig.node, &pod, &end);
+    assert_eq!(end.exit_code, 0, "{end:?}");
     rig.assert_nothing_left();
 }
 
