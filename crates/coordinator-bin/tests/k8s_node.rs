@@ -522,3 +522,160 @@ fn a_missing_image_fails_fast_naming_it() {
     eprintln!("missing image failed in {took:.1?}: {message}");
     rig.assert_nothing_left();
 }
+
+/// `manifest` (a file of `k8s/`) for the real node: on it, running `image`, its hostPath
+/// volumes pointed at this repository's `host/wasm` and at `shared`; as JSON in `dir`.
+fn demo_manifest(node: &RealNode, manifest: &str, shared: &Path, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo(manifest)).expect("the manifest");
+    let mut object: Value = serde_saphyr::from_str(&text).expect("the manifest parses");
+    let spec = if object["kind"] == "Job" {
+        &mut object["spec"]["template"]["spec"]
+    } else {
+        &mut object["spec"]
+    };
+    node.place(spec);
+    spec["containers"][0]["image"] = json!(node.executor_image);
+    for volume in spec["volumes"].as_array_mut().expect("volumes") {
+        let path = match volume["name"].as_str() {
+            // A hostPath may not contain `..`.
+            Some("wasm") => repo("host/wasm").canonicalize().expect("host/wasm"),
+            Some("shared") => shared.to_path_buf(),
+            other => panic!("{manifest}: unexpected volume {other:?}"),
+        };
+        volume["hostPath"]["path"] = json!(path);
+    }
+    let path = dir.join(manifest.replace('/', "-"));
+    std::fs::write(&path, object.to_string()).expect("writing the manifest");
+    path
+}
+
+/// The last non-empty line of `log`, parsed as the result document.
+fn last_document(log: &str) -> Value {
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?}: {e}\nlog:\n{log}"))
+}
+
+/// A namespace for the seed's demo manifests on the real node, and the directory their
+/// `shared` hostPath volume points at.
+struct Demo {
+    node: RealNode,
+    ns: Namespace,
+    dir: tempfile::TempDir,
+    shared: PathBuf,
+}
+
+impl Demo {
+    fn new(node: RealNode) -> Demo {
+        // hostPath volumes are not allowed under PodSecurity baseline or restricted: a
+        // namespace without enforcement, as the demo's own cluster would have.
+        let ns = node.cluster.namespace("node-demo", &[]);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).expect("the shared directory");
+        // Written by the executor's uid 65532.
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+        std::fs::set_permissions(&shared, mode).expect("chmod");
+        Demo {
+            node,
+            ns,
+            dir,
+            shared,
+        }
+    }
+
+    /// `kubectl ARGS` in the demo's namespace.
+    fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["--namespace", self.ns.name.as_str()];
+        all.extend_from_slice(args);
+        self.node.cluster.kubectl(&all)
+    }
+
+    /// Applies `manifest` made for the real node ([`demo_manifest`]); returns its path.
+    fn apply(&self, manifest: &str) -> PathBuf {
+        let path = demo_manifest(&self.node, manifest, &self.shared, self.dir.path());
+        self.kubectl(&["apply", "-f", &path.to_string_lossy()])
+            .unwrap_or_else(|e| panic!("applying {manifest}: {e}"));
+        path
+    }
+}
+
+#[test]
+fn the_seeds_demo_job_gives_fib_12_as_the_readme_tells() {
+    let test = "the_seeds_demo_job_gives_fib_12_as_the_readme_tells";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let demo = Demo::new(node);
+    // `make k8s-apply` (kubectl apply -f k8s/job.yaml), then scripts/tail-k8s.sh.
+    let job = demo.apply("k8s/job.yaml");
+    let kubectl = format!(
+        "kubectl --kubeconfig={} --namespace={}",
+        demo.node.cluster.kubeconfig.display(),
+        demo.ns.name
+    );
+    let tail = std::process::Command::new(repo("scripts/tail-k8s.sh"))
+        .env("KUBECTL", kubectl)
+        .env("JOB_TEMPLATE", &job)
+        .output()
+        .expect("scripts/tail-k8s.sh");
+    assert!(tail.status.success(), "tail-k8s.sh: {tail:?}");
+    let doc = last_document(&String::from_utf8_lossy(&tail.stdout));
+    assert_eq!(
+        (&doc["ok"], &doc["result"]),
+        (&json!(true), &json!(144)),
+        "{doc}"
+    );
+    demo.kubectl(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/wasm-executor-job",
+        "--timeout=120s",
+    ])
+    .expect("the Job completes");
+    // `kubectl logs job/wasm-executor-job`: its last line is the document.
+    let logs = demo
+        .kubectl(&["logs", "job/wasm-executor-job"])
+        .expect("kubectl logs");
+    assert_eq!(last_document(&logs)["result"], 144, "{logs}");
+    let file = std::fs::read_to_string(demo.shared.join("result.json")).expect("the result file");
+    // The result file holds the document pretty-printed.
+    let written: Value = serde_json::from_str(&file).expect("the result file is JSON");
+    assert_eq!(written["result"], 144, "{file}");
+}
+
+#[test]
+fn the_seeds_demo_pod_gives_fib_12_in_its_log_and_termination_message() {
+    let test = "the_seeds_demo_pod_gives_fib_12_in_its_log_and_termination_message";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let demo = Demo::new(node);
+    demo.apply("k8s/pod.yaml");
+    demo.kubectl(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/wasm-executor-demo",
+        "--timeout=120s",
+    ])
+    .expect("the pod succeeds");
+    let logs = demo
+        .kubectl(&["logs", "pod/wasm-executor-demo"])
+        .expect("kubectl logs");
+    assert_eq!(last_document(&logs)["result"], 144, "{logs}");
+    let status = |path: &str| {
+        demo.kubectl(&[
+            "get",
+            "pod/wasm-executor-demo",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+        .expect("the pod's status")
+    };
+    let message = status("{.status.containerStatuses[0].state.terminated.message}");
+    assert_eq!(last_document(&message)["result"], 144, "{message}");
+    assert_eq!(status("{.spec.nodeName}"), demo.node.name);
+}
