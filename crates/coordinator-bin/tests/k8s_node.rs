@@ -268,21 +268,17 @@ fn assert_hardened(node: &RealNode, pod: &Pod, end: &ContainerStateTerminated) {
     );
 }
 
-/// p50 of `values` (sorted in place).
-fn p50(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+/// Rounds of the three samples (`K8S_NODE_ROUNDS` overrides, to measure by hand: 34 gives
+/// 102 tasks).
+fn rounds_wanted() -> usize {
+    std::env::var("K8S_NODE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
 }
 
-#[test]
-fn the_three_samples_run_in_real_pods_of_the_hardened_image_and_leave_nothing() {
-    let test = "the_three_samples_run_in_real_pods_of_the_hardened_image_and_leave_nothing";
-    let Some(node) = RealNode::from_env(test) else {
-        return;
-    };
-    let image = node.executor_image.clone();
-    let rig = Rig::start(node, "node-samples", &image, |_| {});
-    // The seed's samples, twice each, so that the figures have more than one pod.
+/// `rounds` rounds of the seed's samples: task id, request body, expected result.
+fn sample_tasks(rounds: usize) -> Vec<(String, Value, Value)> {
     let samples = [
         ("add", ADD_CID, Value::Null, json!(12)),
         (
@@ -298,19 +294,75 @@ fn the_three_samples_run_in_real_pods_of_the_hardened_image_and_leave_nothing() 
             json!(35),
         ),
     ];
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for round in 0..2 {
-        for (name, cid, input, want) in &samples {
-            let id = format!("{name}-{round}");
-            rig.submit(&json!({"task_id": id, "wasm_cid": cid, "input": input}));
-            tasks.push((id, want.clone()));
-        }
+    (0..rounds)
+        .flat_map(|round| {
+            samples.iter().map(move |(name, cid, input, want)| {
+                let id = format!("{name}-{round}");
+                let body = json!({"task_id": id, "wasm_cid": cid, "input": input});
+                (id, body, want.clone())
+            })
+        })
+        .collect()
+}
+
+/// Milliseconds from the task's creation to its end, from its own timeline.
+fn submit_to_result_ms(record: &Value) -> f64 {
+    let created = record["created_at_ms"].as_f64().unwrap_or(f64::NAN);
+    let ended = record["timeline"]
+        .as_array()
+        .and_then(|t| t.last())
+        .and_then(|e| e["at_ms"].as_f64())
+        .unwrap_or(f64::NAN);
+    ended - created
+}
+
+/// p50 and p95 of `values` (sorted in place).
+fn p50_p95(values: &mut [f64]) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let i = ((values.len() as f64 * q).ceil() as usize).saturating_sub(1);
+        values.get(i).copied().unwrap_or(f64::NAN)
+    };
+    (at(0.5), at(0.95))
+}
+
+/// The same tasks on the local backend at the same concurrency: submit to result, p50 and p95.
+fn local_figures(tasks: &[(String, Value, Value)]) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut cmd = command(&dir.path().join("state"));
+    cmd.env("COORDINATOR_CONCURRENCY", "4");
+    let service = Service::start(cmd);
+    for (id, body, _) in tasks {
+        let r = post(&service.base, "/v1/tasks", &body.to_string(), None);
+        assert_eq!(r.status, 201, "{id}: {r:?}");
+    }
+    let mut times: Vec<f64> = tasks
+        .iter()
+        .map(|(id, _, want)| {
+            let record = wait_finished(&service.base, id, Instant::now() + TASK_WAIT, &service);
+            assert_eq!(record["result"]["result"], *want, "local {id}: {record}");
+            submit_to_result_ms(&record)
+        })
+        .collect();
+    p50_p95(&mut times)
+}
+
+#[test]
+fn the_three_samples_run_in_real_pods_of_the_hardened_image_and_leave_nothing() {
+    let test = "the_three_samples_run_in_real_pods_of_the_hardened_image_and_leave_nothing";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let image = node.executor_image.clone();
+    let rig = Rig::start(node, "node-samples", &image, |_| {});
+    // The seed's samples, twice each (by default), so that the figures have more than one pod.
+    let tasks = sample_tasks(rounds_wanted());
+    for (_, body, _) in &tasks {
+        rig.submit(body);
     }
     let (mut total, mut pod_to_result) = (Vec::new(), Vec::new());
-    for (id, want) in &tasks {
+    for (id, _, want) in &tasks {
         let record = rig.finished(id);
-        total.push(started.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(record["state"], "succeeded", "{id}: {record}");
         assert_eq!(record["result"]["result"], *want, "{id}: {record}");
         let (pod, end) = rig.pod_of(id);
@@ -328,13 +380,16 @@ fn the_three_samples_run_in_real_pods_of_the_hardened_image_and_leave_nothing() 
                 .map(|p| phases[p].as_f64().unwrap_or(f64::NAN))
                 .sum(),
         );
+        total.push(submit_to_result_ms(&record));
     }
+    let (pod50, pod95) = p50_p95(&mut pod_to_result);
+    let (all50, all95) = p50_p95(&mut total);
+    let (local50, local95) = local_figures(&tasks);
     eprintln!(
-        "{} tasks on the real node: pod start to result p50 {:.0} ms, submit to result p50 {:.0} \
-         ms (all submitted at once, concurrency 4)",
-        tasks.len(),
-        p50(&mut pod_to_result),
-        p50(&mut total)
+        "{} tasks submitted at once, concurrency 4: real node: pod start to result p50 {pod50:.0} \
+         ms, p95 {pod95:.0} ms; submit to result p50 {all50:.0} ms, p95 {all95:.0} ms; local \
+         backend: submit to result p50 {local50:.1} ms, p95 {local95:.1} ms",
+        tasks.len()
     );
     rig.assert_nothing_left();
 }
