@@ -737,3 +737,74 @@ fn the_seeds_demo_pod_gives_fib_12_in_its_log_and_termination_message() {
     assert_eq!(last_document(&message)["result"], 144, "{message}");
     assert_eq!(status("{.spec.nodeName}"), demo.node.name);
 }
+
+/// `k8s/pod.yaml` on the real node with its module from the ConfigMap `late` (not yet created)
+/// and its shared volume an emptyDir.
+fn late_configmap_pod(node: &RealNode) -> Value {
+    let text = std::fs::read_to_string(repo("k8s/pod.yaml")).expect("k8s/pod.yaml");
+    let mut pod: Value = serde_saphyr::from_str(&text).expect("k8s/pod.yaml parses");
+    node.place(&mut pod["spec"]);
+    let container = &mut pod["spec"]["containers"][0];
+    container["image"] = json!(node.executor_image);
+    assert_eq!(container["env"][0]["name"], "WASM_PATH");
+    container["env"][0]["value"] = json!("/mnt/wasm/module.wasm");
+    pod["spec"]["volumes"] = json!([
+        {"name": "wasm", "configMap": {"name": "late"}},
+        {"name": "shared", "emptyDir": {}},
+    ]);
+    pod
+}
+
+#[test]
+fn a_configmap_mounted_before_it_exists_is_waited_for_then_the_task_runs() {
+    let test = "a_configmap_mounted_before_it_exists_is_waited_for_then_the_task_runs";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    // What the coordinator relies on when its Job's pod starts before the task's ConfigMap is
+    // created: the kubelet waits for the volume (FailedMount) and starts the pod once it exists.
+    let pod = late_configmap_pod(&node);
+    let demo = Demo::new(node);
+    let kubectl = |args: &[&str]| demo.kubectl(args);
+    demo.node
+        .cluster
+        .apply(&demo.ns.name, &pod.to_string())
+        .expect("applying the pod");
+    let waiting = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events =
+            kubectl(&["get", "events", "-o", "jsonpath={.items[*].reason}"]).expect("the events");
+        if events.contains("FailedMount") {
+            break;
+        }
+        assert!(Instant::now() < waiting, "no FailedMount: {events}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let phase = kubectl(&[
+        "get",
+        "pod/wasm-executor-demo",
+        "-o",
+        "jsonpath={.status.phase}",
+    ]);
+    assert_eq!(phase.as_deref(), Ok("Pending"), "waits for its volume");
+    let module = format!(
+        "--from-file=module.wasm={}",
+        repo("host/wasm/fib.wasm").display()
+    );
+    kubectl(&["create", "configmap", "late", &module]).expect("the ConfigMap");
+    kubectl(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/wasm-executor-demo",
+        "--timeout=150s",
+    ])
+    .expect("the pod runs once its ConfigMap exists");
+    let message = kubectl(&[
+        "get",
+        "pod/wasm-executor-demo",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.terminated.message}",
+    ])
+    .expect("the pod's status");
+    assert_eq!(last_document(&message)["result"], 144, "{message}");
+}
