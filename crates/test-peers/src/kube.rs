@@ -257,10 +257,29 @@ impl RealNode {
         })
     }
 
-    /// The ids of the containers (pod sandboxes included) of `namespace` in the node's
-    /// containerd, asked with `ctr` on the socket `scripts/cluster` gives it under the cluster's
-    /// state directory; panics when it cannot be asked.
-    pub fn containers_of(&self, namespace: &str) -> Vec<String> {
+    /// The ids of the containers (pod sandboxes included) of `namespace` whose task runs in
+    /// the node's containerd, asked with `ctr` on the socket `scripts/cluster` gives it under
+    /// the cluster's state directory; panics when it cannot be asked.
+    pub fn running_containers_of(&self, namespace: &str) -> Vec<String> {
+        let filter = format!("labels.\"io.kubernetes.pod.namespace\"=={namespace}");
+        let ours = self.ctr(&["containers", "list", "--quiet", &filter]);
+        let running: Vec<String> = self
+            .ctr(&["tasks", "list"])
+            .lines()
+            .filter_map(|l| {
+                let mut fields = l.split_whitespace();
+                let id = fields.next()?;
+                (fields.nth(1)? == "RUNNING").then(|| id.to_owned())
+            })
+            .collect();
+        ours.lines()
+            .filter(|id| running.iter().any(|r| r == id))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `ctr --namespace k8s.io ARGS` on the node's containerd: its stdout.
+    fn ctr(&self, args: &[&str]) -> String {
         let dir = self
             .cluster
             .kubeconfig
@@ -270,22 +289,18 @@ impl RealNode {
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&socket)
-            .args(["--namespace", "k8s.io", "containers", "list", "--quiet"])
-            .arg(format!(
-                "labels.\"io.kubernetes.pod.namespace\"=={namespace}"
-            ))
+            .args(["--namespace", "k8s.io"])
+            .args(args)
             .output()
             .unwrap_or_else(|e| panic!("starting ctr: {e}"));
         assert!(
             out.status.success(),
-            "ctr on {}: {}",
+            "ctr {} on {}: {}",
+            args.join(" "),
             socket.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Puts the pod spec `spec` on this node: its nodeSelector and a toleration of its taint.
