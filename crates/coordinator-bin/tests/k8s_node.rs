@@ -67,7 +67,7 @@ impl Rig {
             .env("COORDINATOR_JOB_TEMPLATE", &template)
             .env("COORDINATOR_EXECUTOR_IMAGE", image)
             .env("COORDINATOR_IPFS_MIRROR", &mirror)
-            .env("COORDINATOR_CONCURRENCY", "4");
+            .env("COORDINATOR_CONCURRENCY", concurrency().to_string());
         let service = Service::start(cmd);
         Rig {
             node,
@@ -279,6 +279,15 @@ fn rounds_wanted() -> usize {
         .unwrap_or(2)
 }
 
+/// Tasks in flight (`K8S_NODE_CONCURRENCY` overrides, to measure by hand; the node takes 20
+/// pods).
+fn concurrency() -> usize {
+    std::env::var("K8S_NODE_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
+
 /// `rounds` rounds of the seed's samples: task id, request body, expected result.
 fn sample_tasks(rounds: usize) -> Vec<(String, Value, Value)> {
     let samples = [
@@ -332,7 +341,7 @@ fn p50_p95(values: &mut [f64]) -> (f64, f64) {
 fn local_figures(tasks: &[(String, Value, Value)]) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut cmd = command(&dir.path().join("state"));
-    cmd.env("COORDINATOR_CONCURRENCY", "4");
+    cmd.env("COORDINATOR_CONCURRENCY", concurrency().to_string());
     let service = Service::start(cmd);
     for (id, body, _) in tasks {
         let r = post(&service.base, "/v1/tasks", &body.to_string(), None);
@@ -390,11 +399,12 @@ fn the_three_samples_run_in_real_pods_of_the_hardened_image_and_leave_nothing() 
     let (all50, all95) = p50_p95(&mut total);
     let (local50, local95) = local_figures(&tasks);
     eprintln!(
-        "{} tasks submitted at once, concurrency 4: real node: pod start to result p50 {pod50:.0} \
+        "{} tasks submitted at once, concurrency {}: real node: pod start to result p50 {pod50:.0} \
          ms, p95 {pod95:.0} ms; submit to result p50 {all50:.0} ms, p95 {all95:.0} ms; local \
          backend: submit to result p50 {local50:.1} ms, p95 {local95:.1} ms; {rate:.2} tasks/s \
          through real pods",
-        tasks.len()
+        tasks.len(),
+        concurrency()
     );
     rig.assert_nothing_left();
 }
