@@ -6,8 +6,11 @@
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 
 /// Container waiting reasons that will not clear up by themselves: fail fast on them.
-const STUCK_REASONS: [&str; 5] = [
+/// `ErrImageNeverPull` is a kubelet's for an image that is not on the node when the pull policy
+/// is `Never` (seen on the suite's real node: without it the task waited for its deadline).
+const STUCK_REASONS: [&str; 6] = [
     "ErrImagePull",
+    "ErrImageNeverPull",
     "ImagePullBackOff",
     "InvalidImageName",
     "CreateContainerConfigError",
@@ -113,6 +116,19 @@ mod tests {
         );
         let stuck = view.stuck.unwrap();
         assert!(stuck.contains("ImagePullBackOff") && stuck.contains("COORDINATOR_EXECUTOR_IMAGE"));
+        let never = "Container image \"x:1\" is not present with pull policy of Never";
+        let view = PodView::of(
+            &pod(json!({"containerStatuses": [{
+                "name": "executor", "image": "x:1", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ErrImageNeverPull", "message": never}}
+            }]})),
+            "executor",
+        );
+        let stuck = view.stuck.unwrap();
+        assert!(
+            stuck.contains("ErrImageNeverPull") && stuck.contains(never),
+            "{stuck}"
+        );
         let view = PodView::of(
             &pod(json!({"containerStatuses": [{
                 "name": "executor", "image": "x", "imageID": "", "ready": false, "restartCount": 0,

@@ -6,6 +6,11 @@
 //! succeeded, with `KUBECONFIG`) means it must answer, and a test fails if it does not; `0` (`up`
 //! failed, `WASM_EXEC_CLUSTER_REASON` says why) or unset (`cargo test` run by hand) skips the
 //! real-cluster tests, each saying so on stderr.
+//!
+//! The real node (`scripts/cluster node-up`: containerd and a kubelet) is told apart the same way:
+//! [`REAL_NODE_VAR`] `1` means it is up and a [`RealNode`] test must reach it, `0` or unset skips
+//! those tests with one line. It is labelled and tainted [`REAL_NODE_LABEL`], so only pods that
+//! ask for it ([`RealNode::place`]) run there; kwok's nodes take all the others.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,6 +20,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const CLUSTER_VAR: &str = "WASM_EXEC_CLUSTER";
 /// Why the cluster is absent, when [`CLUSTER_VAR`] is `0`.
 pub const REASON_VAR: &str = "WASM_EXEC_CLUSTER_REASON";
+
+/// `1` when the suite's cluster has its real node, `0` when the node could not come up.
+pub const REAL_NODE_VAR: &str = "WASM_EXEC_REAL_NODE";
+/// Why the real node is absent, when [`REAL_NODE_VAR`] is `0`.
+pub const REAL_NODE_REASON_VAR: &str = "WASM_EXEC_REAL_NODE_REASON";
+/// The executor image imported into the real node's containerd.
+pub const NODE_IMAGE_VAR: &str = "WASM_EXEC_NODE_EXECUTOR_IMAGE";
+/// The label (and `NoSchedule` taint) of the real node: key and value.
+pub const REAL_NODE_LABEL: (&str, &str) = ("wasm-exec.io/node", "real");
 
 /// The running cluster, as its kubeconfig.
 #[derive(Debug, Clone)]
@@ -179,5 +193,122 @@ impl Drop for Namespace {
         if let Err(e) = deleted {
             eprintln!("deleting test namespace {}: {e}", self.name);
         }
+    }
+}
+
+/// The real node of the suite's cluster: a kubelet on containerd that really runs images.
+#[derive(Debug, Clone)]
+pub struct RealNode {
+    /// The cluster it belongs to.
+    pub cluster: Cluster,
+    /// The node's name.
+    pub name: String,
+    /// The executor image its containerd holds ([`NODE_IMAGE_VAR`]).
+    pub executor_image: String,
+}
+
+impl RealNode {
+    /// The suite's real node, or `None` after printing why `test` is skipped (no cluster, or no
+    /// node: [`REAL_NODE_VAR`] not `1`). Panics when the variable says the node is up but it is
+    /// not a Ready node of the cluster.
+    pub fn from_env(test: &str) -> Option<RealNode> {
+        match std::env::var(REAL_NODE_VAR).as_deref() {
+            Ok("1") => {}
+            Ok("0") => {
+                let reason =
+                    std::env::var(REAL_NODE_REASON_VAR).unwrap_or_else(|_| "reason unknown".into());
+                eprintln!("{test}: skipped: no real Kubernetes node ({reason})");
+                return None;
+            }
+            Err(_) => {
+                eprintln!(
+                    "{test}: skipped: {REAL_NODE_VAR} is unset; scripts/test starts the real node \
+                     (or: scripts/cluster node-up && {REAL_NODE_VAR}=1 {NODE_IMAGE_VAR}=IMAGE ...)"
+                );
+                return None;
+            }
+            Ok(other) => panic!("{REAL_NODE_VAR}={other:?}: expected 1 (node up) or 0 (absent)"),
+        }
+        let cluster = Cluster::from_env(test)?;
+        let executor_image = std::env::var(NODE_IMAGE_VAR)
+            .unwrap_or_else(|_| panic!("{REAL_NODE_VAR}=1 but {NODE_IMAGE_VAR} is unset"));
+        let (key, value) = REAL_NODE_LABEL;
+        let ready = cluster
+            .kubectl(&[
+                "get",
+                "nodes",
+                "--selector",
+                &format!("{key}={value}"),
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+            ])
+            .unwrap_or_else(|e| panic!("listing the real node: {e}"));
+        let name = ready
+            .lines()
+            .find_map(|l| l.strip_suffix(" True"))
+            .unwrap_or_else(|| {
+                panic!("{REAL_NODE_VAR}=1 but no Ready node {key}={value}: {ready:?}")
+            })
+            .to_string();
+        Some(RealNode {
+            cluster,
+            name,
+            executor_image,
+        })
+    }
+
+    /// The ids of the containers (pod sandboxes included) of `namespace` whose task runs in
+    /// the node's containerd, asked with `ctr` on the socket `scripts/cluster` gives it under
+    /// the cluster's state directory; panics when it cannot be asked.
+    pub fn running_containers_of(&self, namespace: &str) -> Vec<String> {
+        let filter = format!("labels.\"io.kubernetes.pod.namespace\"=={namespace}");
+        let ours = self.ctr(&["containers", "list", "--quiet", &filter]);
+        let running: Vec<String> = self
+            .ctr(&["tasks", "list"])
+            .lines()
+            .filter_map(|l| {
+                let mut fields = l.split_whitespace();
+                let id = fields.next()?;
+                (fields.nth(1)? == "RUNNING").then(|| id.to_owned())
+            })
+            .collect();
+        ours.lines()
+            .filter(|id| running.iter().any(|r| r == id))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `ctr --namespace k8s.io ARGS` on the node's containerd: its stdout.
+    fn ctr(&self, args: &[&str]) -> String {
+        let dir = self
+            .cluster
+            .kubeconfig
+            .parent()
+            .expect("the cluster's state directory");
+        let socket = dir.join("node/containerd/containerd.sock");
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("starting ctr: {e}"));
+        assert!(
+            out.status.success(),
+            "ctr {} on {}: {}",
+            args.join(" "),
+            socket.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Puts the pod spec `spec` on this node: its nodeSelector and a toleration of its taint.
+    pub fn place(&self, spec: &mut serde_json::Value) {
+        let (key, value) = REAL_NODE_LABEL;
+        spec["nodeSelector"] = serde_json::json!({ key: value });
+        spec["tolerations"] = serde_json::json!([
+            {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
+        ]);
     }
 }
