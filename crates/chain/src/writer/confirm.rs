@@ -8,11 +8,10 @@
 use super::WriteError;
 use super::batch::BatchSender;
 use crate::receipts::Followed;
-use crate::registry::TaskRegistry;
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{B256, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
-use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::{Log, TransactionRequest};
 use std::collections::HashSet;
 
 impl BatchSender {
@@ -21,6 +20,7 @@ impl BatchSender {
     pub(super) async fn send_and_follow(
         &self,
         mut request: TransactionRequest,
+        wrote: fn(&Log, Address) -> Option<U256>,
     ) -> Result<Mined, WriteError> {
         let mut tx = self.send_next(&mut request).await?;
         let mut replacements = 0;
@@ -31,7 +31,7 @@ impl BatchSender {
                 .await;
             match followed {
                 // Checked once more against the node: a reorg may have dropped it since.
-                Followed::Deep { .. } => match self.receipt(tx).await? {
+                Followed::Deep { .. } => match self.receipt(tx, wrote).await? {
                     Receipt::Confirmed { block, wrote } => {
                         return Ok(Mined {
                             tx,
@@ -79,7 +79,11 @@ impl BatchSender {
     }
 
     /// Where transaction `tx` stands, read from its receipt and the head.
-    async fn receipt(&self, tx: B256) -> Result<Receipt, WriteError> {
+    async fn receipt(
+        &self,
+        tx: B256,
+        wrote: fn(&Log, Address) -> Option<U256>,
+    ) -> Result<Receipt, WriteError> {
         let node = |e: &dyn std::fmt::Display| {
             WriteError::Node(format!("reading the receipt of {tx}: {e}"))
         };
@@ -103,14 +107,16 @@ impl BatchSender {
         if head < block + self.options.confirmations {
             return Ok(Receipt::Shallow);
         }
-        let wrote = receipt
+        let tasks = receipt
             .inner
             .logs()
             .iter()
-            .filter_map(|log| log.log_decode::<TaskRegistry::TaskCompleted>().ok())
-            .map(|log| log.inner.data.taskId)
+            .filter_map(|log| wrote(log, self.from))
             .collect();
-        Ok(Receipt::Confirmed { block, wrote })
+        Ok(Receipt::Confirmed {
+            block,
+            wrote: tasks,
+        })
     }
 }
 
@@ -126,7 +132,7 @@ pub(super) struct Mined {
     pub(super) tx: B256,
     /// Its block.
     pub(super) block: u64,
-    /// The tasks whose `TaskCompleted` it emitted.
+    /// The tasks it wrote (their `TaskCompleted`, or our `ResultCommitted` / `ResultRevealed`).
     pub(super) wrote: HashSet<U256>,
     /// How many times it was replaced with a higher fee first.
     pub(super) replacements: u32,
