@@ -116,6 +116,12 @@ pub fn commitment(result_hash: B256, executor: Address, salt: B256) -> B256 {
     alloy::primitives::keccak256(words)
 }
 
+/// A fresh random salt for a commitment (the operating system's generator), never reused: with
+/// it no one can guess the committed result hash from the commitment.
+pub fn fresh_salt() -> B256 {
+    B256::random()
+}
+
 /// How a write ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
