@@ -441,3 +441,27 @@ fn killed_between_commit_and_reveal_an_operator_reveals_once_and_without_quorum_
     );
     miner.store(false, Ordering::Relaxed);
 }
+
+#[test]
+fn an_operators_default_limits_do_not_decide_a_replicated_result() {
+    let (chain, miner) = start();
+    let (a_state, b_state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Under its own default of 1 ms (compilation included) operator A would time out every
+    // task that sets no limit; a replicated task's limit is the task's or the protocol's.
+    let mut frugal = chain.coordinator(a_state.path(), KEYS[OPERATORS[0]], 1);
+    frugal.env("TIMEOUT_SEC", "0.001").env("MAX_MEMORY_MB", "1");
+    let _a = Service::start(frugal);
+    let _b = operator(&chain, b_state.path(), OPERATORS[1]);
+    let id = submit(&chain, FIB, "fib", "[15]", 0);
+    wait_status(&chain, id, "two committed", |s| s.commits == 2);
+    advance(&chain, DEADLINE_SEC / 2 + 10);
+    // With the third replica absent, the quorum of two needs A's result to agree with B's.
+    let done = completed(&chain, id);
+    assert_eq!(done.result, "610");
+    let agreeing: BTreeSet<_> = done.agreeing.iter().copied().collect();
+    assert_eq!(
+        agreeing,
+        BTreeSet::from([address(OPERATORS[0]), address(OPERATORS[1])])
+    );
+    miner.store(false, Ordering::Relaxed);
+}
