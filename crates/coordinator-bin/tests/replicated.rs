@@ -405,8 +405,11 @@ fn killed_between_commit_and_reveal_an_operator_reveals_once_and_without_quorum_
             1
         );
     }
+    assert!(
+        a.logged("revealed the result on chain", Duration::from_secs(10)),
+        "the restarted operator did not reveal"
+    );
     let log = a.log.lock().unwrap().clone();
-    assert!(log.contains("revealed the result on chain"), "{log}");
     assert!(
         !log.contains("committed to the result on chain"),
         "committed again after the restart: {log}"

@@ -42,6 +42,11 @@ pub(super) trait Entry: Clone + Send + Sync + 'static {
     fn call<'a>(registry: &'a Registry<DynProvider>, batch: &[&Self]) -> BatchCall<'a, Self::Call>;
     /// The task `log` (of a receipt of ours, sent by `from`) says was written.
     fn wrote(log: &Log, from: Address) -> Option<U256>;
+    /// Blocks on top of its transaction's before a write counts as done: the confirmations,
+    /// except where noted.
+    fn depth(options: &WriteOptions) -> u64 {
+        options.confirmations
+    }
 }
 
 impl Entry for OnChainResult {
@@ -83,6 +88,12 @@ impl Entry for Commit {
     fn wrote(log: &Log, from: Address) -> Option<U256> {
         let event = log.log_decode::<TaskRegistry::ResultCommitted>().ok()?;
         (event.inner.data.executor == from).then_some(event.inner.data.taskId)
+    }
+    /// A commit counts once mined: the reveal that follows needs it on chain, not deep. A
+    /// reorg that drops it makes the reveal revert (`NotCommitted`), and the caller, which
+    /// reads what the registry holds before each step, commits again with the stored salt.
+    fn depth(_options: &WriteOptions) -> u64 {
+        0
     }
 }
 
@@ -155,7 +166,8 @@ impl BatchSender {
             let call = T::call(&self.registry, &items).from(self.from);
             match call.estimate_gas().await {
                 Ok(gas) => {
-                    let outcome = self.send_priced(call, gas, T::wrote).await;
+                    let depth = T::depth(&self.options);
+                    let outcome = self.send_priced(call, gas, depth, T::wrote).await;
                     return answer_sent(batch, outcome);
                 }
                 Err(e) => match self.refused(batch, &e) {
@@ -201,6 +213,7 @@ impl BatchSender {
         &self,
         call: BatchCall<'_, C>,
         gas: u64,
+        depth: u64,
         wrote: fn(&Log, Address) -> Option<U256>,
     ) -> Result<Mined, WriteError> {
         let fees = self.fees().await?;
@@ -209,7 +222,7 @@ impl BatchSender {
             .with_gas_limit(gas.saturating_add(gas / 5))
             .with_max_fee_per_gas(fees.max_fee_per_gas)
             .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        self.send_and_follow(request, wrote).await
+        self.send_and_follow(request, depth, wrote).await
     }
 
     /// EIP-1559 fees from the node, asked at most once a second.

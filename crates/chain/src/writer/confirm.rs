@@ -15,11 +15,12 @@ use alloy::rpc::types::{Log, TransactionRequest};
 use std::collections::HashSet;
 
 impl BatchSender {
-    /// Sends `request` and follows it to its depth, replacing it with higher fees while it is
-    /// not mined.
+    /// Sends `request` and follows it to `depth` blocks on top, replacing it with higher fees
+    /// while it is not mined.
     pub(super) async fn send_and_follow(
         &self,
         mut request: TransactionRequest,
+        depth: u64,
         wrote: fn(&Log, Address) -> Option<U256>,
     ) -> Result<Mined, WriteError> {
         let mut tx = self.send_next(&mut request).await?;
@@ -27,11 +28,11 @@ impl BatchSender {
         loop {
             let followed = self
                 .tracker
-                .follow(tx, self.options.confirmations, self.options.receipt_timeout)
+                .follow(tx, depth, self.options.receipt_timeout)
                 .await;
             match followed {
                 // Checked once more against the node: a reorg may have dropped it since.
-                Followed::Deep { .. } => match self.receipt(tx, wrote).await? {
+                Followed::Deep { .. } => match self.receipt(tx, depth, wrote).await? {
                     Receipt::Confirmed { block, wrote } => {
                         return Ok(Mined {
                             tx,
@@ -82,6 +83,7 @@ impl BatchSender {
     async fn receipt(
         &self,
         tx: B256,
+        depth: u64,
         wrote: fn(&Log, Address) -> Option<U256>,
     ) -> Result<Receipt, WriteError> {
         let node = |e: &dyn std::fmt::Display| {
@@ -104,7 +106,7 @@ impl BatchSender {
             .get_block_number()
             .await
             .map_err(|e| node(&e))?;
-        if head < block + self.options.confirmations {
+        if head < block + depth {
             return Ok(Receipt::Shallow);
         }
         let tasks = receipt

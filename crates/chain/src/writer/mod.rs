@@ -230,7 +230,7 @@ impl ResultWriter {
     }
 
     /// Commits to one k-of-n result (in a batch with other commits waiting) and waits until it
-    /// is confirmed. [`Written::AlreadyCompleted`] when the contract skipped it: this account had
+    /// is mined (not deep: the reveal after it only needs it on chain). [`Written::AlreadyCompleted`] when the contract skipped it: this account had
     /// committed already, or the task no longer takes commits.
     pub async fn commit(&self, commit: &Commit) -> Result<Written, WriteError> {
         enqueue(&self.commits, commit).await
