@@ -1,7 +1,7 @@
 //! The scanner's view of a real node, through an alloy provider: the head, block hashes, and the
-//! registry's `TaskSubmitted` logs decoded.
+//! registry's `TaskSubmitted` logs decoded, with the `TaskTerms` of k-of-n tasks.
 
-use crate::registry::TaskRegistry::TaskSubmitted;
+use crate::registry::TaskRegistry::{TaskSubmitted, TaskTerms};
 use crate::scan::{ChainView, Found};
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256};
@@ -44,7 +44,10 @@ impl<P: Provider + Send + Sync> ChainView for NodeView<P> {
     async fn events(&self, from: u64, to: u64) -> Result<Vec<Found>, String> {
         let filter = Filter::new()
             .address(self.contract)
-            .event_signature(TaskSubmitted::SIGNATURE_HASH)
+            .event_signature(vec![
+                TaskSubmitted::SIGNATURE_HASH,
+                TaskTerms::SIGNATURE_HASH,
+            ])
             .from_block(from)
             .to_block(to);
         let logs = self
@@ -52,21 +55,34 @@ impl<P: Provider + Send + Sync> ChainView for NodeView<P> {
             .get_logs(&filter)
             .await
             .map_err(|e| format!("eth_getLogs({from}..={to}): {e}"))?;
-        logs.into_iter()
-            .map(|log| {
-                let (Some(block_number), Some(block_hash)) = (log.block_number, log.block_hash)
-                else {
-                    return Err("the node gave a log of a pending block".to_string());
-                };
-                let log_index = log.log_index.unwrap_or_default();
-                Ok(Found {
-                    block_number,
-                    block_hash,
-                    log_index,
-                    event: decode_submitted(&log.inner)?,
-                })
-            })
-            .collect()
+        let mut found: Vec<Found> = Vec::new();
+        for log in logs {
+            let (Some(block_number), Some(block_hash)) = (log.block_number, log.block_hash) else {
+                return Err("the node gave a log of a pending block".to_string());
+            };
+            if log.topic0() == Some(&TaskTerms::SIGNATURE_HASH) {
+                let terms = TaskTerms::decode_log(&log.inner)
+                    .map_err(|e| format!("a TaskTerms log that does not decode: {e}"))?
+                    .data;
+                // The contract emits a task's terms right after its `TaskSubmitted`.
+                if let Some(submitted) = found
+                    .iter_mut()
+                    .rev()
+                    .find(|f| f.event.taskId == terms.taskId)
+                {
+                    submitted.terms = Some(terms);
+                }
+                continue;
+            }
+            found.push(Found {
+                block_number,
+                block_hash,
+                log_index: log.log_index.unwrap_or_default(),
+                event: decode_submitted(&log.inner)?,
+                terms: None,
+            });
+        }
+        Ok(found)
     }
 }
 

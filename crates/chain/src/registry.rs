@@ -91,3 +91,14 @@ pub async fn deploy<P: Provider<Ethereum>>(provider: &P) -> Result<Address, Chai
 pub fn set_poll_interval(provider: &DynProvider, every: std::time::Duration) {
     provider.client().set_poll_interval(every);
 }
+
+/// The newest block's timestamp, in unix seconds: the clock the contract's windows and deadlines
+/// are read against.
+pub async fn block_time(provider: &DynProvider) -> Result<u64, ChainError> {
+    let block = provider
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .map_err(|e| ChainError::Other(format!("reading the newest block: {e}")))?
+        .ok_or_else(|| ChainError::Other("the node has no newest block".into()))?;
+    Ok(block.header.timestamp)
+}

@@ -1,5 +1,5 @@
-//! What a requester and the owner do: submit a task and wait for its result, authorise an
-//! executor. Used by `coordinator chain ...`, the tests and the benchmarks.
+//! What a requester and the owner do: submit a task (1-of-1, or k-of-n with a fee and a
+//! deadline) and wait for its result, read where a task stands, authorise an executor. Used by `coordinator chain ...`, the tests and the benchmarks.
 
 use crate::registry::{ChainError, Registry, TaskRegistry};
 use alloy::primitives::{Address, B256, U256};
@@ -49,6 +49,155 @@ pub struct Completion {
     pub executor: Address,
     /// The block it was written in.
     pub block: u64,
+    /// Every executor whose result agreed (the one writer of a 1-of-1 task).
+    pub agreeing: Vec<Address>,
+}
+
+/// How a k-of-n task is replicated and paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Executors that may take part (n), 1 to 16.
+    pub replicas: u8,
+    /// Agreeing reveals that complete it (k), 1 to n.
+    pub quorum: u8,
+    /// Unix seconds by which it must have its quorum (after that it may be expired).
+    pub deadline: u64,
+    /// Wei held in escrow and shared by the agreeing executors.
+    pub fee: U256,
+}
+
+/// One executor's part in a task, as the registry records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The executor.
+    pub executor: Address,
+    /// `committed`, `revealed`, `agreed`, `disagreed` or `missed`.
+    pub part: &'static str,
+}
+
+/// What the registry holds of a task: its terms, who committed and revealed, its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskStatus {
+    /// `pending`, `completed`, `expired` (`none` for an id never given).
+    pub status: &'static str,
+    /// n.
+    pub replicas: u8,
+    /// k.
+    pub quorum: u8,
+    /// Commits taken.
+    pub commits: u8,
+    /// Unix seconds; 0 for a 1-of-1 task without one.
+    pub deadline: u64,
+    /// End of the commit window, unix seconds.
+    pub commit_end: u64,
+    /// The fee in escrow, wei.
+    pub fee: U256,
+    /// Each committer's part, in commit order.
+    pub parts: Vec<Part>,
+    /// The result, once completed.
+    pub completion: Option<Completion>,
+}
+
+/// The words for `TaskRegistry.Status`.
+const STATUSES: [&str; 4] = ["none", "pending", "completed", "expired"];
+/// The words for `TaskRegistry.Part`.
+const PARTS: [&str; 6] = [
+    "none",
+    "committed",
+    "revealed",
+    "agreed",
+    "disagreed",
+    "missed",
+];
+
+/// Submits a k-of-n `request` with `replication` (the fee sent along) and waits for it to be
+/// mined.
+pub async fn submit_replicated(
+    registry: &Registry<DynProvider>,
+    request: &TaskRequest,
+    replication: &Replication,
+) -> Result<Submitted, ChainError> {
+    let deadline = alloy::primitives::aliases::U40::saturating_from(replication.deadline);
+    let receipt = registry
+        .submitTask_1(
+            request.wasm_cid.clone(),
+            request.entry.clone(),
+            request.input.clone(),
+            request.fuel,
+            request.timeout_sec,
+            replication.replicas,
+            replication.quorum,
+            deadline,
+        )
+        .value(replication.fee)
+        .send()
+        .await?
+        .get_receipt()
+        .await
+        .map_err(|e| ChainError::Other(format!("waiting for the submission: {e}")))?;
+    submitted(&receipt)
+}
+
+/// The task a mined submission's receipt names.
+fn submitted(receipt: &alloy::rpc::types::TransactionReceipt) -> Result<Submitted, ChainError> {
+    if !receipt.status() {
+        return Err(ChainError::Other(format!(
+            "the submission reverted in transaction {}",
+            receipt.transaction_hash
+        )));
+    }
+    let event = receipt
+        .inner
+        .logs()
+        .iter()
+        .find_map(|log| log.log_decode::<TaskRegistry::TaskSubmitted>().ok())
+        .ok_or_else(|| ChainError::Other("the submission emitted no TaskSubmitted".into()))?;
+    Ok(Submitted {
+        task_id: event.inner.data.taskId,
+        tx: receipt.transaction_hash,
+        block: receipt.block_number.unwrap_or_default(),
+    })
+}
+
+/// What the registry holds of task `id`: its terms, each committer's part and its outcome.
+pub async fn task_status(
+    registry: &Registry<DynProvider>,
+    id: U256,
+) -> Result<TaskStatus, ChainError> {
+    let task = registry.getTask(id).call().await?;
+    let committers = registry.committersOf(id).call().await?;
+    let mut parts = Vec::with_capacity(committers.len());
+    for executor in committers {
+        let entry = registry.entryOf(id, executor).call().await?;
+        parts.push(Part {
+            executor,
+            part: PARTS
+                .get(usize::from(entry.part))
+                .copied()
+                .unwrap_or("unknown"),
+        });
+    }
+    let completion = if task.status == 2 {
+        completions(registry.provider(), *registry.address(), Some(id), 0)
+            .await?
+            .pop()
+    } else {
+        None
+    };
+    Ok(TaskStatus {
+        status: STATUSES
+            .get(usize::from(task.status))
+            .copied()
+            .unwrap_or("unknown"),
+        replicas: task.replicas,
+        quorum: task.quorum,
+        commits: task.commits,
+        deadline: task.deadline.to::<u64>(),
+        commit_end: task.commitEnd.to::<u64>(),
+        fee: U256::from(task.fee),
+        parts,
+        completion,
+    })
 }
 
 /// Submits `request` from the provider's signer and waits for it to be mined.
@@ -69,17 +218,7 @@ pub async fn submit_task(
         .get_receipt()
         .await
         .map_err(|e| ChainError::Other(format!("waiting for the submission: {e}")))?;
-    let event = receipt
-        .inner
-        .logs()
-        .iter()
-        .find_map(|log| log.log_decode::<TaskRegistry::TaskSubmitted>().ok())
-        .ok_or_else(|| ChainError::Other("the submission emitted no TaskSubmitted".into()))?;
-    Ok(Submitted {
-        task_id: event.inner.data.taskId,
-        tx: receipt.transaction_hash,
-        block: receipt.block_number.unwrap_or_default(),
-    })
+    submitted(&receipt)
 }
 
 /// Every `TaskCompleted` event from block `from` on, of task `task_id` or of all tasks.
@@ -115,6 +254,7 @@ pub async fn completions(
                 result_hash: event.envelopeHash,
                 executor: event.executor,
                 block: log.block_number.unwrap_or_default(),
+                agreeing: event.agreeing,
             })
         })
         .collect()

@@ -7,7 +7,7 @@
 //! already taken (deeper than the confirmations asked for), and the scanner rewinds to the newest
 //! block it remembers that is still on the chain, so the range after it is scanned again.
 
-use crate::registry::TaskRegistry::TaskSubmitted;
+use crate::registry::TaskRegistry::{TaskSubmitted, TaskTerms};
 use alloy::primitives::B256;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -23,6 +23,9 @@ pub struct Found {
     pub log_index: u64,
     /// The event.
     pub event: TaskSubmitted,
+    /// The task's `TaskTerms` (emitted in the same transaction) when it is a k-of-n task;
+    /// `None` for a 1-of-1 task.
+    pub terms: Option<TaskTerms>,
 }
 
 /// What the scanner needs from a node: an adapter over a provider, or a fake in tests.
@@ -36,7 +39,8 @@ pub trait ChainView {
         &self,
         number: u64,
     ) -> impl Future<Output = Result<Option<B256>, Self::Error>> + Send;
-    /// The `TaskSubmitted` events in blocks `from..=to`, in chain order.
+    /// The `TaskSubmitted` events in blocks `from..=to`, in chain order, each with its
+    /// `TaskTerms` if it has any.
     fn events(
         &self,
         from: u64,
@@ -272,6 +276,7 @@ mod tests {
                         fuel: 0,
                         timeoutSec: 0,
                     },
+                    terms: None,
                 })
                 .collect())
         }

@@ -1,5 +1,5 @@
-//! `coordinator chain ...`: deploy a TaskRegistry, authorise an executor, submit a task and wait
-//! for its result. Settings come from the same `COORDINATOR_CHAIN_*` variables as the chain
+//! `coordinator chain ...`: deploy a TaskRegistry, authorise an executor, submit a task (1-of-1
+//! or k-of-n) and wait for its result (who agreed), show where a task stands. Settings come from the same `COORDINATOR_CHAIN_*` variables as the chain
 //! source; the key file is the owner's (deploy, authorize) or a requester's (submit).
 
 use crate::config::{ChainArgs, ChainCommand};
@@ -7,10 +7,12 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use std::process::ExitCode;
 use std::time::Duration;
+use wasm_exec_chain::registry::block_time;
 use wasm_exec_chain::requester::{
-    Submitted, TaskRequest, set_executor, submit_task, wait_completed,
+    Completion, Replication, Submitted, TaskRequest, TaskStatus, set_executor, submit_replicated,
+    submit_task, task_status, wait_completed,
 };
-use wasm_exec_chain::{Address, DynProvider, Registry, deploy};
+use wasm_exec_chain::{Address, DynProvider, Registry, U256, deploy};
 
 /// Runs one chain command; prints its outcome as one JSON line on stdout.
 pub async fn chain(command: &ChainCommand, args: &ChainArgs) -> anyhow::Result<ExitCode> {
@@ -27,6 +29,10 @@ pub async fn chain(command: &ChainCommand, args: &ChainArgs) -> anyhow::Result<E
             input,
             fuel,
             timeout_sec,
+            replicas,
+            quorum,
+            fee,
+            deadline,
             wait,
             wait_timeout_sec,
         } => {
@@ -38,7 +44,8 @@ pub async fn chain(command: &ChainCommand, args: &ChainArgs) -> anyhow::Result<E
                 timeout_sec: *timeout_sec,
             };
             let registry = registry(args, &provider)?;
-            let submitted = submit_task(&registry, &request)
+            let terms = (*replicas, *quorum, *fee, *deadline);
+            let submitted = send_submission(&provider, &registry, &request, terms)
                 .await
                 .context("submitting the task")?;
             if !wait {
@@ -49,7 +56,74 @@ pub async fn chain(command: &ChainCommand, args: &ChainArgs) -> anyhow::Result<E
             let timeout = Duration::from_secs(*wait_timeout_sec);
             wait_and_print(&registry, &submitted, poll, timeout).await
         }
+        ChainCommand::Status { id } => {
+            let status = task_status(&registry(args, &provider)?, U256::from(*id))
+                .await
+                .with_context(|| format!("reading task {id}"))?;
+            println!("{}", status_json(*id, &status));
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Submits `request` as a 1-of-1 task, or as k-of-n when `(replicas, quorum, fee, deadline)`
+/// ask for more than the default (the deadline in seconds from the chain's newest block).
+async fn send_submission(
+    provider: &DynProvider,
+    registry: &Registry<DynProvider>,
+    request: &TaskRequest,
+    (replicas, quorum, fee, deadline): (u8, u8, u128, u64),
+) -> anyhow::Result<Submitted> {
+    if replicas == 1 && quorum == 1 && fee == 0 && deadline == 0 {
+        return Ok(submit_task(registry, request).await?);
+    }
+    if deadline == 0 {
+        bail!("a k-of-n task needs --deadline (seconds from now, e.g. --deadline 120)");
+    }
+    let now = block_time(provider)
+        .await
+        .context("reading the chain's time")?;
+    let replication = Replication {
+        replicas,
+        quorum,
+        deadline: now.saturating_add(deadline),
+        fee: U256::from(fee),
+    };
+    Ok(submit_replicated(registry, request, &replication).await?)
+}
+
+/// `chain status`: the task's terms, parts and outcome as one JSON document.
+fn status_json(id: u64, status: &TaskStatus) -> serde_json::Value {
+    let parts: Vec<_> = status
+        .parts
+        .iter()
+        .map(|p| json!({ "executor": p.executor.to_string(), "part": p.part }))
+        .collect();
+    json!({
+        "task_id": id.to_string(),
+        "status": status.status,
+        "replicas": status.replicas,
+        "quorum": status.quorum,
+        "commits": status.commits,
+        "deadline": status.deadline,
+        "commit_end": status.commit_end,
+        "fee": status.fee.to_string(),
+        "parts": parts,
+        "outcome": status.completion.as_ref().map(completion_json),
+    })
+}
+
+/// A completion: the agreed result and who agreed.
+fn completion_json(done: &Completion) -> serde_json::Value {
+    json!({
+        "task_id": done.task_id.to_string(),
+        "ok": done.ok,
+        "result": done.result,
+        "result_hash": done.result_hash.to_string(),
+        "executor": done.executor.to_string(),
+        "agreeing": done.agreeing.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "block": done.block,
+    })
 }
 
 /// `chain deploy`: deploys a registry owned by the key's account and prints its address.
@@ -137,17 +211,7 @@ async fn wait_and_print(
         timeout,
     )
     .await?;
-    println!(
-        "{}",
-        json!({
-            "task_id": submitted.task_id.to_string(),
-            "ok": done.ok,
-            "result": done.result,
-            "result_hash": done.result_hash.to_string(),
-            "executor": done.executor.to_string(),
-            "block": done.block,
-        })
-    );
+    println!("{}", completion_json(&done));
     Ok(if done.ok {
         ExitCode::SUCCESS
     } else {

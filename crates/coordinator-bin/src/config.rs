@@ -375,15 +375,36 @@ pub enum ChainCommand {
         /// Instruction budget (0: the coordinator's default).
         #[arg(long, default_value_t = 0)]
         fuel: u64,
-        /// Wall-clock limit in seconds (0: the coordinator's default).
+        /// Wall-clock limit in seconds (0: the coordinator's default; for a k-of-n task the
+        /// protocol's, 20 s).
         #[arg(long, default_value_t = 0)]
         timeout_sec: u32,
+        /// Executors that may run it (n, 1 to 16); above 1 (or with `--fee` or `--deadline`)
+        /// the task is k-of-n, by commit and reveal.
+        #[arg(long, default_value_t = 1)]
+        replicas: u8,
+        /// Agreeing results that complete it (k, 1 to n).
+        #[arg(long, default_value_t = 1)]
+        quorum: u8,
+        /// Wei sent with the task, held in escrow and shared by the agreeing executors.
+        #[arg(long, default_value_t = 0)]
+        fee: u128,
+        /// Seconds from the chain's newest block by which the task must have its quorum (commits
+        /// close halfway); a k-of-n task needs one. 0: none (a 1-of-1 task).
+        #[arg(long, default_value_t = 0)]
+        deadline: u64,
         /// Waits for the task's `TaskCompleted` and prints the result.
         #[arg(long)]
         wait: bool,
         /// Longest wait for the result, in seconds.
         #[arg(long, default_value_t = 300)]
         wait_timeout_sec: u64,
+    },
+    /// Prints where a task stands: its terms, each committer's part (committed, revealed,
+    /// agreed, disagreed, missed) and its outcome.
+    Status {
+        /// The task's id in the registry.
+        id: u64,
     },
 }
 

@@ -199,9 +199,15 @@ pub async fn task_source(
             Arc::new(source)
         }
         SourceKind::Chain => Arc::new(
-            chain_source(&config.chain, state, metrics.clone(), health.clone())
-                .await
-                .context("starting the chain source (COORDINATOR_TASK_SOURCE=chain)")?,
+            chain_source(
+                &config.chain,
+                &config.state_dir,
+                state,
+                metrics.clone(),
+                health.clone(),
+            )
+            .await
+            .context("starting the chain source (COORDINATOR_TASK_SOURCE=chain)")?,
         ),
     })
 }
@@ -209,6 +215,7 @@ pub async fn task_source(
 /// The chain source from its settings, resuming from the cursor the state store kept.
 async fn chain_source(
     args: &ChainArgs,
+    state_dir: &std::path::Path,
     state: &dyn StateStore,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -230,6 +237,7 @@ async fn chain_source(
         start_block: args.chain_start_block,
         max_range: args.chain_max_range,
         receipt_timeout: Duration::from_secs(args.chain_receipt_timeout_sec.max(1)),
+        commits_path: state_dir.join("chain-commits.redb"),
     };
     let saved = state.cursor("chain")?;
     Ok(ChainSource::connect(settings, signer, saved, metrics, health).await?)

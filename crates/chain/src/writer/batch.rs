@@ -1,32 +1,129 @@
-//! One batch of results as one `submitResults` transaction: simulated first (which answers the
-//! results the contract refuses), priced with the node's EIP-1559 fees, sent with the next local
-//! nonce, and each result answered with how its write ended.
+//! One batch as one transaction (`submitResults`, `commitResults` or `revealResults`): simulated
+//! first (which answers the entries the contract refuses), priced with the node's EIP-1559 fees,
+//! sent with the next local nonce, and each entry answered with how its write ended.
 
 use super::confirm::Mined;
-use super::{OnChainResult, WriteError, WriteOptions, Written, rejection};
+use super::{Commit, OnChainResult, Reveal, WriteError, WriteOptions, Written, rejection};
 use crate::heads::Heads;
 use crate::receipts::ReceiptTracker;
 use crate::registry::{Registry, TaskRegistry, TaskRegistry::TaskRegistryErrors};
 use alloy::eips::eip1559::Eip1559Estimation;
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::{Log, TransactionRequest};
+use alloy::sol_types::SolCall;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, oneshot};
 
-/// A result waiting to be written, and who waits for the outcome.
-pub(super) struct Queued {
-    /// The result.
-    pub(super) result: OnChainResult,
+/// An entry waiting to be written (a result, a commit or a reveal), and who waits for the
+/// outcome.
+pub(super) struct Queued<T> {
+    /// The entry.
+    pub(super) item: T,
     /// Answered once with how its write ended.
     pub(super) done: oneshot::Sender<Result<Written, WriteError>>,
 }
 
-/// A `submitResults` call of one batch, from the executor account.
-type SubmitResults<'a> =
-    alloy::contract::SolCallBuilder<&'a DynProvider, TaskRegistry::submitResultsCall>;
+/// A call of one batch, from the executor account.
+type BatchCall<'a, C> = alloy::contract::SolCallBuilder<&'a DynProvider, C>;
+
+/// What can be written in batches: one entry of one task, its call, and the log that says this
+/// transaction wrote it.
+pub(super) trait Entry: Clone + Send + Sync + 'static {
+    /// The contract call of a batch of these.
+    type Call: SolCall + Send + Sync;
+    /// The task it belongs to.
+    fn task_id(&self) -> U256;
+    /// Bytes of result text it carries (storage gas grows with them).
+    fn bytes(&self) -> usize;
+    /// The call writing `batch`.
+    fn call<'a>(registry: &'a Registry<DynProvider>, batch: &[&Self]) -> BatchCall<'a, Self::Call>;
+    /// The task `log` (of a receipt of ours, sent by `from`) says was written.
+    fn wrote(log: &Log, from: Address) -> Option<U256>;
+    /// Blocks on top of its transaction's before a write counts as done: the confirmations,
+    /// except where noted.
+    fn depth(options: &WriteOptions) -> u64 {
+        options.confirmations
+    }
+}
+
+impl Entry for OnChainResult {
+    type Call = TaskRegistry::submitResultsCall;
+    fn task_id(&self) -> U256 {
+        self.task_id
+    }
+    fn bytes(&self) -> usize {
+        self.result.len()
+    }
+    fn call<'a>(registry: &'a Registry<DynProvider>, batch: &[&Self]) -> BatchCall<'a, Self::Call> {
+        registry.submitResults(
+            batch.iter().map(|r| r.task_id).collect(),
+            batch.iter().map(|r| r.ok).collect(),
+            batch.iter().map(|r| r.result.clone()).collect(),
+            batch.iter().map(|r| r.result_hash).collect(),
+        )
+    }
+    fn wrote(log: &Log, _from: Address) -> Option<U256> {
+        let event = log.log_decode::<TaskRegistry::TaskCompleted>().ok()?;
+        Some(event.inner.data.taskId)
+    }
+}
+
+impl Entry for Commit {
+    type Call = TaskRegistry::commitResultsCall;
+    fn task_id(&self) -> U256 {
+        self.task_id
+    }
+    fn bytes(&self) -> usize {
+        32
+    }
+    fn call<'a>(registry: &'a Registry<DynProvider>, batch: &[&Self]) -> BatchCall<'a, Self::Call> {
+        registry.commitResults(
+            batch.iter().map(|c| c.task_id).collect(),
+            batch.iter().map(|c| c.commitment).collect(),
+        )
+    }
+    fn wrote(log: &Log, from: Address) -> Option<U256> {
+        let event = log.log_decode::<TaskRegistry::ResultCommitted>().ok()?;
+        (event.inner.data.executor == from).then_some(event.inner.data.taskId)
+    }
+    /// A commit counts once mined: the reveal that follows needs it on chain, not deep. A
+    /// reorg that drops it makes the reveal revert (`NotCommitted`), and the caller, which
+    /// reads what the registry holds before each step, commits again with the stored salt.
+    fn depth(_options: &WriteOptions) -> u64 {
+        0
+    }
+}
+
+impl Entry for Reveal {
+    type Call = TaskRegistry::revealResultsCall;
+    fn task_id(&self) -> U256 {
+        self.task_id
+    }
+    fn bytes(&self) -> usize {
+        self.result.len()
+    }
+    fn call<'a>(registry: &'a Registry<DynProvider>, batch: &[&Self]) -> BatchCall<'a, Self::Call> {
+        registry.revealResults(
+            batch
+                .iter()
+                .map(|r| TaskRegistry::Reveal {
+                    taskId: r.task_id,
+                    ok: r.ok,
+                    result: r.result.clone(),
+                    resultHash: r.result_hash,
+                    salt: r.salt,
+                })
+                .collect(),
+        )
+    }
+    fn wrote(log: &Log, from: Address) -> Option<U256> {
+        let event = log.log_decode::<TaskRegistry::ResultRevealed>().ok()?;
+        (event.inner.data.executor == from).then_some(event.inner.data.taskId)
+    }
+}
 
 /// What sends batches: the account, its nonces, fees, and the receipt poller.
 pub(super) struct BatchSender {
@@ -62,13 +159,15 @@ impl BatchSender {
         }
     }
 
-    /// Sends one batch and answers each of its results.
-    pub(super) async fn send(self: Arc<Self>, mut batch: Vec<Queued>) {
+    /// Sends one batch and answers each of its entries.
+    pub(super) async fn send<T: Entry>(self: Arc<Self>, mut batch: Vec<Queued<T>>) {
         while !batch.is_empty() {
-            let call = self.call(&batch);
+            let items: Vec<&T> = batch.iter().map(|q| &q.item).collect();
+            let call = T::call(&self.registry, &items).from(self.from);
             match call.estimate_gas().await {
                 Ok(gas) => {
-                    let outcome = self.send_priced(call, gas).await;
+                    let depth = T::depth(&self.options);
+                    let outcome = self.send_priced(call, gas, depth, T::wrote).await;
                     return answer_sent(batch, outcome);
                 }
                 Err(e) => match self.refused(batch, &e) {
@@ -81,12 +180,16 @@ impl BatchSender {
 
     /// Answers the results a failed simulation refuses. When only one task is unknown (its
     /// request was reorganised away) the others are returned, to be simulated again.
-    fn refused(&self, batch: Vec<Queued>, error: &alloy::contract::Error) -> Option<Vec<Queued>> {
+    fn refused<T: Entry>(
+        &self,
+        batch: Vec<Queued<T>>,
+        error: &alloy::contract::Error,
+    ) -> Option<Vec<Queued<T>>> {
         let why = match error.as_decoded_interface_error::<TaskRegistryErrors>() {
             Some(TaskRegistryErrors::UnknownTask(unknown)) => {
                 let (gone, rest): (Vec<_>, Vec<_>) = batch
                     .into_iter()
-                    .partition(|q| q.result.task_id == unknown.taskId);
+                    .partition(|q| q.item.task_id() == unknown.taskId);
                 if gone.is_empty() {
                     // Not one of ours: simulating the same batch again would loop.
                     let why = WriteError::Refused(format!("{unknown:?}"));
@@ -104,26 +207,22 @@ impl BatchSender {
         None
     }
 
-    fn call(&self, batch: &[Queued]) -> SubmitResults<'_> {
-        self.registry
-            .submitResults(
-                batch.iter().map(|q| q.result.task_id).collect(),
-                batch.iter().map(|q| q.result.ok).collect(),
-                batch.iter().map(|q| q.result.result.clone()).collect(),
-                batch.iter().map(|q| q.result.result_hash).collect(),
-            )
-            .from(self.from)
-    }
-
-    /// Sends `call` with a fifth more gas than simulated and the node's fees, and follows it.
-    async fn send_priced(&self, call: SubmitResults<'_>, gas: u64) -> Result<Mined, WriteError> {
+    /// Sends `call` with a fifth more gas than simulated and the node's fees, and follows it;
+    /// `wrote` picks the tasks it wrote from the receipt's logs.
+    async fn send_priced<C: SolCall>(
+        &self,
+        call: BatchCall<'_, C>,
+        gas: u64,
+        depth: u64,
+        wrote: fn(&Log, Address) -> Option<U256>,
+    ) -> Result<Mined, WriteError> {
         let fees = self.fees().await?;
         let request = call
             .into_transaction_request()
             .with_gas_limit(gas.saturating_add(gas / 5))
             .with_max_fee_per_gas(fees.max_fee_per_gas)
             .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        self.send_and_follow(request).await
+        self.send_and_follow(request, depth, wrote).await
     }
 
     /// EIP-1559 fees from the node, asked at most once a second.
@@ -173,11 +272,11 @@ impl BatchSender {
     }
 }
 
-/// Answers each result of a sent batch: written by it, already written before, or its error.
-fn answer_sent(batch: Vec<Queued>, outcome: Result<Mined, WriteError>) {
+/// Answers each entry of a sent batch: written by it, already written before, or its error.
+fn answer_sent<T: Entry>(batch: Vec<Queued<T>>, outcome: Result<Mined, WriteError>) {
     match outcome {
-        Ok(mined) => answer(batch, |result| {
-            Ok(if mined.wrote.contains(&result.task_id) {
+        Ok(mined) => answer(batch, |entry| {
+            Ok(if mined.wrote.contains(&entry.task_id()) {
                 Written::Mined {
                     tx: mined.tx,
                     block: mined.block,
@@ -191,9 +290,9 @@ fn answer_sent(batch: Vec<Queued>, outcome: Result<Mined, WriteError>) {
     }
 }
 
-/// Answers each queued result with `outcome` of it.
-fn answer(batch: Vec<Queued>, outcome: impl Fn(&OnChainResult) -> Result<Written, WriteError>) {
+/// Answers each queued entry with `outcome` of it.
+fn answer<T>(batch: Vec<Queued<T>>, outcome: impl Fn(&T) -> Result<Written, WriteError>) {
     for queued in batch {
-        let _ = queued.done.send(outcome(&queued.result));
+        let _ = queued.done.send(outcome(&queued.item));
     }
 }

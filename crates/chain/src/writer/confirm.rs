@@ -8,30 +8,31 @@
 use super::WriteError;
 use super::batch::BatchSender;
 use crate::receipts::Followed;
-use crate::registry::TaskRegistry;
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{B256, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
-use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::{Log, TransactionRequest};
 use std::collections::HashSet;
 
 impl BatchSender {
-    /// Sends `request` and follows it to its depth, replacing it with higher fees while it is
-    /// not mined.
+    /// Sends `request` and follows it to `depth` blocks on top, replacing it with higher fees
+    /// while it is not mined.
     pub(super) async fn send_and_follow(
         &self,
         mut request: TransactionRequest,
+        depth: u64,
+        wrote: fn(&Log, Address) -> Option<U256>,
     ) -> Result<Mined, WriteError> {
         let mut tx = self.send_next(&mut request).await?;
         let mut replacements = 0;
         loop {
             let followed = self
                 .tracker
-                .follow(tx, self.options.confirmations, self.options.receipt_timeout)
+                .follow(tx, depth, self.options.receipt_timeout)
                 .await;
             match followed {
                 // Checked once more against the node: a reorg may have dropped it since.
-                Followed::Deep { .. } => match self.receipt(tx).await? {
+                Followed::Deep { .. } => match self.receipt(tx, depth, wrote).await? {
                     Receipt::Confirmed { block, wrote } => {
                         return Ok(Mined {
                             tx,
@@ -79,7 +80,12 @@ impl BatchSender {
     }
 
     /// Where transaction `tx` stands, read from its receipt and the head.
-    async fn receipt(&self, tx: B256) -> Result<Receipt, WriteError> {
+    async fn receipt(
+        &self,
+        tx: B256,
+        depth: u64,
+        wrote: fn(&Log, Address) -> Option<U256>,
+    ) -> Result<Receipt, WriteError> {
         let node = |e: &dyn std::fmt::Display| {
             WriteError::Node(format!("reading the receipt of {tx}: {e}"))
         };
@@ -100,17 +106,19 @@ impl BatchSender {
             .get_block_number()
             .await
             .map_err(|e| node(&e))?;
-        if head < block + self.options.confirmations {
+        if head < block + depth {
             return Ok(Receipt::Shallow);
         }
-        let wrote = receipt
+        let tasks = receipt
             .inner
             .logs()
             .iter()
-            .filter_map(|log| log.log_decode::<TaskRegistry::TaskCompleted>().ok())
-            .map(|log| log.inner.data.taskId)
+            .filter_map(|log| wrote(log, self.from))
             .collect();
-        Ok(Receipt::Confirmed { block, wrote })
+        Ok(Receipt::Confirmed {
+            block,
+            wrote: tasks,
+        })
     }
 }
 
@@ -126,7 +134,7 @@ pub(super) struct Mined {
     pub(super) tx: B256,
     /// Its block.
     pub(super) block: u64,
-    /// The tasks whose `TaskCompleted` it emitted.
+    /// The tasks it wrote (their `TaskCompleted`, or our `ResultCommitted` / `ResultRevealed`).
     pub(super) wrote: HashSet<U256>,
     /// How many times it was replaced with a higher fee first.
     pub(super) replacements: u32,

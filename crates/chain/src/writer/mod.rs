@@ -1,4 +1,6 @@
-//! Writing results back, exactly once per task, batched and pipelined.
+//! Writing results back, exactly once per task, batched and pipelined: a 1-of-1 task's result
+//! (`submitResults`), a k-of-n task's commit (`commitResults`) and reveal (`revealResults`), all
+//! from one account with one nonce count.
 //!
 //! Results waiting to be written are gathered into batches (up to [`WriteOptions::max_batch`]
 //! results and [`WriteOptions::max_batch_bytes`] of result text, gathered for at most
@@ -24,7 +26,7 @@
 use crate::heads::Heads;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::DynProvider;
-use batch::{BatchSender, Queued};
+use batch::{BatchSender, Entry, Queued};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -80,6 +82,46 @@ pub struct OnChainResult {
     pub result_hash: B256,
 }
 
+/// One commitment to a k-of-n task's result as it goes on chain (`commitResults`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The task's id in the registry.
+    pub task_id: U256,
+    /// `keccak256(abi.encode(resultHash, executor, salt))` ([`commitment`]).
+    pub commitment: B256,
+}
+
+/// One reveal of a committed result as it goes on chain (`revealResults`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reveal {
+    /// The task's id in the registry.
+    pub task_id: U256,
+    /// Whether the task succeeded.
+    pub ok: bool,
+    /// The result value (at most the contract's `MAX_RESULT_BYTES`).
+    pub result: String,
+    /// The result's `result_hash`, as committed.
+    pub result_hash: B256,
+    /// The salt of the commitment.
+    pub salt: B256,
+}
+
+/// The contract's commitment: `keccak256(abi.encode(resultHash, executor, salt))`, three 32-byte
+/// words (the address left-padded with zeros).
+pub fn commitment(result_hash: B256, executor: Address, salt: B256) -> B256 {
+    let mut words = [0u8; 96];
+    words[..32].copy_from_slice(result_hash.as_slice());
+    words[44..64].copy_from_slice(executor.as_slice());
+    words[64..].copy_from_slice(salt.as_slice());
+    alloy::primitives::keccak256(words)
+}
+
+/// A fresh random salt for a commitment (the operating system's generator), never reused: with
+/// it no one can guess the committed result hash from the commitment.
+pub fn fresh_salt() -> B256 {
+    B256::random()
+}
+
 /// How a write ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
@@ -92,7 +134,9 @@ pub enum Written {
         /// How many times it was replaced with a higher fee first.
         replacements: u32,
     },
-    /// The task already had its result on chain (an earlier write of ours landed).
+    /// The contract skipped it: the task already had its result on chain (an earlier write of
+    /// ours landed); for a commit or a reveal, also a task that no longer takes it (the caller
+    /// reads what the registry holds for it).
     AlreadyCompleted,
 }
 
@@ -123,20 +167,26 @@ pub enum WriteError {
     Node(String),
 }
 
-/// Sends results from one executor account.
+/// Sends results, commits and reveals from one executor account.
 pub struct ResultWriter {
     /// Results waiting for [`gather`], at most [`WriteOptions::queue`]. A full queue cannot
     /// deadlock: `gather` awaits nothing but the queue and its linger timer (each batch is sent
     /// on a task of its own, so neither the node nor the receipt tracker holds it up), and the
     /// tracker never writes here. A caller of `write` waits only until `gather` takes one.
-    queue: mpsc::Sender<Queued>,
+    queue: mpsc::Sender<Queued<OnChainResult>>,
+    /// Commits waiting for their own [`gather`], by the same rules.
+    commits: mpsc::Sender<Queued<Commit>>,
+    /// Reveals waiting for their own [`gather`], by the same rules.
+    reveals: mpsc::Sender<Queued<Reveal>>,
     from: Address,
-    batcher: tokio::task::JoinHandle<()>,
+    batchers: [tokio::task::JoinHandle<()>; 3],
 }
 
 impl Drop for ResultWriter {
     fn drop(&mut self) {
-        self.batcher.abort();
+        for batcher in &self.batchers {
+            batcher.abort();
+        }
     }
 }
 
@@ -152,11 +202,19 @@ impl ResultWriter {
         heads: Heads,
     ) -> Self {
         let sender = Arc::new(BatchSender::new(provider, contract, from, options, heads));
-        let (queue, waiting) = mpsc::channel(options.queue.max(1));
+        let (queue, results) = mpsc::channel(options.queue.max(1));
+        let (commits, committing) = mpsc::channel(options.queue.max(1));
+        let (reveals, revealing) = mpsc::channel(options.queue.max(1));
         Self {
             queue,
+            commits,
+            reveals,
             from,
-            batcher: tokio::spawn(gather(sender, waiting)),
+            batchers: [
+                tokio::spawn(gather(sender.clone(), results)),
+                tokio::spawn(gather(sender.clone(), committing)),
+                tokio::spawn(gather(sender, revealing)),
+            ],
         }
     }
 
@@ -168,24 +226,46 @@ impl ResultWriter {
     /// Writes one result (in a batch with others waiting) and waits until it is confirmed, or
     /// finds it already written; first waits for room in the queue when it is full.
     pub async fn write(&self, result: &OnChainResult) -> Result<Written, WriteError> {
-        let stopped = || WriteError::Node("the result writer has stopped".into());
-        let (done, outcome) = oneshot::channel();
-        self.queue
-            .send(Queued {
-                result: result.clone(),
-                done,
-            })
-            .await
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        enqueue(&self.queue, result).await
+    }
+
+    /// Commits to one k-of-n result (in a batch with other commits waiting) and waits until it
+    /// is mined (not deep: the reveal after it only needs it on chain). [`Written::AlreadyCompleted`] when the contract skipped it: this account had
+    /// committed already, or the task no longer takes commits.
+    pub async fn commit(&self, commit: &Commit) -> Result<Written, WriteError> {
+        enqueue(&self.commits, commit).await
+    }
+
+    /// Reveals one committed result (in a batch with other reveals waiting) and waits until it
+    /// is confirmed. [`Written::AlreadyCompleted`] when the contract skipped it: revealed
+    /// already, or the task is settled or past its deadline.
+    pub async fn reveal(&self, reveal: &Reveal) -> Result<Written, WriteError> {
+        enqueue(&self.reveals, reveal).await
     }
 }
 
-/// Gathers waiting results into batches and sends each batch on its own task.
-async fn gather(sender: Arc<BatchSender>, mut waiting: mpsc::Receiver<Queued>) {
+/// Puts `item` on `queue` and waits for how its write ended.
+async fn enqueue<T: Clone>(
+    queue: &mpsc::Sender<Queued<T>>,
+    item: &T,
+) -> Result<Written, WriteError> {
+    let stopped = || WriteError::Node("the result writer has stopped".into());
+    let (done, outcome) = oneshot::channel();
+    queue
+        .send(Queued {
+            item: item.clone(),
+            done,
+        })
+        .await
+        .map_err(|_| stopped())?;
+    outcome.await.map_err(|_| stopped())?
+}
+
+/// Gathers waiting entries into batches and sends each batch on its own task.
+async fn gather<T: Entry>(sender: Arc<BatchSender>, mut waiting: mpsc::Receiver<Queued<T>>) {
     let options = sender.options;
     while let Some(first) = waiting.recv().await {
-        let mut bytes = first.result.result.len();
+        let mut bytes = first.item.bytes();
         let mut batch = vec![first];
         let linger = tokio::time::sleep(options.linger);
         tokio::pin!(linger);
@@ -193,7 +273,7 @@ async fn gather(sender: Arc<BatchSender>, mut waiting: mpsc::Receiver<Queued>) {
             tokio::select! {
                 next = waiting.recv() => match next {
                     Some(next) => {
-                        bytes += next.result.result.len();
+                        bytes += next.item.bytes();
                         batch.push(next);
                     }
                     None => break,
@@ -202,5 +282,27 @@ async fn gather(sender: Arc<BatchSender>, mut waiting: mpsc::Receiver<Queued>) {
             }
         }
         tokio::spawn(sender.clone().send(batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commitment_hashes_three_words_as_abi_encode_does() {
+        let (hash, salt) = (B256::repeat_byte(0x11), B256::repeat_byte(0x22));
+        let executor = Address::repeat_byte(0x33);
+        let encoded = alloy::sol_types::SolValue::abi_encode(&(hash, executor, salt));
+        assert_eq!(encoded.len(), 96);
+        assert_eq!(
+            commitment(hash, executor, salt),
+            alloy::primitives::keccak256(encoded)
+        );
+        assert_ne!(
+            commitment(hash, Address::repeat_byte(0x34), salt),
+            commitment(hash, executor, salt),
+            "the executor is bound: a copier's commitment differs"
+        );
     }
 }

@@ -15,17 +15,25 @@
 //!   read on chain: already completed counts as written (exactly once across restarts), and a task
 //!   that is gone or names another request (a reorg deeper than the confirmations) is never
 //!   written; the API shows why. See [`wasm_exec_chain::writer`] for nonces and fee bumps.
+//! - k-of-n tasks (those with `TaskTerms`) are taken only while they still take commits
+//!   (`acceptsCommits`), run under limits from the task or the protocol
+//!   ([`wasm_exec_task::protocol`]), and written back by commit and reveal ([`replica`]).
 //! - Failures (a dead node, no funds, a key no longer authorised) are logged, counted in
 //!   `/metrics` and shown by `/readyz`; reads back off and write-backs wait, none lost.
 //!
 //! Layout: this file has the settings, the start (waiting for the node, the checks, the saved
 //! cursor) and the [`TaskSource`] impl; [`read`]: events to tasks, the cursor, the read backoff;
-//! [`write`]: results to values on chain, the on-chain check, the write-back's outcomes.
+//! [`write`]: results to values on chain, the on-chain check, the write-back's outcomes;
+//! [`replica`]: commit and reveal of a k-of-n task; [`commits`]: the commitments kept on disk.
 
+mod commits;
 mod read;
+mod replica;
 mod write;
 
+pub use commits::CommitStoreError;
 pub use read::to_task;
+pub use replica::replicated_value;
 pub use write::{MAX_RESULT_BYTES, result_value};
 
 use super::{Delivery, Polled, SourceError, TaskSource};
@@ -86,6 +94,9 @@ pub struct ChainSettings {
     pub max_range: u64,
     /// Time a result transaction gets before it is replaced with a higher fee.
     pub receipt_timeout: Duration,
+    /// The database of this operator's k-of-n commitments
+    /// (`COORDINATOR_STATE_DIR/chain-commits.redb`).
+    pub commits_path: std::path::PathBuf,
 }
 
 /// The chain source.
@@ -98,8 +109,10 @@ pub struct ChainSource {
     transport: Transport,
     /// New heads, which wake the scheduler to read ([`TaskSource::news`]).
     announced: tokio::sync::Mutex<tokio::sync::watch::Receiver<Head>>,
-    /// Keeps the head follower running.
-    _heads: Heads,
+    /// The head follower: wakes reads, and reveals waiting for their window.
+    heads: Heads,
+    /// This operator's k-of-n commitments, durable before each commit is sent.
+    commits: commits::CommitStore,
     /// `eip155-<chain>-<contract>-`: every task id of this registry starts with it.
     prefix: String,
     metrics: Arc<Metrics>,
@@ -117,6 +130,9 @@ pub enum ChainSourceError {
     /// A setting is wrong.
     #[error("{0}")]
     Settings(String),
+    /// The database of k-of-n commitments cannot be opened.
+    #[error(transparent)]
+    Commits(#[from] CommitStoreError),
 }
 
 impl ChainSource {
@@ -140,6 +156,7 @@ impl ChainSource {
             from_block = reading.checkpoint.next_block, confirmations = settings.confirmations,
             "reading tasks from the TaskRegistry"
         );
+        let commits = commits::CommitStore::open(&settings.commits_path)?;
         let heads = Heads::follow(provider.clone(), transport, settings.poll);
         let write_options = WriteOptions {
             confirmations: settings.confirmations,
@@ -166,7 +183,8 @@ impl ChainSource {
             },
             transport,
             announced: tokio::sync::Mutex::new(heads.watch()),
-            _heads: heads,
+            heads,
+            commits,
             settings,
             metrics,
             health,

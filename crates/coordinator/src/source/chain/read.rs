@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use wasm_exec_chain::Address;
 use wasm_exec_chain::TaskRegistry::TaskSubmitted;
 use wasm_exec_chain::scan::{self, Checkpoint, Found, ScanError, Step};
+use wasm_exec_task::protocol::replicated_limits;
 use wasm_exec_task::{TaskLimits, TaskSpec};
 
 /// How often the cursor is persisted when no task moves it.
@@ -101,11 +102,10 @@ impl ChainSource {
         };
         self.health.source_worked("read");
         self.show_progress(&step);
-        let tasks: Vec<TaskSpec> = step
-            .found
-            .iter()
-            .map(|Found { event, .. }| to_task(self.task_id(event.taskId), event))
-            .collect();
+        let tasks = match self.takeable(&step.found).await {
+            Ok(tasks) => tasks,
+            Err(e) => return Err(self.read_failed(&e)),
+        };
         let cursor = self.advance(&step, !tasks.is_empty())?;
         if !tasks.is_empty() {
             tracing::info!(
@@ -119,6 +119,40 @@ impl ChainSource {
             cursor,
             more: !step.caught_up,
         })
+    }
+
+    /// The tasks of `found` this operator takes: every 1-of-1 task, and a k-of-n task only while
+    /// it still takes commits (asked of the registry, a few at a time), with its limits from the
+    /// task or the protocol.
+    async fn takeable(&self, found: &[Found]) -> Result<Vec<TaskSpec>, ScanError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let taken: Vec<Option<TaskSpec>> = futures_util::stream::iter(found.iter().cloned())
+            .map(|found| self.take(found))
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(taken.into_iter().flatten().collect())
+    }
+
+    /// One found task as [`ChainSource::takeable`] takes it (`None`: left to others).
+    async fn take(&self, found: Found) -> Result<Option<TaskSpec>, ScanError> {
+        let event = &found.event;
+        let mut task = to_task(self.task_id(event.taskId), event);
+        if found.terms.is_none() {
+            return Ok(Some(task));
+        }
+        let open = self
+            .registry
+            .acceptsCommits(event.taskId)
+            .call()
+            .await
+            .map_err(|e| ScanError::Node(format!("acceptsCommits({}): {e}", event.taskId)))?;
+        if !open {
+            tracing::info!(task = %event.taskId, "a k-of-n task that takes no more commits; left to others");
+            return Ok(None);
+        }
+        task.limits = replicated_limits(event.fuel, event.timeoutSec);
+        Ok(Some(task))
     }
 
     /// One scan step from `checkpoint`, failing after [`READ_TIMEOUT`].

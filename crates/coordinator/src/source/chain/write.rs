@@ -7,6 +7,7 @@ use crate::source::{Delivery, SourceError};
 use wasm_exec_chain::TaskRegistry;
 use wasm_exec_chain::writer::{OnChainResult, WriteError, Written};
 use wasm_exec_chain::{B256, U256};
+use wasm_exec_task::protocol::replicated_limits;
 use wasm_exec_task::{ResultEnvelope, TaskSpec};
 
 /// Largest result value written on chain, in bytes (the contract's `MAX_RESULT_BYTES`).
@@ -43,15 +44,20 @@ impl ChainSource {
         }
     }
 
-    /// Checks task `id` on chain, then writes `result` and says how it was delivered.
+    /// Checks task `id` on chain, then writes `result` (directly for a 1-of-1 task, by commit
+    /// and reveal for a k-of-n one) and says how it was delivered.
     async fn write_checked(
         &self,
         id: U256,
         task: &TaskSpec,
         result: &ResultEnvelope,
     ) -> Result<Delivery, WriteError> {
-        if let Some(settled) = self.settled_on_chain(id, Some(task)).await? {
+        let record = self.task_record(id).await?;
+        if let Some(settled) = settled(id, Some(task), &record) {
             return Ok(settled);
+        }
+        if record.deadline.to::<u64>() != 0 {
+            return self.replicate(id, result).await;
         }
         let written = self
             .writer
@@ -64,10 +70,10 @@ impl ChainSource {
             .await;
         match written {
             Ok(written) => Ok(self.count_written(&written, result.ok)),
-            Err(WriteError::UnknownTask(_)) => self
-                .settled_on_chain(id, None)
-                .await
-                .map(|s| s.unwrap_or(Delivery::Accepted)),
+            Err(WriteError::UnknownTask(_)) => {
+                let record = self.task_record(id).await?;
+                Ok(settled(id, None, &record).unwrap_or(Delivery::Accepted))
+            }
             Err(WriteError::Refused(why)) => Ok(Delivery::Undeliverable(format!(
                 "the registry refused the result: {why}"
             ))),
@@ -102,40 +108,38 @@ impl ChainSource {
             .inc();
         Delivery::Accepted
     }
+}
 
-    /// Reads the registry's record of a task and says whether it is still the request we ran:
-    /// `Ok(None)` if so and it awaits a result, `Ok(Some(delivery))` if nothing is to be sent.
-    async fn settled_on_chain(
-        &self,
-        id: U256,
-        task: Option<&TaskSpec>,
-    ) -> Result<Option<Delivery>, WriteError> {
-        let record = self
-            .registry
-            .getTask(id)
-            .call()
-            .await
-            .map_err(|e| WriteError::Node(format!("reading task {id}: {e}")))?;
-        // Status: 0 none, 1 pending, 2 completed.
-        match record.status {
-            0 => Ok(Some(Delivery::Undeliverable(format!(
-                "the registry has no task {id}: its request was reorganised off the chain, so the result is not written back"
-            )))),
-            2 => Ok(Some(Delivery::Accepted)),
-            _ if task.is_none_or(|t| is_same_request(t, &record)) => Ok(None),
-            _ => Ok(Some(Delivery::Undeliverable(format!(
-                "task {id} on chain is another request than the one run (a reorg replaced it), so the result is not written back"
-            )))),
-        }
+/// Whether the registry's `record` of task `id` is still the request we ran: `None` if so and
+/// it awaits a result, `Some(delivery)` if nothing is to be sent.
+fn settled(id: U256, task: Option<&TaskSpec>, record: &TaskRegistry::Task) -> Option<Delivery> {
+    // Status: 0 none, 1 pending, 2 completed, 3 expired.
+    match record.status {
+        0 => Some(Delivery::Undeliverable(format!(
+            "the registry has no task {id}: its request was reorganised off the chain, so the result is not written back"
+        ))),
+        2 => Some(Delivery::Accepted),
+        3 => Some(Delivery::Undeliverable(format!(
+            "task {id} expired on chain (no quorum by its deadline) before this result was written"
+        ))),
+        _ if task.is_none_or(|t| is_same_request(t, record)) => None,
+        _ => Some(Delivery::Undeliverable(format!(
+            "task {id} on chain is another request than the one run (a reorg replaced it), so the result is not written back"
+        ))),
     }
 }
 
 /// Whether the registry's `record` is the request `task` was made from.
 fn is_same_request(task: &TaskSpec, record: &TaskRegistry::Task) -> bool {
+    let limits = if record.deadline.to::<u64>() != 0 {
+        task.limits == replicated_limits(record.fuel, record.timeoutSec)
+    } else {
+        task.limits.fuel.unwrap_or(0) == record.fuel
+            && task.limits.timeout_sec.map_or(0.0, |s| s) == f64::from(record.timeoutSec)
+    };
     task.wasm_cid == record.wasmCid
         && task.entry.as_deref() == Some(record.entry.as_str())
-        && task.limits.fuel.unwrap_or(0) == record.fuel
-        && task.limits.timeout_sec.map_or(0.0, |s| s) == f64::from(record.timeoutSec)
+        && limits
 }
 
 /// The first `max` bytes of `text`, cut at a character boundary.

@@ -1,0 +1,175 @@
+//! Writing back a k-of-n task: this operator's commit, then its reveal, each batched with other
+//! tasks' and written exactly once.
+//!
+//! 1. The commitment (`keccak256(resultHash, executor, salt)`, a fresh random salt) is stored in
+//!    the [`CommitStore`] before the commit is sent; a task this operator committed to before is
+//!    revealed with what it stored, whatever the run gave this time.
+//! 2. The commit goes in a `commitResults` batch; one the contract skipped (the task took no
+//!    more commits) leaves the task to the others, noted as undeliverable.
+//! 3. The reveal waits (following new heads) until every replica committed or the commit window
+//!    closed, then goes in a `revealResults` batch. A task that was settled meanwhile (completed
+//!    or expired) needs nothing more.
+//!
+//! What the registry holds for this executor (`entryOf`) is read first each time, so a report
+//! made again after a restart sends only what is missing.
+
+use super::ChainSource;
+use super::commits::Committed;
+use crate::source::Delivery;
+use wasm_exec_chain::TaskRegistry;
+use wasm_exec_chain::writer::{Commit, Reveal, WriteError, commitment, fresh_salt};
+use wasm_exec_chain::{B256, U256};
+use wasm_exec_task::ResultEnvelope;
+
+/// `TaskRegistry.Part`: what an executor has done for a task.
+const PART_NONE: u8 = 0;
+const PART_COMMITTED: u8 = 1;
+/// `TaskRegistry.Status::Pending`.
+const PENDING: u8 = 1;
+
+/// The value of a k-of-n result on chain: the result's JSON, or only the error's kind for a
+/// failure, since a failure's message may carry host details that differ between honest
+/// operators (and the value is part of what reveals must agree on).
+pub fn replicated_value(result: &ResultEnvelope) -> String {
+    match &result.error {
+        None => super::result_value(result),
+        Some(e) => e.kind.to_string(),
+    }
+}
+
+impl ChainSource {
+    /// Commits to `result` for task `id` (unless done before), then reveals it when the registry
+    /// lets it.
+    pub(super) async fn replicate(
+        &self,
+        id: U256,
+        result: &ResultEnvelope,
+    ) -> Result<Delivery, WriteError> {
+        let me = self.writer.address();
+        let node = |what: &str, e: &dyn std::fmt::Display| {
+            WriteError::Node(format!("reading {what} of task {id}: {e}"))
+        };
+        let entry = self
+            .registry
+            .entryOf(id, me)
+            .call()
+            .await
+            .map_err(|e| node("our part", &e))?;
+        let stored = self
+            .commits
+            .get(id.to_string())
+            .await
+            .map_err(|e| WriteError::Node(e.to_string()))?;
+        let committed = match (entry.part, stored) {
+            (PART_NONE, stored) => match self.commit(id, result, stored).await? {
+                Some(committed) => committed,
+                None => {
+                    return Ok(Delivery::Undeliverable(format!(
+                        "task {id} took no more commits (all its replicas committed, or its commit window closed); other operators run it"
+                    )));
+                }
+            },
+            (PART_COMMITTED, Some(stored)) => stored,
+            (PART_COMMITTED, None) => {
+                return Ok(Delivery::Undeliverable(format!(
+                    "task {id} has our commit on chain but COORDINATOR_STATE_DIR has no record of it (another state directory with the same key?); it cannot be revealed"
+                )));
+            }
+            // Revealed, or recorded as agreed, disagreed or missed: nothing left to send.
+            _ => return Ok(Delivery::Accepted),
+        };
+        self.reveal_when_open(id, committed).await
+    }
+
+    /// Stores the commitment (reusing a stored one) and sends it; `None` when the contract
+    /// skipped it because the task takes no more commits.
+    async fn commit(
+        &self,
+        id: U256,
+        result: &ResultEnvelope,
+        stored: Option<Committed>,
+    ) -> Result<Option<Committed>, WriteError> {
+        let me = self.writer.address();
+        let committed = match stored {
+            Some(stored) => stored,
+            None => {
+                let fresh = Committed {
+                    ok: result.ok,
+                    value: replicated_value(result),
+                    result_hash: B256::from(result.result_hash().0),
+                    salt: fresh_salt(),
+                };
+                self.commits
+                    .put(id.to_string(), fresh.clone())
+                    .await
+                    .map_err(|e| WriteError::Node(e.to_string()))?;
+                fresh
+            }
+        };
+        let commit = Commit {
+            task_id: id,
+            commitment: commitment(committed.result_hash, me, committed.salt),
+        };
+        self.writer.commit(&commit).await?;
+        // Written by this batch, or skipped: what the registry holds decides.
+        let entry = self
+            .registry
+            .entryOf(id, me)
+            .call()
+            .await
+            .map_err(|e| WriteError::Node(format!("reading our part of task {id}: {e}")))?;
+        if entry.part == PART_NONE {
+            return Ok(None);
+        }
+        tracing::info!(task = %id, "committed to the result on chain");
+        Ok(Some(committed))
+    }
+
+    /// Waits until task `id` takes reveals, then reveals `committed`.
+    async fn reveal_when_open(
+        &self,
+        id: U256,
+        committed: Committed,
+    ) -> Result<Delivery, WriteError> {
+        let mut heads = self.heads.watch();
+        loop {
+            let task = self.task_record(id).await?;
+            if task.status != PENDING {
+                tracing::info!(task = %id, status = task.status, "the task was settled before our reveal");
+                return Ok(Delivery::Accepted);
+            }
+            let now = wasm_exec_chain::registry::block_time(self.registry.provider())
+                .await
+                .map_err(|e| WriteError::Node(e.to_string()))?;
+            if now >= task.deadline.to::<u64>() {
+                tracing::warn!(task = %id, "the task's deadline passed before our reveal");
+                return Ok(Delivery::Accepted);
+            }
+            if task.commits >= task.replicas || now >= task.commitEnd.to::<u64>() {
+                break;
+            }
+            if heads.changed().await.is_err() {
+                return Err(WriteError::Node("the head follower stopped".into()));
+            }
+        }
+        let reveal = Reveal {
+            task_id: id,
+            ok: committed.ok,
+            result: committed.value,
+            result_hash: committed.result_hash,
+            salt: committed.salt,
+        };
+        let written = self.writer.reveal(&reveal).await?;
+        tracing::info!(task = %id, ?written, "revealed the result on chain");
+        Ok(Delivery::Accepted)
+    }
+
+    /// The registry's record of task `id`.
+    pub(super) async fn task_record(&self, id: U256) -> Result<TaskRegistry::Task, WriteError> {
+        self.registry
+            .getTask(id)
+            .call()
+            .await
+            .map_err(|e| WriteError::Node(format!("reading task {id}: {e}")))
+    }
+}
