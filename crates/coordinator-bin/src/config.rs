@@ -25,6 +25,10 @@ pub struct Config {
     #[command(flatten)]
     pub chain: ChainArgs,
 
+    /// The webhooks' key and retries.
+    #[command(flatten)]
+    pub webhook: crate::webhooks::WebhookArgs,
+
     /// A chain command instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -10,7 +10,7 @@
 //! - `commands`: `coordinator chain deploy|authorize|submit`; `state_command`: `coordinator
 //!   state check|salvage`.
 //! - `verify`: `coordinator verify <receipt.json>`, a receipt checked and its task rerun.
-//! - `table`: the `--once` summary; `telemetry`: logging.
+//! - `table`: the `--once` summary; `telemetry`: logging; `webhooks`: the webhook settings.
 
 use crate::config::{Command, Config};
 use crate::edge::EdgeLimits;
@@ -40,6 +40,7 @@ mod state_command;
 mod table;
 mod telemetry;
 mod verify;
+mod webhooks;
 mod wire;
 
 fn main() -> ExitCode {
@@ -101,6 +102,7 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
         quarantine_after: config.quarantine_after,
         live: Arc::default(),
     };
+    let webhooks = config.webhook.deliverer(state.clone())?;
     let (submit, inbox) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
     let api = wasm_exec_coordinator::api::Api {
         state: state.clone(),
@@ -113,6 +115,7 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
         receipt_key: Arc::new(wire::receipt_key(&config)?),
         uploads: Some(uploads),
         live: (!config.once).then(|| scheduler.live.clone()),
+        callbacks: webhooks.is_some(),
     };
     let app = wasm_exec_coordinator::api::router(api, config.max_body_kb.saturating_mul(1024));
     let shutdown = CancellationToken::new();
@@ -121,6 +124,7 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
     if config.once {
         return serve::once(&scheduler).await;
     }
+    webhooks::spawn(webhooks, &shutdown);
     let scheduler = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { scheduler.serve(inbox, shutdown).await }

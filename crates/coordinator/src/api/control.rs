@@ -277,6 +277,7 @@ mod tests {
             not_written_back: None,
             timeline: Vec::new(),
             cancelled: None,
+            callback: None,
         };
         assert!(refuse_unless_from_api(&record(API_ORIGIN)).is_ok());
         let response = refuse_unless_from_api(&record("chain"))

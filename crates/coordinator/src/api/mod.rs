@@ -2,7 +2,8 @@
 //!
 //! | method | path | what |
 //! | --- | --- | --- |
-//! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?}` |
+//! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?, "callback_url"?}`; with `callback_url` the task's view is POSTed there, signed, once it ends ([`crate::webhook`]) |
+//! | POST | `/v1/tasks:batch` | `{"tasks": [submission, ...]}`, at most 1,000: the valid ones persisted in one durable write, each item answered on its own (`results[i].status` 201, 200, 409 or 400) |
 //! | GET | `/v1/tasks/{id}?wait=` | the task, its state, timeline, why it waits and, once finished, its result and `result_hash`; `wait` (seconds, at most 30) holds the answer until the task ends |
 //! | POST | `/v1/tasks/{id}/cancel` | cancel an API task: pending ones at once, running ones interrupted |
 //! | GET | `/v1/events?state=` | Server-Sent Events of task changes, optionally of some states |
@@ -21,11 +22,12 @@
 //!
 //! # Layout
 //! - here: the [`Api`] state, the [`router`], the body cap, the probes and `/metrics`.
-//! - `submit`: `POST /v1/tasks`; `read`: the GET routes; `receipt`: the signed receipts;
+//! - `submit`: `POST /v1/tasks`; `batch`: `POST /v1/tasks:batch`; `read`: the GET routes; `receipt`: the signed receipts;
 //!   `auth`: the bearer token; `error`: [`ApiError`]; `modules`: module upload and its
 //!   metadata; `control`: cancel, waiting and the event stream.
 
 mod auth;
+mod batch;
 mod control;
 mod error;
 mod modules;
@@ -33,8 +35,10 @@ mod read;
 mod receipt;
 mod submit;
 
+pub use batch::{ItemOutcome, MAX_BATCH};
 pub use error::ApiError;
-pub use submit::{read_body, require_json};
+pub(crate) use read::TaskView;
+pub use submit::{Submitted, read_body, require_json};
 
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -78,6 +82,9 @@ pub struct Api {
     /// The scheduler's queue and running tasks (why a task waits; cancels); `None` when no
     /// scheduler serves (a `--once` run).
     pub live: Option<Arc<Live>>,
+    /// Whether webhooks are delivered (`COORDINATOR_WEBHOOK_SECRET` is set): a submission with
+    /// a `callback_url` is refused (400) otherwise.
+    pub callbacks: bool,
 }
 
 /// The router with every route, the body size cap (`max_body` bytes; 413 beyond) and the token
@@ -87,6 +94,7 @@ pub fn router(api: Api, max_body: usize) -> Router {
     let max_module = api.uploads.as_ref().map_or(0, |u| u.max_bytes());
     let tasks = Router::new()
         .route("/v1/tasks", get(read::list_tasks).post(submit::submit_task))
+        .route("/v1/tasks:batch", post(batch::submit_batch))
         .route("/v1/tasks/{id}", get(read::get_task))
         .route("/v1/tasks/{id}/result", get(read::get_result))
         .route("/v1/tasks/{id}/receipt", get(receipt::get_receipt))

@@ -15,7 +15,7 @@ pub const MAX_PAGE_BYTES: usize = 8 << 20;
 
 /// A task as the API shows it.
 #[derive(Debug, Serialize)]
-pub(super) struct TaskView {
+pub(crate) struct TaskView {
     task_id: String,
     /// The result's `result_hash` (docs/RESULT_HASH.md), once finished: what the chain source
     /// writes and a receipt signs, equal for every honest run of the task.

@@ -24,6 +24,19 @@ struct Submission {
     input: Value,
     #[serde(default)]
     limits: TaskLimits,
+    callback_url: Option<String>,
+}
+
+/// A submission as read: the checked task, whether its id was generated here, and where its
+/// result is to be posted.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The task, through the intake check.
+    pub task: CheckedTask,
+    /// Whether its id was generated here (the body had none).
+    pub generated: bool,
+    /// Its `callback_url`, checked ([`crate::webhook::sign::check_url`]).
+    pub callback_url: Option<String>,
 }
 
 pub(super) async fn submit_task(
@@ -48,8 +61,15 @@ pub(super) async fn submit_task(
         ));
     };
     refuse_when_disk_is_low(api.state.as_ref())?;
-    let (task, generated) = read_body(&body, &api.rules)?;
-    let (task, fresh) = admit_submission(api.state.as_ref(), task, generated, new_task_id).await?;
+    let submitted = read_body(&body, &api.rules)?;
+    if submitted.callback_url.is_some() && !api.callbacks {
+        return Err(ApiError::bad(
+            "callback_url",
+            "this coordinator delivers no webhooks: its operator sets COORDINATOR_WEBHOOK_SECRET \
+             (the key that signs them) to turn them on",
+        ));
+    }
+    let (task, fresh) = admit_submission(api.state.as_ref(), submitted, new_task_id).await?;
     let spec = task.spec.clone();
     if fresh {
         tracing::info!(task_id = %spec.task_id.escape_debug(), cid = %spec.wasm_cid.escape_debug(), state = "pending", "task submitted");
@@ -104,8 +124,8 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Reads a submission's body as `POST /v1/tasks` does, before it touches the store: integers past
 /// 64 bits refused, the body parsed strictly (nothing after the object), then the intake check.
-/// Returns the task and whether its id was generated here; public so the fuzz targets drive it.
-pub fn read_body(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), ApiError> {
+/// Public so the fuzz targets drive it.
+pub fn read_body(body: &[u8], rules: &IntakeRules) -> Result<Submitted, ApiError> {
     refuse_inexact_integers(body)?;
     validate(body, rules)
 }
@@ -160,7 +180,7 @@ fn check_integer(token: &[u8]) -> Result<(), ApiError> {
 /// 503 with `Retry-After` while the state directory's free space is under its watermark, so a
 /// submission is refused before the disk is full rather than failing halfway (and is never
 /// run later after an error answer). Failing writes refuse it the same way.
-fn refuse_when_disk_is_low(state: &dyn StateStore) -> Result<(), ApiError> {
+pub(super) fn refuse_when_disk_is_low(state: &dyn StateStore) -> Result<(), ApiError> {
     let space = state.disk_space().map_err(ApiError::internal)?;
     if let Some(space) = space.filter(|s| s.is_low()) {
         return Err(ApiError::new(
@@ -209,13 +229,21 @@ fn not_taken(task_id: &str, e: impl std::fmt::Display) -> ApiError {
 /// bits, it gets another from `new_id` rather than being answered with someone else's task.
 async fn admit_submission(
     state: &dyn StateStore,
-    mut task: CheckedTask,
-    generated: bool,
+    submitted: Submitted,
     mut new_id: impl FnMut() -> String,
 ) -> Result<(CheckedTask, bool), ApiError> {
+    let Submitted {
+        mut task,
+        generated,
+        callback_url,
+    } = submitted;
     for _ in 0..GENERATED_ID_TRIES {
+        let callbacks = callback_url
+            .iter()
+            .map(|url| (task.spec.task_id.clone(), url.clone()))
+            .collect();
         let fresh = state
-            .admit(vec![task.spec.clone()], crate::state::API_ORIGIN)
+            .submit(vec![task.spec.clone()], callbacks)
             .await
             .map_err(|e| not_taken(task.id(), e))?;
         if !fresh.is_empty() || !generated {
@@ -232,7 +260,7 @@ const GENERATED_ID_TRIES: usize = 4;
 
 /// Parses a submission and passes it through the intake check ([`TaskSpec::check`]); every
 /// error names its field. Also says whether the task id was generated here (there was none).
-fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), ApiError> {
+fn validate(body: &[u8], rules: &IntakeRules) -> Result<Submitted, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let sub: Submission = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -240,7 +268,8 @@ fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), Api
         ApiError::bad(
             field,
             format!(
-                "{}; expected {{\"task_id\"?, \"wasm_cid\", \"entry\"?, \"input\"?, \"limits\"?}}",
+                "{}; expected {{\"task_id\"?, \"wasm_cid\", \"entry\"?, \"input\"?, \"limits\"?, \
+                 \"callback_url\"?}}",
                 e.inner()
             ),
         )
@@ -252,6 +281,9 @@ fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), Api
         )
     })?;
     let generated = sub.task_id.is_none();
+    if let Some(url) = &sub.callback_url {
+        crate::webhook::sign::check_url(url).map_err(|e| ApiError::bad("callback_url", e))?;
+    }
     let spec = TaskSpec {
         task_id: sub.task_id.unwrap_or_else(new_task_id),
         wasm_cid: sub.wasm_cid,
@@ -259,10 +291,14 @@ fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), Api
         input: sub.input,
         limits: sub.limits,
     };
-    let checked = spec
+    let task = spec
         .check(rules)
         .map_err(|e| ApiError::bad(&e.field, e.message))?;
-    Ok((checked, generated))
+    Ok(Submitted {
+        task,
+        generated,
+        callback_url: sub.callback_url,
+    })
 }
 
 /// A fresh id for a submission without one: a UUIDv7 (its time, then 74 random bits), so an id
@@ -334,16 +370,21 @@ mod tests {
             .await
             .unwrap();
 
-        let same_body = old.clone();
-        let (spec, fresh) = admit_submission(&state, same_body, true, || "drawn-again".into())
-            .await
-            .unwrap();
+        let submitted = |task: &CheckedTask, generated| Submitted {
+            task: task.clone(),
+            generated,
+            callback_url: None,
+        };
+        let (spec, fresh) =
+            admit_submission(&state, submitted(&old, true), || "drawn-again".into())
+                .await
+                .unwrap();
         assert!(fresh, "the submission was answered with the old task");
         assert_eq!(spec.id(), "drawn-again");
         assert!(state.get("drawn-again").unwrap().is_some());
 
         // An id the submitter chose keeps its meaning: the same body again is the same task.
-        let (spec, fresh) = admit_submission(&state, old, false, || unreachable!())
+        let (spec, fresh) = admit_submission(&state, submitted(&old, false), || unreachable!())
             .await
             .unwrap();
         assert!(!fresh);
