@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wasm_exec_coordinator::state::StateStore;
-use wasm_exec_coordinator::webhook::{RetryPolicy, Webhooks};
+use wasm_exec_coordinator::tenant::Tenants;
+use wasm_exec_coordinator::webhook::{Keys, RetryPolicy, Webhooks};
 
 /// Webhooks: the key that signs them, and how long a failing one is retried.
 #[derive(Debug, Clone, Args)]
@@ -50,17 +51,25 @@ impl WebhookArgs {
         }
     }
 
-    /// The deliverer over `state`, if a secret is set.
-    pub fn deliverer(&self, state: Arc<dyn StateStore>) -> anyhow::Result<Option<Webhooks>> {
-        let Some(secret) = &self.webhook_secret else {
-            return Ok(None);
-        };
+    /// The deliverer over `state`, if some key is set (this secret, or a tenant's).
+    pub fn deliverer(
+        &self,
+        state: Arc<dyn StateStore>,
+        tenants: Option<&Tenants>,
+    ) -> anyhow::Result<Option<Webhooks>> {
         anyhow::ensure!(
-            !secret.is_empty(),
+            self.webhook_secret.as_ref().is_none_or(|s| !s.is_empty()),
             "COORDINATOR_WEBHOOK_SECRET is set but empty; set it to 32 random bytes or more, or \
              unset it to refuse callbacks"
         );
-        Webhooks::new(state, secret.as_bytes(), self.policy())
+        let keys = Keys {
+            default: self.webhook_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            tenants: tenants.map(Tenants::webhook_keys).unwrap_or_default(),
+        };
+        if !keys.any() {
+            return Ok(None);
+        }
+        Webhooks::new(state, keys, self.policy())
             .map(Some)
             .context("setting up webhooks (COORDINATOR_WEBHOOK_SECRET)")
     }

@@ -2,8 +2,10 @@
 //! persisted in ONE durable write, each item answered on its own (a bad item does not sink the
 //! good ones).
 
-use super::submit::{Submitted, read_body, refuse_when_disk_is_low, require_json};
-use super::{Api, ApiError, body_too_large};
+use super::submit::{
+    Submitted, body_error, inbox, read_body, refuse_when_disk_is_low, require_json, webhooks_off,
+};
+use super::{Api, ApiError};
 use crate::state::{StateStore, TaskRecord};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -49,31 +51,29 @@ pub struct ItemOutcome {
 
 pub(super) async fn submit_batch(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            body_too_large()
-        } else {
-            ApiError::new(e.status(), None, e.body_text())
-        }
-    })?;
-    let Some(submit) = &api.submit else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            "this coordinator runs with --once and takes no submissions; start it without --once",
-        ));
-    };
+    let body = body.map_err(body_error)?;
+    let submit = inbox(&api)?;
     refuse_when_disk_is_low(api.state.as_ref())?;
     let items = read_items(&body)?;
-    let (outcomes, fresh) =
-        admit_batch(api.state.as_ref(), &api.rules, api.callbacks, items).await?;
+    super::take_rate(&api, &caller, items.len())?;
+    let tenant = caller.tenant_name().map(str::to_owned);
+    let intake = Intake {
+        rules: &api.rules,
+        callbacks_on: super::callbacks_on(&api, &caller),
+        tenant: tenant.clone(),
+    };
+    let (outcomes, fresh) = admit_batch(api.state.as_ref(), &intake, items).await?;
     for task in fresh {
         // The scheduler is gone only during shutdown; the tasks are persisted and resume on start.
-        let _ = submit.send(task).await;
+        let tenant = tenant.clone();
+        let _ = submit
+            .send(crate::scheduler::Admitted { task, tenant })
+            .await;
     }
     let taken = outcomes.iter().filter(|o| o.status < 300).count();
     tracing::info!(
@@ -115,18 +115,24 @@ fn read_items(body: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
         .collect()
 }
 
+/// What a batch's items are checked against, and whose they are.
+struct Intake<'a> {
+    rules: &'a IntakeRules,
+    callbacks_on: bool,
+    tenant: Option<String>,
+}
+
 /// Checks every item, persists the valid ones with one [`StateStore::submit`] (one durable
 /// write), and answers each item; returns the outcomes and the tasks that are new.
 async fn admit_batch(
     state: &dyn StateStore,
-    rules: &IntakeRules,
-    callbacks_on: bool,
+    intake: &Intake<'_>,
     items: Vec<Vec<u8>>,
 ) -> Result<(Vec<ItemOutcome>, Vec<CheckedTask>), ApiError> {
     let mut outcomes = Vec::with_capacity(items.len());
     let mut valid: Vec<(usize, Submitted)> = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        match check_item(item, rules, callbacks_on) {
+        match check_item(item, intake.rules, intake.callbacks_on) {
             Ok(submitted) => valid.push((index, submitted)),
             Err(e) => outcomes.push(refused(index, None, &e)),
         }
@@ -137,7 +143,7 @@ async fn admit_batch(
         .collect();
     let specs = valid.iter().map(|(_, s)| s.task.spec.clone()).collect();
     let fresh_ids: HashSet<String> = state
-        .submit(specs, callbacks)
+        .submit(specs, callbacks, intake.tenant.clone())
         .await
         .map_err(not_taken)?
         .into_iter()
@@ -154,7 +160,9 @@ async fn admit_batch(
                 fresh.push(submitted.task);
                 taken(index, &record, StatusCode::CREATED)
             }
-            Some(record) if record.task == submitted.task.spec => {
+            Some(record)
+                if record.task == submitted.task.spec && record.tenant == intake.tenant =>
+            {
                 taken(index, &record, StatusCode::OK)
             }
             _ => refused(
@@ -194,11 +202,7 @@ fn not_taken(e: crate::state::StateError) -> ApiError {
 fn check_item(item: &[u8], rules: &IntakeRules, callbacks_on: bool) -> Result<Submitted, ApiError> {
     let submitted = read_body(item, rules)?;
     if submitted.callback_url.is_some() && !callbacks_on {
-        return Err(ApiError::bad(
-            "callback_url",
-            "this coordinator delivers no webhooks: its operator sets COORDINATOR_WEBHOOK_SECRET \
-             to turn them on",
-        ));
+        return Err(webhooks_off());
     }
     Ok(submitted)
 }
@@ -255,9 +259,10 @@ mod tests {
             &self,
             tasks: Vec<TaskSpec>,
             callbacks: BTreeMap<String, String>,
+            tenant: Option<String>,
         ) -> Result<Vec<TaskSpec>, crate::state::StateError> {
             self.writes.fetch_add(1, Ordering::SeqCst);
-            self.inner.submit(tasks, callbacks).await
+            self.inner.submit(tasks, callbacks, tenant).await
         }
         async fn admit_with_cursor(
             &self,
@@ -340,7 +345,12 @@ mod tests {
         .map(|v| serde_json::to_vec(v).unwrap())
         .collect();
         let rules = IntakeRules::default();
-        let (outcomes, fresh) = admit_batch(&store, &rules, false, items).await.unwrap();
+        let intake = Intake {
+            rules: &rules,
+            callbacks_on: false,
+            tenant: None,
+        };
+        let (outcomes, fresh) = admit_batch(&store, &intake, items).await.unwrap();
         assert_eq!(store.writes.load(Ordering::SeqCst), 1, "one write");
         let statuses: Vec<u16> = outcomes.iter().map(|o| o.status).collect();
         assert_eq!(statuses, [201, 400, 201, 200, 409, 201], "{outcomes:?}");

@@ -43,8 +43,9 @@ pub use submit::{Submitted, read_body, require_json};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::module::uploads::UploadStore;
-use crate::scheduler::Live;
+use crate::scheduler::{Admitted, Live};
 use crate::state::StateStore;
+use crate::tenant::{Caller, Tenants};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
@@ -54,7 +55,7 @@ use axum::routing::{get, post};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wasm_exec_chain::PrivateKeySigner;
-use wasm_exec_task::{CheckedTask, IntakeRules};
+use wasm_exec_task::IntakeRules;
 
 /// Largest page of `GET /v1/tasks`.
 pub const MAX_PAGE: usize = 1000;
@@ -66,11 +67,15 @@ pub struct Api {
     pub state: Arc<dyn StateStore>,
     /// Hands accepted tasks to the scheduler (bounded: [`crate::scheduler::INBOX_CAPACITY`]);
     /// `None` when nothing would run them (a `--once` run), so submissions are refused.
-    pub submit: Option<mpsc::Sender<CheckedTask>>,
+    pub submit: Option<mpsc::Sender<Admitted>>,
     /// The intake check's limit defaults and maxima.
     pub rules: Arc<IntakeRules>,
-    /// Bearer token every request but the probes must carry, if set.
+    /// The single bearer token (`COORDINATOR_API_TOKEN`), if set: its caller is the default
+    /// tenant, whose tasks have none.
     pub token: Option<Arc<str>>,
+    /// The tenants and their tokens (`COORDINATOR_TOKENS_FILE`), if set; then every request but
+    /// the probes needs one of their tokens or `token`.
+    pub tenants: Option<Arc<Tenants>>,
     /// The metrics rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
     /// What is failing now, for `/readyz`.
@@ -171,6 +176,51 @@ async fn readyz(State(api): State<Api>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// 429 with `Retry-After` when `n` more submissions would pass the caller's tasks-per-minute;
+/// 400 when `n` alone is more than a minute's (a batch to split).
+fn take_rate(api: &Api, caller: &Caller, n: usize) -> Result<(), ApiError> {
+    let (Some(tenants), Some(tenant)) = (&api.tenants, &caller.tenant) else {
+        return Ok(());
+    };
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    let Err(wait) = tenants.take(tenant, n) else {
+        return Ok(());
+    };
+    let per_minute = tenant.tasks_per_minute.unwrap_or_default();
+    if n > per_minute {
+        return Err(ApiError::bad(
+            "tasks",
+            format!(
+                "{n} tasks at once are more than tenant \"{}\" may submit per minute \
+                 ({per_minute}); split the batch",
+                tenant.tenant
+            ),
+        ));
+    }
+    let seconds = u32::try_from(wait.as_secs_f64().ceil() as u64)
+        .unwrap_or(u32::MAX)
+        .max(1);
+    Err(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        None,
+        format!(
+            "tenant \"{}\" may submit {per_minute} tasks per minute; retry in {seconds} s \
+             (Retry-After)",
+            tenant.tenant
+        ),
+    )
+    .retry_after(seconds))
+}
+
+/// Whether the caller's webhooks can be signed: its tenant's key or `COORDINATOR_WEBHOOK_SECRET`.
+fn callbacks_on(api: &Api, caller: &Caller) -> bool {
+    api.callbacks
+        || caller
+            .tenant
+            .as_ref()
+            .is_some_and(|t| t.webhook_secret.is_some())
 }
 
 async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {

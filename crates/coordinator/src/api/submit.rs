@@ -41,47 +41,39 @@ pub struct Submitted {
 
 pub(super) async fn submit_task(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            body_too_large()
-        } else {
-            ApiError::new(e.status(), None, e.body_text())
-        }
-    })?;
-    let Some(submit) = &api.submit else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            "this coordinator runs with --once: it runs its source's tasks and exits, and takes \
-             no submissions; start it without --once to submit tasks",
-        ));
-    };
+    let body = body.map_err(body_error)?;
+    let submit = inbox(&api)?;
     refuse_when_disk_is_low(api.state.as_ref())?;
     let submitted = read_body(&body, &api.rules)?;
-    if submitted.callback_url.is_some() && !api.callbacks {
-        return Err(ApiError::bad(
-            "callback_url",
-            "this coordinator delivers no webhooks: its operator sets COORDINATOR_WEBHOOK_SECRET \
-             (the key that signs them) to turn them on",
-        ));
+    if submitted.callback_url.is_some() && !super::callbacks_on(&api, &caller) {
+        return Err(webhooks_off());
     }
-    let (task, fresh) = admit_submission(api.state.as_ref(), submitted, new_task_id).await?;
+    super::take_rate(&api, &caller, 1)?;
+    let tenant = caller.tenant_name().map(str::to_owned);
+    let (task, fresh) =
+        admit_submission(api.state.as_ref(), submitted, tenant.clone(), new_task_id).await?;
     let spec = task.spec.clone();
     if fresh {
-        tracing::info!(task_id = %spec.task_id.escape_debug(), cid = %spec.wasm_cid.escape_debug(), state = "pending", "task submitted");
+        tracing::info!(task_id = %spec.task_id.escape_debug(), cid = %spec.wasm_cid.escape_debug(), tenant = tenant.as_deref().unwrap_or_default(), state = "pending", "task submitted");
         // The scheduler is gone only during shutdown; the task is persisted and resumes on start.
-        let _ = submit.send(task).await;
+        let _ = submit
+            .send(crate::scheduler::Admitted {
+                task,
+                tenant: tenant.clone(),
+            })
+            .await;
     }
     let record = api
         .state
         .get(&spec.task_id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal("an admitted task vanished"))?;
-    if !fresh && record.task != spec {
+    if !fresh && (record.task != spec || record.tenant != tenant) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             Some("task_id"),
@@ -97,6 +89,38 @@ pub(super) async fn submit_task(
         StatusCode::OK
     };
     Ok((status, axum::Json(TaskView::from(record))).into_response())
+}
+
+/// A body that could not be read: 413 over the cap, else as axum says.
+pub(super) fn body_error(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        body_too_large()
+    } else {
+        ApiError::new(e.status(), None, e.body_text())
+    }
+}
+
+/// The scheduler's inbox, or the 503 of a `--once` run, which takes no submissions.
+pub(super) fn inbox(
+    api: &Api,
+) -> Result<&tokio::sync::mpsc::Sender<crate::scheduler::Admitted>, ApiError> {
+    api.submit.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "this coordinator runs with --once: it runs its source's tasks and exits, and takes \
+             no submissions; start it without --once to submit tasks",
+        )
+    })
+}
+
+/// The 400 for a `callback_url` that no key would sign.
+pub(super) fn webhooks_off() -> ApiError {
+    ApiError::bad(
+        "callback_url",
+        "this coordinator delivers no webhooks: its operator sets COORDINATOR_WEBHOOK_SECRET \
+         (or the tenant's webhook_secret in COORDINATOR_TOKENS_FILE) to turn them on",
+    )
 }
 
 /// 415 unless the body is declared `application/json`: a browser sends a cross-site "simple"
@@ -230,6 +254,7 @@ fn not_taken(task_id: &str, e: impl std::fmt::Display) -> ApiError {
 async fn admit_submission(
     state: &dyn StateStore,
     submitted: Submitted,
+    tenant: Option<String>,
     mut new_id: impl FnMut() -> String,
 ) -> Result<(CheckedTask, bool), ApiError> {
     let Submitted {
@@ -243,7 +268,7 @@ async fn admit_submission(
             .map(|url| (task.spec.task_id.clone(), url.clone()))
             .collect();
         let fresh = state
-            .submit(vec![task.spec.clone()], callbacks)
+            .submit(vec![task.spec.clone()], callbacks, tenant.clone())
             .await
             .map_err(|e| not_taken(task.id(), e))?;
         if !fresh.is_empty() || !generated {
@@ -376,7 +401,7 @@ mod tests {
             callback_url: None,
         };
         let (spec, fresh) =
-            admit_submission(&state, submitted(&old, true), || "drawn-again".into())
+            admit_submission(&state, submitted(&old, true), None, || "drawn-again".into())
                 .await
                 .unwrap();
         assert!(fresh, "the submission was answered with the old task");
@@ -384,9 +409,10 @@ mod tests {
         assert!(state.get("drawn-again").unwrap().is_some());
 
         // An id the submitter chose keeps its meaning: the same body again is the same task.
-        let (spec, fresh) = admit_submission(&state, submitted(&old, false), || unreachable!())
-            .await
-            .unwrap();
+        let (spec, fresh) =
+            admit_submission(&state, submitted(&old, false), None, || unreachable!())
+                .await
+                .unwrap();
         assert!(!fresh);
         assert_eq!(spec.id(), "taken");
     }

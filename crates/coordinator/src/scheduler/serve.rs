@@ -1,18 +1,18 @@
 //! Serving: the loop that queues tasks from the API and the source and starts them as running
 //! slots free up, and the pump that polls the source in a task of its own.
 
+use super::fair::FairQueue;
 use super::process::retry;
-use super::{Job, SOURCE_BATCHES, Scheduler};
+use super::{Admitted, Job, SOURCE_BATCHES, Scheduler};
 use crate::source::Polled;
 use crate::state::StateError;
 use anyhow::Context as _;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wasm_exec_task::{CheckedTask, TaskSpec};
+use wasm_exec_task::TaskSpec;
 
 impl Scheduler {
     /// Serves until `shutdown` is cancelled: runs tasks from the source (polled) and from the
@@ -25,12 +25,13 @@ impl Scheduler {
     /// lives on; only a pump that panics ends `serve`.
     pub async fn serve(
         &self,
-        mut inbox: mpsc::Receiver<CheckedTask>,
+        mut inbox: mpsc::Receiver<Admitted>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut queue: VecDeque<Job> = self.resume().await?.into();
-        for job in &queue {
+        let mut queue = FairQueue::new(self.quotas.clone());
+        for job in self.resume().await? {
             self.live.queued(&job.task.task_id);
+            queue.push(job);
         }
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut running = JoinSet::new();
@@ -40,26 +41,32 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                permit = permits.clone().acquire_owned(), if !queue.is_empty() => {
-                    if let (Ok(permit), Some(job)) = (permit, queue.pop_front()) {
+                permit = permits.clone().acquire_owned(), if queue.has_ready() => {
+                    if let (Ok(permit), Some(job)) = (permit, queue.pop()) {
                         self.live.dequeued(&job.task.task_id);
-                        running.spawn(self.clone().process(job, permit));
+                        let tenant = job.tenant.clone();
+                        let this = self.clone();
+                        running.spawn(async move {
+                            this.process(job, permit).await;
+                            tenant
+                        });
                     }
                 }
                 Some(joined) = running.join_next(), if !running.is_empty() => {
-                    if let Err(e) = joined {
-                        warn!(error = %e, "a task's worker failed");
+                    match joined {
+                        Ok(tenant) => queue.ended(&tenant),
+                        Err(e) => warn!(error = %e, "a task's worker failed"),
                     }
                 }
-                Some(task) = inbox.recv() => {
-                    self.live.queued(task.id());
-                    queue.push_back(Job::from_api(task));
+                Some(admitted) = inbox.recv() => {
+                    self.live.queued(admitted.task.id());
+                    queue.push(Job::from_api(admitted));
                 }
                 Some(jobs) = from_source.recv() => {
-                    for job in &jobs {
+                    for job in jobs {
                         self.live.queued(&job.task.task_id);
+                        queue.push(job);
                     }
-                    queue.extend(jobs);
                 }
                 ended = &mut pump => {
                     ended.context("the source's poller panicked")??;

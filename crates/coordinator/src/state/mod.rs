@@ -129,6 +129,10 @@ pub struct TaskRecord {
     /// Who cancelled it and when, if it was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<Cancellation>,
+    /// The tenant that submitted it (`COORDINATOR_TOKENS_FILE`); `None` for the default caller
+    /// and for a source's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Its webhook (`callback_url`) and how the deliveries went, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<Callback>,
@@ -150,16 +154,20 @@ pub trait StateStore: Send + Sync {
         cursor: String,
     ) -> Result<Vec<TaskSpec>, StateError>;
 
-    /// Records tasks submitted through the API (origin [`API_ORIGIN`]) as pending, each with
-    /// its callback URL if `callbacks` (task id -> URL) names one, in one durable write; returns
-    /// the ones that were new. The default refuses callbacks and admits the rest.
+    /// Records tasks submitted through the API (origin [`API_ORIGIN`]) by `tenant` as pending,
+    /// each with its callback URL if `callbacks` (task id -> URL) names one, in one durable
+    /// write; returns the ones that were new. The default refuses callbacks and tenants and
+    /// admits the rest.
     async fn submit(
         &self,
         tasks: Vec<TaskSpec>,
         callbacks: BTreeMap<String, String>,
+        tenant: Option<String>,
     ) -> Result<Vec<TaskSpec>, StateError> {
-        if !callbacks.is_empty() {
-            return Err(StateError("this state store keeps no callbacks".into()));
+        if !callbacks.is_empty() || tenant.is_some() {
+            return Err(StateError(
+                "this state store keeps no callbacks or tenants".into(),
+            ));
         }
         self.admit(tasks, API_ORIGIN).await
     }

@@ -58,8 +58,9 @@ pub enum WebhookError {
 pub struct Webhooks {
     /// Where tasks and their deliveries are persisted.
     state: Arc<dyn StateStore>,
-    /// The HMAC key of the signature (`COORDINATOR_WEBHOOK_SECRET`).
-    secret: Arc<[u8]>,
+    /// The HMAC keys of the signatures: per tenant (`COORDINATOR_TOKENS_FILE`), and for the
+    /// rest `COORDINATOR_WEBHOOK_SECRET`.
+    keys: Keys,
     /// When to retry and when to stop.
     policy: RetryPolicy,
     /// The client, with the system's TLS roots, the attempt timeout and no redirects.
@@ -67,10 +68,10 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// A deliverer over `state`, signing with `secret`.
+    /// A deliverer over `state`, signing with `keys`.
     pub fn new(
         state: Arc<dyn StateStore>,
-        secret: &[u8],
+        keys: Keys,
         policy: RetryPolicy,
     ) -> Result<Self, WebhookError> {
         let client = wasm_exec_tls::http_client()
@@ -81,7 +82,7 @@ impl Webhooks {
             .map_err(|e| WebhookError::Client(e.to_string()))?;
         Ok(Self {
             state,
-            secret: secret.into(),
+            keys,
             policy,
             client,
         })
@@ -230,8 +231,13 @@ impl Webhooks {
     /// Posts the task's view to `url`, signed; `Err` says why it was not taken (not a 2xx).
     async fn post(&self, url: &str, record: TaskRecord) -> Result<(), String> {
         let key = sign::idempotency_key(&record.task.task_id);
+        let secret = self.keys.of(record.tenant.as_deref()).ok_or_else(|| {
+            "no key signs this task's webhook (its tenant's webhook_secret and \
+             COORDINATOR_WEBHOOK_SECRET are unset)"
+                .to_owned()
+        })?;
         let body = serde_json::to_vec(&TaskView::from(record)).map_err(|e| e.to_string())?;
-        let signature = sign::signature(&self.secret, now_ms() / 1000, &body);
+        let signature = sign::signature(secret, now_ms() / 1000, &body);
         let answer = self
             .client
             .post(url)
@@ -248,6 +254,30 @@ impl Webhooks {
         } else {
             Err(format!("the receiver answered {status}"))
         }
+    }
+}
+
+/// The keys that sign webhooks.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    /// `COORDINATOR_WEBHOOK_SECRET`: for tasks without a tenant, and tenants without a key.
+    pub default: Option<Vec<u8>>,
+    /// Each tenant's own key (`webhook_secret` in `COORDINATOR_TOKENS_FILE`).
+    pub tenants: HashMap<String, Vec<u8>>,
+}
+
+impl Keys {
+    /// The key of `tenant`'s webhooks.
+    fn of(&self, tenant: Option<&str>) -> Option<&[u8]> {
+        tenant
+            .and_then(|t| self.tenants.get(t))
+            .or(self.default.as_ref())
+            .map(Vec::as_slice)
+    }
+
+    /// Whether any webhook can be signed.
+    pub fn any(&self) -> bool {
+        self.default.is_some() || !self.tenants.is_empty()
     }
 }
 

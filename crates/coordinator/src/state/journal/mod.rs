@@ -89,6 +89,9 @@ pub enum Change {
         /// The `callback_url` of the tasks that have one.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         callbacks: BTreeMap<String, String>,
+        /// The tenant that submitted them, if not the default caller.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
     },
     /// One attempt to deliver a task's webhook. Journals holding it do not open in versions
     /// before it.

@@ -157,8 +157,14 @@ impl StateStore for RedbStore {
         &self,
         tasks: Vec<TaskSpec>,
         callbacks: BTreeMap<String, String>,
+        tenant: Option<String>,
     ) -> Result<Vec<TaskSpec>, StateError> {
-        answer(self.send(Change::Submit { tasks, callbacks }, Waiter::Admit)).await
+        let change = Change::Submit {
+            tasks,
+            callbacks,
+            tenant,
+        };
+        answer(self.send(change, Waiter::Admit)).await
     }
 
     async fn record_delivery(&self, task_id: &str, attempt: Attempt) -> Result<(), StateError> {

@@ -122,9 +122,11 @@ fn apply(
         Change::Admit { tasks, origin, .. } => {
             admit(table, tasks, origin, now, fx).map(Applied::Admitted)
         }
-        Change::Submit { tasks, callbacks } => {
-            submit(table, tasks, callbacks, now, fx).map(Applied::Admitted)
-        }
+        Change::Submit {
+            tasks,
+            callbacks,
+            tenant,
+        } => submit(table, tasks, callbacks, tenant.as_deref(), now, fx).map(Applied::Admitted),
         Change::Delivery { id, attempt } => {
             deliver(table, id, attempt, now).map(|()| Applied::Done)
         }
@@ -212,24 +214,31 @@ fn cancel(
 
 type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 
-/// Admits API tasks, then gives each fresh one its callback, if it has one.
+/// Admits API tasks of `tenant`, then gives each fresh one its tenant and its callback.
 fn submit(
     table: &mut Table<'_>,
     tasks: &[TaskSpec],
     callbacks: &BTreeMap<String, String>,
+    tenant: Option<&str>,
     now: u64,
     fx: &mut Effects,
 ) -> Result<Vec<TaskSpec>, StateError> {
+    let first_event = fx.events.len();
     let fresh = admit(table, tasks, API_ORIGIN, now, fx)?;
+    for event in &mut fx.events[first_event..] {
+        event.tenant = tenant.map(str::to_owned);
+    }
     for task in &fresh {
-        let Some(url) = callbacks.get(&task.task_id) else {
+        let url = callbacks.get(&task.task_id);
+        if url.is_none() && tenant.is_none() {
             continue;
-        };
+        }
         let mut record = match table.get(task.task_id.as_str()).map_err(err)? {
             Some(value) => decode(value.value())?,
             None => return Err(StateError(format!("unknown task \"{}\"", task.task_id))),
         };
-        record.callback = Some(Callback::new(url.clone()));
+        record.callback = url.map(|url| Callback::new(url.clone()));
+        record.tenant = tenant.map(str::to_owned);
         let bytes = serde_json::to_vec(&record).map_err(err)?;
         table
             .insert(task.task_id.as_str(), bytes.as_slice())
@@ -306,6 +315,7 @@ fn admit(
                 attempt: 0,
             }],
             cancelled: None,
+            tenant: None,
             callback: None,
         };
         let bytes = serde_json::to_vec(&record).map_err(err)?;
@@ -318,6 +328,7 @@ fn admit(
             state: TaskState::Pending,
             attempts: 0,
             at_ms: now,
+            tenant: None,
         });
         fresh.push(task.clone());
     }
@@ -352,6 +363,7 @@ fn update(
         state: record.state,
         attempts: record.attempts,
         at_ms: now,
+        tenant: record.tenant.clone(),
     });
     record.updated_at_ms = now;
     let bytes = serde_json::to_vec(&record).map_err(err)?;
