@@ -194,14 +194,19 @@ fn until_callback(base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value 
     }
 }
 
-/// Checks a hit's signature header against the body, and returns the body as JSON.
+/// Checks a hit's signature header against the body under [`SECRET`]; the body as JSON.
 fn verified(hit: &Hit) -> Value {
+    verified_with(hit, SECRET)
+}
+
+/// Checks a hit's signature header against the body under `key`; the body as JSON.
+fn verified_with(hit: &Hit, key: &str) -> Value {
     let header = &hit.headers["x-wasm-exec-signature"];
     let (t, v1) = header
         .strip_prefix("t=")
         .and_then(|rest| rest.split_once(",v1="))
         .unwrap_or_else(|| panic!("signature header {header}"));
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).expect("an HMAC key");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("an HMAC key");
     mac.update(format!("{t}.").as_bytes());
     mac.update(&hit.body);
     mac.verify_slice(&hex::decode(v1).expect("hex"))
@@ -311,5 +316,42 @@ fn a_pending_delivery_survives_a_sigkill_and_a_delivered_one_is_not_posted_after
         ids,
         [json!("before-kill"), json!("after-restart")],
         "the delivered one was not posted again"
+    );
+}
+
+#[test]
+fn a_tenants_webhook_is_signed_with_its_own_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["token", "new", "t-ci"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (token, entry) = text.split_once('\n').unwrap();
+    let entry: Value = serde_json::from_str(entry.trim()).unwrap();
+    let tenant_key = "the-tenants-own-webhook-key";
+    let file = json!({"tenants": [{"tenant": "t", "concurrency": 1,
+        "webhook_secret": tenant_key, "tokens": [entry]}]});
+    let tokens = dir.path().join("tokens.json");
+    std::fs::write(&tokens, file.to_string()).unwrap();
+    let mut cmd = command(&dir.path().join("state"));
+    cmd.env("COORDINATOR_TOKENS_FILE", &tokens)
+        .env("COORDINATOR_API_TOKEN", "default-caller");
+    let svc = Service::start(cmd);
+    let (receiver, port) = Receiver::start(0, &[]);
+    let body = |id: &str| {
+        json!({"task_id": id, "wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": [12]},
+               "callback_url": format!("http://127.0.0.1:{port}/hook")})
+        .to_string()
+    };
+    let r = post(&svc.base, "/v1/tasks", &body("t-1"), Some(token));
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = post(&svc.base, "/v1/tasks", &body("d-1"), Some("default-caller"));
+    assert_eq!(r.status, 400, "no key for the default caller: {r:?}");
+    let hit = receiver.until_hits(1).remove(0);
+    let sent = verified_with(&hit, tenant_key);
+    assert_eq!(
+        (sent["task_id"].as_str(), sent["tenant"].as_str()),
+        (Some("t-1"), Some("t"))
     );
 }

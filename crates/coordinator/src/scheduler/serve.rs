@@ -7,6 +7,7 @@ use super::{Admitted, Job, SOURCE_BATCHES, Scheduler};
 use crate::source::Polled;
 use crate::state::StateError;
 use anyhow::Context as _;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -35,6 +36,8 @@ impl Scheduler {
         }
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut running = JoinSet::new();
+        // Which tenant each running worker is for, to free its quota slot when it ends.
+        let mut tenants = HashMap::new();
         let (admitted, mut from_source) = mpsc::channel(SOURCE_BATCHES);
         let mut pump = tokio::spawn(self.clone().pump(admitted, shutdown.clone()));
         loop {
@@ -45,17 +48,21 @@ impl Scheduler {
                     if let (Ok(permit), Some(job)) = (permit, queue.pop()) {
                         self.live.dequeued(&job.task.task_id);
                         let tenant = job.tenant.clone();
-                        let this = self.clone();
-                        running.spawn(async move {
-                            this.process(job, permit).await;
-                            tenant
-                        });
+                        let handle = running.spawn(self.clone().process(job, permit));
+                        tenants.insert(handle.id(), tenant);
                     }
                 }
-                Some(joined) = running.join_next(), if !running.is_empty() => {
-                    match joined {
-                        Ok(tenant) => queue.ended(&tenant),
-                        Err(e) => warn!(error = %e, "a task's worker failed"),
+                Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                    let id = match joined {
+                        Ok((id, _)) => id,
+                        Err(e) => {
+                            warn!(error = %e, "a task's worker failed");
+                            e.id()
+                        }
+                    };
+                    // A worker that panicked frees its tenant's quota slot too.
+                    if let Some(tenant) = tenants.remove(&id) {
+                        queue.ended(&tenant);
                     }
                 }
                 Some(admitted) = inbox.recv() => {
