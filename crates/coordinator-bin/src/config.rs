@@ -25,6 +25,10 @@ pub struct Config {
     #[command(flatten)]
     pub chain: ChainArgs,
 
+    /// The webhooks' key and retries.
+    #[command(flatten)]
+    pub webhook: crate::webhooks::WebhookArgs,
+
     /// A chain command instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -172,6 +176,12 @@ pub struct Config {
     #[arg(long, env = "COORDINATOR_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 
+    /// Tenants and their API tokens (JSON: `{"tenants": [{"tenant", "concurrency",
+    /// "tasks_per_minute"?, "webhook_secret"?, "tokens": [{"name", "sha256"}]}]}`, only the
+    /// SHA-256 of each token; `coordinator token new` draws one). Unset: no tenants.
+    #[arg(long, env = "COORDINATOR_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
     /// Largest API request body, in KiB (413 beyond).
     #[arg(long, env = "COORDINATOR_MAX_BODY_KB", default_value_t = 1024)]
     pub max_body_kb: usize,
@@ -222,6 +232,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the API asks for a token (`COORDINATOR_API_TOKEN` or `COORDINATOR_TOKENS_FILE`).
+    pub fn auth(&self) -> bool {
+        self.api_token.is_some() || self.tokens_file.is_some()
+    }
+
     /// The HTTP edge's limits, the connection cap fitted under the descriptor limit `fd_limit`
     /// (the soft `RLIMIT_NOFILE`; `None`: unlimited).
     pub fn edge_limits(&self, fd_limit: Option<u64>) -> EdgeLimits {
@@ -327,9 +342,23 @@ pub enum Command {
         /// The receipt's JSON file.
         receipt: PathBuf,
     },
+    /// API tokens for `COORDINATOR_TOKENS_FILE`.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Internal: the compiler child process (module on stdin, compiled code on stdout).
     #[command(hide = true)]
     CompileModule,
+}
+
+/// `coordinator token ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Draws a token (256 random bits) and prints it, then the line of JSON that goes in the
+    /// tokens file's `tokens` (its SHA-256; the token itself is never stored).
+    New {
+        /// The token's name, e.g. `acme-ci`.
+        name: String,
+    },
 }
 
 /// `coordinator state ...`: run while no coordinator uses the directory.

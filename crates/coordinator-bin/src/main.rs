@@ -10,9 +10,9 @@
 //! - `commands`: `coordinator chain deploy|authorize|submit`; `state_command`: `coordinator
 //!   state check|salvage`.
 //! - `verify`: `coordinator verify <receipt.json>`, a receipt checked and its task rerun.
-//! - `table`: the `--once` summary; `telemetry`: logging.
+//! - `table`: the `--once` summary; `telemetry`: logging; `webhooks`: the webhook settings.
 
-use crate::config::{Command, Config};
+use crate::config::{Command, Config, TokenCommand};
 use crate::edge::EdgeLimits;
 use anyhow::Context;
 use clap::Parser;
@@ -40,6 +40,7 @@ mod state_command;
 mod table;
 mod telemetry;
 mod verify;
+mod webhooks;
 mod wire;
 
 fn main() -> ExitCode {
@@ -74,8 +75,42 @@ async fn subcommand(config: &Config) -> anyhow::Result<Option<ExitCode>> {
         Some(Command::Chain(command)) => commands::chain(command, &config.chain).await?,
         Some(Command::State(command)) => state_command::run(command, &config.state_dir)?,
         Some(Command::Verify { receipt }) => verify::run(config, receipt).await?,
+        Some(Command::Token(TokenCommand::New { name })) => {
+            let (token, sha256) = wasm_exec_coordinator::tenant::new_token();
+            println!("{token}");
+            println!("{}", serde_json::json!({ "name": name, "sha256": sha256 }));
+            ExitCode::SUCCESS
+        }
         Some(Command::CompileModule) | None => return Ok(None),
     }))
+}
+
+/// What the API shares with the rest of the process.
+struct ApiParts {
+    submit: tokio::sync::mpsc::Sender<wasm_exec_coordinator::scheduler::Admitted>,
+    tenants: Option<Arc<wasm_exec_coordinator::tenant::Tenants>>,
+    health: Arc<Health>,
+    uploads: Arc<wasm_exec_coordinator::module::uploads::UploadStore>,
+}
+
+/// The API's router from the settings, the scheduler's state and the parts.
+fn app(config: &Config, scheduler: &Scheduler, parts: ApiParts) -> anyhow::Result<axum::Router> {
+    let api = wasm_exec_coordinator::api::Api {
+        state: scheduler.state.clone(),
+        // A --once run takes its source's tasks and exits: nothing would run a submission.
+        submit: (!config.once).then_some(parts.submit),
+        rules: Arc::new(scheduler.rules.clone()),
+        token: config.api_token.as_deref().map(Arc::from),
+        tenants: parts.tenants,
+        metrics: scheduler.metrics.clone(),
+        health: parts.health,
+        receipt_key: Arc::new(wire::receipt_key(config)?),
+        uploads: Some(parts.uploads),
+        live: (!config.once).then(|| scheduler.live.clone()),
+        callbacks: config.webhook.webhook_secret.is_some(),
+    };
+    let max_body = config.max_body_kb.saturating_mul(1024);
+    Ok(wasm_exec_coordinator::api::router(api, max_body))
 }
 
 async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCode> {
@@ -90,37 +125,35 @@ async fn async_main(config: Config, limits: EdgeLimits) -> anyhow::Result<ExitCo
     let backend = wire::backend(&config, metrics.clone(), &abandon).await?;
     let state = wire::state_store(&config)?;
     let source = wire::task_source(&config, &rules, state.as_ref(), &metrics, &health).await?;
+    let tenants = wire::tenants(&config)?;
     let scheduler = Scheduler {
         source,
         modules,
         backend,
         state: state.clone(),
-        metrics: metrics.clone(),
+        metrics,
         concurrency: config.concurrency,
-        rules: rules.clone(),
+        rules,
         quarantine_after: config.quarantine_after,
         live: Arc::default(),
+        quotas: tenants.as_ref().map(|t| t.quotas()).unwrap_or_default(),
     };
+    let keys = tenants.as_deref();
+    let webhooks = config.webhook.deliverer(state.clone(), keys)?;
     let (submit, inbox) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
-    let api = wasm_exec_coordinator::api::Api {
-        state: state.clone(),
-        // A --once run takes its source's tasks and exits: nothing would run a submission.
-        submit: (!config.once).then_some(submit),
-        rules: Arc::new(rules),
-        token: config.api_token.as_deref().map(Arc::from),
-        metrics,
+    let parts = ApiParts {
+        submit,
+        tenants,
         health,
-        receipt_key: Arc::new(wire::receipt_key(&config)?),
-        uploads: Some(uploads),
-        live: (!config.once).then(|| scheduler.live.clone()),
+        uploads,
     };
-    let app = wasm_exec_coordinator::api::router(api, config.max_body_kb.saturating_mul(1024));
-    let shutdown = CancellationToken::new();
-    let token = config.api_token.is_some();
-    let api = serve::api(&config.listen, config.once, token, app, limits, &shutdown).await?;
+    let app = app(&config, &scheduler, parts)?;
+    let (shutdown, auth) = (CancellationToken::new(), config.auth());
+    let api = serve::api(&config.listen, config.once, auth, app, limits, &shutdown).await?;
     if config.once {
         return serve::once(&scheduler).await;
     }
+    webhooks::spawn(webhooks, &shutdown);
     let scheduler = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { scheduler.serve(inbox, shutdown).await }

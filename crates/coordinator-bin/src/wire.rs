@@ -276,3 +276,17 @@ pub fn intake_rules(config: &Config) -> anyhow::Result<IntakeRules> {
     })?;
     Ok(rules)
 }
+
+/// The tenants of `COORDINATOR_TOKENS_FILE`, if set.
+pub fn tenants(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<wasm_exec_coordinator::tenant::Tenants>>> {
+    let Some(path) = &config.tokens_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading COORDINATOR_TOKENS_FILE \"{}\"", path.display()))?;
+    let tenants = wasm_exec_coordinator::tenant::Tenants::from_json(&text)
+        .with_context(|| format!("COORDINATOR_TOKENS_FILE \"{}\"", path.display()))?;
+    Ok(Some(Arc::new(tenants)))
+}

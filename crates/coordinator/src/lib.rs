@@ -12,7 +12,8 @@
 //! - [`state`]: the persisted state of every task (the [`StateStore`](state::StateStore) trait):
 //!   redb behind a write-ahead journal.
 //! - [`api`]: the HTTP API (submit, read back, probes, metrics); [`metrics`]: what is counted;
-//!   [`health`]: what is failing now, for `/readyz`.
+//!   [`health`]: what is failing now, for `/readyz`; [`webhook`]: results posted to the
+//!   tasks' `callback_url`, signed and retried; [`tenant`]: tenants, their tokens and quotas.
 //!
 //! The `coordinator` binary (crate `coordinator`, `crates/coordinator-bin`) wires these up.
 
@@ -24,3 +25,5 @@ pub mod module;
 pub mod scheduler;
 pub mod source;
 pub mod state;
+pub mod tenant;
+pub mod webhook;

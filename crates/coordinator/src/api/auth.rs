@@ -1,7 +1,9 @@
-//! The bearer token every request but the probes must carry (`COORDINATOR_API_TOKEN`),
-//! compared in constant time.
+//! Who a request is: a token of `COORDINATOR_TOKENS_FILE` (found by its SHA-256), the single
+//! `COORDINATOR_API_TOKEN` (compared in constant time), or, with neither set, anyone. The
+//! [`Caller`] is put in the request's extensions for the handlers.
 
 use super::{Api, ApiError};
+use crate::tenant::Caller;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -19,27 +21,45 @@ fn bearer_token(value: &str) -> Option<&str> {
 
 pub(super) async fn require_token(
     State(api): State<Api>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = &api.token else {
-        return next.run(request).await;
-    };
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        next.run(request).await
-    } else {
-        ApiError::new(
+    match identify(&api, given) {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             Some("authorization"),
-            "missing or wrong bearer token; send `Authorization: Bearer <COORDINATOR_API_TOKEN>`",
+            "missing or wrong bearer token; send `Authorization: Bearer <token>` with a token \
+             of COORDINATOR_TOKENS_FILE or COORDINATOR_API_TOKEN",
         )
-        .into_response()
+        .into_response(),
+    }
+}
+
+/// The caller a bearer token (`""` for none) is, or `None` when it is no one's.
+fn identify(api: &Api, given: &str) -> Option<Caller> {
+    if let Some(caller) = api.tenants.as_ref().and_then(|t| t.caller(given)) {
+        return Some(caller);
+    }
+    let default = |name: &str| Caller {
+        tenant: None,
+        name: name.to_owned(),
+    };
+    match &api.token {
+        Some(token) => {
+            bool::from(given.as_bytes().ct_eq(token.as_bytes())).then(|| default("token"))
+        }
+        None if api.tenants.is_some() => None,
+        None => Some(default("anonymous")),
     }
 }
 

@@ -115,15 +115,6 @@ fn has_ended(api: &Api, id: &str) -> Result<bool, ApiError> {
     Ok(record.is_none_or(|r| r.state.is_finished()))
 }
 
-/// Who the caller is, for the record of a cancel: one token is one caller for now.
-fn caller(api: &Api) -> &'static str {
-    if api.token.is_some() {
-        "token"
-    } else {
-        "anonymous"
-    }
-}
-
 /// 409 unless the task came through the API: a source's task owes its result to the source.
 fn refuse_unless_from_api(record: &TaskRecord) -> Result<(), ApiError> {
     if record.origin == API_ORIGIN {
@@ -151,15 +142,16 @@ fn refuse_unless_from_api(record: &TaskRecord) -> Result<(), ApiError> {
 
 pub(super) async fn cancel_task(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let record = super::read::task_or_404(&api, &id)?;
+    let record = super::read::task_or_404(&api, &caller, &id)?;
     refuse_unless_from_api(&record)?;
     let outcome = api
         .state
-        .cancel(&id, caller(&api))
+        .cancel(&id, &caller.name)
         .await
         .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?;
     match outcome {
@@ -223,6 +215,7 @@ fn parse_states(list: &str) -> Result<HashSet<TaskState>, ApiError> {
 /// an idle stream open.
 pub(super) async fn events(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad("query", e.body_text()))?;
@@ -234,17 +227,21 @@ pub(super) async fn events(
             "this state store broadcasts no events",
         )
     })?;
-    let stream = futures_util::stream::unfold((events, filter), |(mut events, filter)| async {
+    let tenant = caller.tenant_name().map(str::to_owned);
+    let passes = move |e: &TaskEvent| {
+        e.tenant == tenant && filter.as_ref().is_none_or(|f| f.contains(&e.state))
+    };
+    let stream = futures_util::stream::unfold((events, passes), |(mut events, passes)| async {
         loop {
             let event = match events.recv().await {
-                Ok(e) if filter.as_ref().is_none_or(|f| f.contains(&e.state)) => task_event(&e),
+                Ok(e) if passes(&e) => task_event(&e),
                 Ok(_) => continue,
                 Err(RecvError::Lagged(missed)) => {
                     Event::default().event("lagged").data(missed.to_string())
                 }
                 Err(RecvError::Closed) => return None,
             };
-            return Some((Ok::<_, Infallible>(event), (events, filter)));
+            return Some((Ok::<_, Infallible>(event), (events, passes)));
         }
     });
     let keep_alive = KeepAlive::new().interval(Duration::from_secs(15));
@@ -277,6 +274,8 @@ mod tests {
             not_written_back: None,
             timeline: Vec::new(),
             cancelled: None,
+            tenant: None,
+            callback: None,
         };
         assert!(refuse_unless_from_api(&record(API_ORIGIN)).is_ok());
         let response = refuse_unless_from_api(&record("chain"))

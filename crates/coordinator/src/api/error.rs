@@ -67,6 +67,11 @@ impl ApiError {
         }
     }
 
+    /// Its status, field and message (a batch item's outcome is made of them).
+    pub(super) fn parts(&self) -> (StatusCode, Option<&str>, &str) {
+        (self.status, self.field.as_deref(), &self.message)
+    }
+
     pub(super) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "API request failed");
         Self::new(

@@ -2,7 +2,8 @@
 //!
 //! | method | path | what |
 //! | --- | --- | --- |
-//! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?}` |
+//! | POST | `/v1/tasks` | submit `{"task_id"?, "wasm_cid", "entry"?, "input"?, "limits"?, "callback_url"?}`; with `callback_url` the task's view is POSTed there, signed, once it ends ([`crate::webhook`]) |
+//! | POST | `/v1/tasks:batch` | `{"tasks": [submission, ...]}`, at most 1,000: the valid ones persisted in one durable write, each item answered on its own (`results[i].status` 201, 200, 409 or 400) |
 //! | GET | `/v1/tasks/{id}?wait=` | the task, its state, timeline, why it waits and, once finished, its result and `result_hash`; `wait` (seconds, at most 30) holds the answer until the task ends |
 //! | POST | `/v1/tasks/{id}/cancel` | cancel an API task: pending ones at once, running ones interrupted |
 //! | GET | `/v1/events?state=` | Server-Sent Events of task changes, optionally of some states |
@@ -21,11 +22,12 @@
 //!
 //! # Layout
 //! - here: the [`Api`] state, the [`router`], the body cap, the probes and `/metrics`.
-//! - `submit`: `POST /v1/tasks`; `read`: the GET routes; `receipt`: the signed receipts;
+//! - `submit`: `POST /v1/tasks`; `batch`: `POST /v1/tasks:batch`; `read`: the GET routes; `receipt`: the signed receipts;
 //!   `auth`: the bearer token; `error`: [`ApiError`]; `modules`: module upload and its
 //!   metadata; `control`: cancel, waiting and the event stream.
 
 mod auth;
+mod batch;
 mod control;
 mod error;
 mod modules;
@@ -33,14 +35,17 @@ mod read;
 mod receipt;
 mod submit;
 
+pub use batch::{ItemOutcome, MAX_BATCH};
 pub use error::ApiError;
-pub use submit::{read_body, require_json};
+pub(crate) use read::TaskView;
+pub use submit::{Submitted, read_body, require_json};
 
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::module::uploads::UploadStore;
-use crate::scheduler::Live;
+use crate::scheduler::{Admitted, Live};
 use crate::state::StateStore;
+use crate::tenant::{Caller, Tenants};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
@@ -50,7 +55,7 @@ use axum::routing::{get, post};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use wasm_exec_chain::PrivateKeySigner;
-use wasm_exec_task::{CheckedTask, IntakeRules};
+use wasm_exec_task::IntakeRules;
 
 /// Largest page of `GET /v1/tasks`.
 pub const MAX_PAGE: usize = 1000;
@@ -62,11 +67,15 @@ pub struct Api {
     pub state: Arc<dyn StateStore>,
     /// Hands accepted tasks to the scheduler (bounded: [`crate::scheduler::INBOX_CAPACITY`]);
     /// `None` when nothing would run them (a `--once` run), so submissions are refused.
-    pub submit: Option<mpsc::Sender<CheckedTask>>,
+    pub submit: Option<mpsc::Sender<Admitted>>,
     /// The intake check's limit defaults and maxima.
     pub rules: Arc<IntakeRules>,
-    /// Bearer token every request but the probes must carry, if set.
+    /// The single bearer token (`COORDINATOR_API_TOKEN`), if set: its caller is the default
+    /// tenant, whose tasks have none.
     pub token: Option<Arc<str>>,
+    /// The tenants and their tokens (`COORDINATOR_TOKENS_FILE`), if set; then every request but
+    /// the probes needs one of their tokens or `token`.
+    pub tenants: Option<Arc<Tenants>>,
     /// The metrics rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
     /// What is failing now, for `/readyz`.
@@ -78,6 +87,9 @@ pub struct Api {
     /// The scheduler's queue and running tasks (why a task waits; cancels); `None` when no
     /// scheduler serves (a `--once` run).
     pub live: Option<Arc<Live>>,
+    /// Whether webhooks are delivered (`COORDINATOR_WEBHOOK_SECRET` is set): a submission with
+    /// a `callback_url` is refused (400) otherwise.
+    pub callbacks: bool,
 }
 
 /// The router with every route, the body size cap (`max_body` bytes; 413 beyond) and the token
@@ -87,6 +99,7 @@ pub fn router(api: Api, max_body: usize) -> Router {
     let max_module = api.uploads.as_ref().map_or(0, |u| u.max_bytes());
     let tasks = Router::new()
         .route("/v1/tasks", get(read::list_tasks).post(submit::submit_task))
+        .route("/v1/tasks:batch", post(batch::submit_batch))
         .route("/v1/tasks/{id}", get(read::get_task))
         .route("/v1/tasks/{id}/result", get(read::get_result))
         .route("/v1/tasks/{id}/receipt", get(receipt::get_receipt))
@@ -163,6 +176,51 @@ async fn readyz(State(api): State<Api>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// 429 with `Retry-After` when `n` more submissions would pass the caller's tasks-per-minute;
+/// 400 when `n` alone is more than a minute's (a batch to split).
+fn take_rate(api: &Api, caller: &Caller, n: usize) -> Result<(), ApiError> {
+    let (Some(tenants), Some(tenant)) = (&api.tenants, &caller.tenant) else {
+        return Ok(());
+    };
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    let Err(wait) = tenants.take(tenant, n) else {
+        return Ok(());
+    };
+    let per_minute = tenant.tasks_per_minute.unwrap_or_default();
+    if n > per_minute {
+        return Err(ApiError::bad(
+            "tasks",
+            format!(
+                "{n} tasks at once are more than tenant \"{}\" may submit per minute \
+                 ({per_minute}); split the batch",
+                tenant.tenant
+            ),
+        ));
+    }
+    let seconds = u32::try_from(wait.as_secs_f64().ceil() as u64)
+        .unwrap_or(u32::MAX)
+        .max(1);
+    Err(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        None,
+        format!(
+            "tenant \"{}\" may submit {per_minute} tasks per minute; retry in {seconds} s \
+             (Retry-After)",
+            tenant.tenant
+        ),
+    )
+    .retry_after(seconds))
+}
+
+/// Whether the caller's webhooks can be signed: its tenant's key or `COORDINATOR_WEBHOOK_SECRET`.
+fn callbacks_on(api: &Api, caller: &Caller) -> bool {
+    api.callbacks
+        || caller
+            .tenant
+            .as_ref()
+            .is_some_and(|t| t.webhook_secret.is_some())
 }
 
 async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {

@@ -3,6 +3,7 @@
 use super::control::{GetQuery, WaitView, wait_until_ended, waiting};
 use super::{Api, ApiError, MAX_PAGE};
 use crate::state::{TaskRecord, TaskState};
+use crate::tenant::Caller;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ pub const MAX_PAGE_BYTES: usize = 8 << 20;
 
 /// A task as the API shows it.
 #[derive(Debug, Serialize)]
-pub(super) struct TaskView {
+pub(crate) struct TaskView {
     task_id: String,
     /// The result's `result_hash` (docs/RESULT_HASH.md), once finished: what the chain source
     /// writes and a receipt signs, equal for every honest run of the task.
@@ -41,9 +42,10 @@ impl From<TaskRecord> for TaskView {
 
 pub(super) async fn get_result(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = task_or_404(&api, &id)?;
+    let record = task_or_404(&api, &caller, &id)?;
     match record.result {
         Some(result) => Ok((
             [(header::CONTENT_TYPE, "application/json")],
@@ -63,12 +65,15 @@ pub(super) async fn get_result(
 
 pub(super) async fn get_task(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad("wait", e.body_text()))?;
+    // Seen first: a wait on another tenant's task would tell when it ends.
+    task_or_404(&api, &caller, &id)?;
     wait_until_ended(&api, &id, query.wait()).await?;
-    let record = task_or_404(&api, &id)?;
+    let record = task_or_404(&api, &caller, &id)?;
     let waiting = waiting(&api, &record);
     let view = TaskView {
         waiting,
@@ -77,11 +82,13 @@ pub(super) async fn get_task(
     Ok(axum::Json(view).into_response())
 }
 
-/// The record of task `id`, or the 404 that names it (503 while the state cannot be read).
-pub(super) fn task_or_404(api: &Api, id: &str) -> Result<TaskRecord, ApiError> {
+/// The record of task `id`, or the 404 that names it (503 while the state cannot be read). A
+/// task of another tenant is a 404 too, so that ids do not leak.
+pub(super) fn task_or_404(api: &Api, caller: &Caller, id: &str) -> Result<TaskRecord, ApiError> {
     api.state
         .get(id)
         .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?
+        .filter(|record| record.tenant.as_deref() == caller.tenant_name())
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -89,6 +96,33 @@ pub(super) fn task_or_404(api: &Api, id: &str) -> Result<TaskRecord, ApiError> {
                 format!("no task \"{id}\""),
             )
         })
+}
+
+/// Up to `limit` of the caller's tasks after `after`: pages of the store are read until that
+/// many of them are found or the store has no more.
+fn visible_page(
+    api: &Api,
+    caller: &Caller,
+    state: Option<TaskState>,
+    mut after: Option<String>,
+    limit: usize,
+) -> Result<Vec<TaskRecord>, ApiError> {
+    let mut page = Vec::new();
+    loop {
+        let read = api
+            .state
+            .list(state, after.as_deref(), limit)
+            .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?;
+        let exhausted = read.len() < limit;
+        after = read.last().map(|r| r.task.task_id.clone());
+        let mine = read
+            .into_iter()
+            .filter(|r| r.tenant.as_deref() == caller.tenant_name());
+        page.extend(mine.take(limit - page.len()));
+        if exhausted || page.len() == limit {
+            return Ok(page);
+        }
+    }
 }
 
 /// Query of `GET /v1/tasks`.
@@ -102,6 +136,7 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list_tasks(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<Caller>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| {
@@ -114,10 +149,7 @@ pub(super) async fn list_tasks(
         )
     })?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let page = api
-        .state
-        .list(query.state, query.after.as_deref(), limit)
-        .map_err(|e| ApiError::state_read(e, api.state.write_failure()))?;
+    let page = visible_page(&api, &caller, query.state, query.after, limit)?;
     // More may follow when the page is full by count, or when it was cut short by bytes.
     let (full, count) = (page.len() == limit, page.len());
     let (mut tasks, mut taken, mut last) = (Vec::new(), 0, None);

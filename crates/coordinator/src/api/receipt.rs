@@ -13,10 +13,11 @@ use wasm_exec_task::{IntakeRules, ResultEnvelope};
 
 pub(super) async fn get_receipt(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = |why: String| ApiError::new(StatusCode::NOT_FOUND, Some("task_id"), why);
-    let record = super::read::task_or_404(&api, &id)?;
+    let record = super::read::task_or_404(&api, &caller, &id)?;
     let Some(result) = &record.result else {
         return Err(not_found(format!(
             "task \"{id}\" has no receipt yet: it is {}",

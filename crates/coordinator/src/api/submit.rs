@@ -26,44 +26,56 @@ struct Submission {
     limits: TaskLimits,
     /// `false`: always run it, never answer it from (or store it in) the result cache.
     cache: Option<bool>,
+    callback_url: Option<String>,
+}
+
+/// A submission as read: the checked task, whether its id was generated here, and where its
+/// result is to be posted.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The task, through the intake check.
+    pub task: CheckedTask,
+    /// Whether its id was generated here (the body had none).
+    pub generated: bool,
+    /// Its `callback_url`, checked ([`crate::webhook::sign::check_url`]).
+    pub callback_url: Option<String>,
 }
 
 pub(super) async fn submit_task(
     State(api): State<Api>,
+    axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            body_too_large()
-        } else {
-            ApiError::new(e.status(), None, e.body_text())
-        }
-    })?;
-    let Some(submit) = &api.submit else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            "this coordinator runs with --once: it runs its source's tasks and exits, and takes \
-             no submissions; start it without --once to submit tasks",
-        ));
-    };
+    let body = body.map_err(body_error)?;
+    let submit = inbox(&api)?;
     refuse_when_disk_is_low(api.state.as_ref())?;
-    let (task, generated) = read_body(&body, &api.rules)?;
-    let (task, fresh) = admit_submission(api.state.as_ref(), task, generated, new_task_id).await?;
+    let submitted = read_body(&body, &api.rules)?;
+    if submitted.callback_url.is_some() && !super::callbacks_on(&api, &caller) {
+        return Err(webhooks_off());
+    }
+    super::take_rate(&api, &caller, 1)?;
+    let tenant = caller.tenant_name().map(str::to_owned);
+    let (task, fresh) =
+        admit_submission(api.state.as_ref(), submitted, tenant.clone(), new_task_id).await?;
     let spec = task.spec.clone();
     if fresh {
-        tracing::info!(task_id = %spec.task_id.escape_debug(), cid = %spec.wasm_cid.escape_debug(), state = "pending", "task submitted");
+        tracing::info!(task_id = %spec.task_id.escape_debug(), cid = %spec.wasm_cid.escape_debug(), tenant = tenant.as_deref().unwrap_or_default(), state = "pending", "task submitted");
         // The scheduler is gone only during shutdown; the task is persisted and resumes on start.
-        let _ = submit.send(task).await;
+        let _ = submit
+            .send(crate::scheduler::Admitted {
+                task,
+                tenant: tenant.clone(),
+            })
+            .await;
     }
     let record = api
         .state
         .get(&spec.task_id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal("an admitted task vanished"))?;
-    if !fresh && record.task != spec {
+    if !fresh && (record.task != spec || record.tenant != tenant) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             Some("task_id"),
@@ -79,6 +91,38 @@ pub(super) async fn submit_task(
         StatusCode::OK
     };
     Ok((status, axum::Json(TaskView::from(record))).into_response())
+}
+
+/// A body that could not be read: 413 over the cap, else as axum says.
+pub(super) fn body_error(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        body_too_large()
+    } else {
+        ApiError::new(e.status(), None, e.body_text())
+    }
+}
+
+/// The scheduler's inbox, or the 503 of a `--once` run, which takes no submissions.
+pub(super) fn inbox(
+    api: &Api,
+) -> Result<&tokio::sync::mpsc::Sender<crate::scheduler::Admitted>, ApiError> {
+    api.submit.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "this coordinator runs with --once: it runs its source's tasks and exits, and takes \
+             no submissions; start it without --once to submit tasks",
+        )
+    })
+}
+
+/// The 400 for a `callback_url` that no key would sign.
+pub(super) fn webhooks_off() -> ApiError {
+    ApiError::bad(
+        "callback_url",
+        "this coordinator delivers no webhooks: its operator sets COORDINATOR_WEBHOOK_SECRET \
+         (or the tenant's webhook_secret in COORDINATOR_TOKENS_FILE) to turn them on",
+    )
 }
 
 /// 415 unless the body is declared `application/json`: a browser sends a cross-site "simple"
@@ -106,8 +150,8 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Reads a submission's body as `POST /v1/tasks` does, before it touches the store: integers past
 /// 64 bits refused, the body parsed strictly (nothing after the object), then the intake check.
-/// Returns the task and whether its id was generated here; public so the fuzz targets drive it.
-pub fn read_body(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), ApiError> {
+/// Public so the fuzz targets drive it.
+pub fn read_body(body: &[u8], rules: &IntakeRules) -> Result<Submitted, ApiError> {
     refuse_inexact_integers(body)?;
     validate(body, rules)
 }
@@ -162,7 +206,7 @@ fn check_integer(token: &[u8]) -> Result<(), ApiError> {
 /// 503 with `Retry-After` while the state directory's free space is under its watermark, so a
 /// submission is refused before the disk is full rather than failing halfway (and is never
 /// run later after an error answer). Failing writes refuse it the same way.
-fn refuse_when_disk_is_low(state: &dyn StateStore) -> Result<(), ApiError> {
+pub(super) fn refuse_when_disk_is_low(state: &dyn StateStore) -> Result<(), ApiError> {
     let space = state.disk_space().map_err(ApiError::internal)?;
     if let Some(space) = space.filter(|s| s.is_low()) {
         return Err(ApiError::new(
@@ -211,13 +255,22 @@ fn not_taken(task_id: &str, e: impl std::fmt::Display) -> ApiError {
 /// bits, it gets another from `new_id` rather than being answered with someone else's task.
 async fn admit_submission(
     state: &dyn StateStore,
-    mut task: CheckedTask,
-    generated: bool,
+    submitted: Submitted,
+    tenant: Option<String>,
     mut new_id: impl FnMut() -> String,
 ) -> Result<(CheckedTask, bool), ApiError> {
+    let Submitted {
+        mut task,
+        generated,
+        callback_url,
+    } = submitted;
     for _ in 0..GENERATED_ID_TRIES {
+        let callbacks = callback_url
+            .iter()
+            .map(|url| (task.spec.task_id.clone(), url.clone()))
+            .collect();
         let fresh = state
-            .admit(vec![task.spec.clone()], crate::state::API_ORIGIN)
+            .submit(vec![task.spec.clone()], callbacks, tenant.clone())
             .await
             .map_err(|e| not_taken(task.id(), e))?;
         if !fresh.is_empty() || !generated {
@@ -234,7 +287,7 @@ const GENERATED_ID_TRIES: usize = 4;
 
 /// Parses a submission and passes it through the intake check ([`TaskSpec::check`]); every
 /// error names its field. Also says whether the task id was generated here (there was none).
-fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), ApiError> {
+fn validate(body: &[u8], rules: &IntakeRules) -> Result<Submitted, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let sub: Submission = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -242,7 +295,8 @@ fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), Api
         ApiError::bad(
             field,
             format!(
-                "{}; expected {{\"task_id\"?, \"wasm_cid\", \"entry\"?, \"input\"?, \"limits\"?}}",
+                "{}; expected {{\"task_id\"?, \"wasm_cid\", \"entry\"?, \"input\"?, \"limits\"?, \
+                 \"callback_url\"?}}",
                 e.inner()
             ),
         )
@@ -254,6 +308,9 @@ fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), Api
         )
     })?;
     let generated = sub.task_id.is_none();
+    if let Some(url) = &sub.callback_url {
+        crate::webhook::sign::check_url(url).map_err(|e| ApiError::bad("callback_url", e))?;
+    }
     let spec = TaskSpec {
         task_id: sub.task_id.unwrap_or_else(new_task_id),
         wasm_cid: sub.wasm_cid,
@@ -262,10 +319,14 @@ fn validate(body: &[u8], rules: &IntakeRules) -> Result<(CheckedTask, bool), Api
         limits: sub.limits,
         cache: sub.cache.unwrap_or(true),
     };
-    let checked = spec
+    let task = spec
         .check(rules)
         .map_err(|e| ApiError::bad(&e.field, e.message))?;
-    Ok((checked, generated))
+    Ok(Submitted {
+        task,
+        generated,
+        callback_url: sub.callback_url,
+    })
 }
 
 /// A fresh id for a submission without one: a UUIDv7 (its time, then 74 random bits), so an id
@@ -337,18 +398,24 @@ mod tests {
             .await
             .unwrap();
 
-        let same_body = old.clone();
-        let (spec, fresh) = admit_submission(&state, same_body, true, || "drawn-again".into())
-            .await
-            .unwrap();
+        let submitted = |task: &CheckedTask, generated| Submitted {
+            task: task.clone(),
+            generated,
+            callback_url: None,
+        };
+        let (spec, fresh) =
+            admit_submission(&state, submitted(&old, true), None, || "drawn-again".into())
+                .await
+                .unwrap();
         assert!(fresh, "the submission was answered with the old task");
         assert_eq!(spec.id(), "drawn-again");
         assert!(state.get("drawn-again").unwrap().is_some());
 
         // An id the submitter chose keeps its meaning: the same body again is the same task.
-        let (spec, fresh) = admit_submission(&state, old, false, || unreachable!())
-            .await
-            .unwrap();
+        let (spec, fresh) =
+            admit_submission(&state, submitted(&old, false), None, || unreachable!())
+                .await
+                .unwrap();
         assert!(!fresh);
         assert_eq!(spec.id(), "taken");
     }

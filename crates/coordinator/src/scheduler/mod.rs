@@ -13,8 +13,10 @@
 //! - here: the [`Scheduler`], the `--once` pass ([`Scheduler::run_once`]) and the resume at start.
 //! - `serve`: the serving loop and the pump that polls the source.
 //! - `process`: one task from module fetch to result written back.
+//! - `fair`: the queue, round-robin between tenants, each under its concurrency quota.
 //! - [`live`]: what the API sees of the queue (why a task waits) and how it cancels.
 
+mod fair;
 pub mod live;
 mod process;
 mod serve;
@@ -26,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::module::ModuleStore;
 use crate::source::TaskSource;
 use crate::state::{API_ORIGIN, StateStore, quarantine};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -69,6 +72,18 @@ pub struct Scheduler {
     pub quarantine_after: u32,
     /// The queue and running tasks as the API sees them, and its cancels.
     pub live: Arc<Live>,
+    /// Most running tasks per tenant (`COORDINATOR_TOKENS_FILE`); tenants not named, and tasks
+    /// without a tenant, are bound only by `concurrency`.
+    pub quotas: HashMap<String, usize>,
+}
+
+/// A task the API persisted, handed to the scheduler with its tenant.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The task, through the intake check.
+    pub task: CheckedTask,
+    /// Its tenant, `None` for the default caller.
+    pub tenant: Option<String>,
 }
 
 /// A task to run and where it came from (its result goes back there).
@@ -83,16 +98,19 @@ struct Job {
     /// Resumed after a restart: its start is made durable before it runs, so that every start
     /// of a task that crashes the process is counted.
     resumed: bool,
+    /// Its tenant, for the fair queue.
+    tenant: Option<String>,
 }
 
 impl Job {
     /// A task the API checked before acknowledging it.
-    fn from_api(checked: CheckedTask) -> Self {
+    fn from_api(admitted: Admitted) -> Self {
         Self {
-            task: checked.spec.clone(),
-            checked: Ok(checked),
+            task: admitted.task.spec.clone(),
+            checked: Ok(admitted.task),
             origin: API_ORIGIN.into(),
             resumed: false,
+            tenant: admitted.tenant,
         }
     }
 }
@@ -162,6 +180,7 @@ impl Scheduler {
             let message = poisoned.then(|| quarantine::quarantine_message(&record));
             let mut job = self.job(record.task, &record.origin);
             job.resumed = true;
+            job.tenant = record.tenant;
             match (record.result, message) {
                 (Some(result), _) if record.state.is_finished() => {
                     info!(task_id = %job.task.task_id, "reporting a result persisted before a restart");
@@ -242,6 +261,7 @@ mod tests {
             rules: IntakeRules::default(),
             quarantine_after: quarantine::DEFAULT_QUARANTINE_AFTER,
             live: Arc::default(),
+            quotas: HashMap::new(),
         }
     }
 
@@ -424,9 +444,12 @@ mod tests {
         });
         let task = TaskSpec::new("api-1", "x.wasm", serde_json::Value::Null);
         state.admit(vec![task.clone()], API_ORIGIN).await.unwrap();
-        api.send(task.check(&IntakeRules::default()).unwrap())
-            .await
-            .unwrap();
+        api.send(Admitted {
+            task: task.check(&IntakeRules::default()).unwrap(),
+            tenant: None,
+        })
+        .await
+        .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         // The stopped backend answers `cancelled`, which leaves the task pending again: what
         // shows that it ran is its attempt count.

@@ -103,6 +103,7 @@ impl Scheduler {
             checked,
             origin: origin.into(),
             resumed: false,
+            tenant: None,
         }
     }
 

@@ -1,18 +1,19 @@
 //! Serving: the loop that queues tasks from the API and the source and starts them as running
 //! slots free up, and the pump that polls the source in a task of its own.
 
+use super::fair::FairQueue;
 use super::process::retry;
-use super::{Job, SOURCE_BATCHES, Scheduler};
+use super::{Admitted, Job, SOURCE_BATCHES, Scheduler};
 use crate::source::Polled;
 use crate::state::StateError;
 use anyhow::Context as _;
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wasm_exec_task::{CheckedTask, TaskSpec};
+use wasm_exec_task::TaskSpec;
 
 impl Scheduler {
     /// Serves until `shutdown` is cancelled: runs tasks from the source (polled) and from the
@@ -25,41 +26,54 @@ impl Scheduler {
     /// lives on; only a pump that panics ends `serve`.
     pub async fn serve(
         &self,
-        mut inbox: mpsc::Receiver<CheckedTask>,
+        mut inbox: mpsc::Receiver<Admitted>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut queue: VecDeque<Job> = self.resume().await?.into();
-        for job in &queue {
+        let mut queue = FairQueue::new(self.quotas.clone());
+        for job in self.resume().await? {
             self.live.queued(&job.task.task_id);
+            queue.push(job);
         }
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut running = JoinSet::new();
+        // Which tenant each running worker is for, to free its quota slot when it ends.
+        let mut tenants = HashMap::new();
         let (admitted, mut from_source) = mpsc::channel(SOURCE_BATCHES);
         let mut pump = tokio::spawn(self.clone().pump(admitted, shutdown.clone()));
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                permit = permits.clone().acquire_owned(), if !queue.is_empty() => {
-                    if let (Ok(permit), Some(job)) = (permit, queue.pop_front()) {
+                permit = permits.clone().acquire_owned(), if queue.has_ready() => {
+                    if let (Ok(permit), Some(job)) = (permit, queue.pop()) {
                         self.live.dequeued(&job.task.task_id);
-                        running.spawn(self.clone().process(job, permit));
+                        let tenant = job.tenant.clone();
+                        let handle = running.spawn(self.clone().process(job, permit));
+                        tenants.insert(handle.id(), tenant);
                     }
                 }
-                Some(joined) = running.join_next(), if !running.is_empty() => {
-                    if let Err(e) = joined {
-                        warn!(error = %e, "a task's worker failed");
+                Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                    let id = match joined {
+                        Ok((id, _)) => id,
+                        Err(e) => {
+                            warn!(error = %e, "a task's worker failed");
+                            e.id()
+                        }
+                    };
+                    // A worker that panicked frees its tenant's quota slot too.
+                    if let Some(tenant) = tenants.remove(&id) {
+                        queue.ended(&tenant);
                     }
                 }
-                Some(task) = inbox.recv() => {
-                    self.live.queued(task.id());
-                    queue.push_back(Job::from_api(task));
+                Some(admitted) = inbox.recv() => {
+                    self.live.queued(admitted.task.id());
+                    queue.push(Job::from_api(admitted));
                 }
                 Some(jobs) = from_source.recv() => {
-                    for job in &jobs {
+                    for job in jobs {
                         self.live.queued(&job.task.task_id);
+                        queue.push(job);
                     }
-                    queue.extend(jobs);
                 }
                 ended = &mut pump => {
                     ended.context("the source's poller panicked")??;

@@ -14,8 +14,10 @@
 //! - [`error`]: why a state directory does not open ([`OpenError`]);
 //! - [`disk`]: free space against a low watermark;
 //! - [`quarantine`]: poison tasks, started too often without finishing;
-//! - [`timeline`]: a task's state changes and cancellation, and the change events broadcast.
+//! - [`timeline`]: a task's state changes and cancellation, and the change events broadcast;
+//! - [`callback`]: a task's webhook and how its deliveries went.
 
+pub mod callback;
 pub mod disk;
 pub mod error;
 pub mod journal;
@@ -24,6 +26,7 @@ pub mod redb;
 pub mod salvage;
 pub mod timeline;
 
+pub use callback::{Attempt, Callback, DeliveryState};
 pub use disk::DiskSpace;
 pub use error::OpenError;
 pub use timeline::{CancelOutcome, Cancellation, Step, TaskEvent};
@@ -126,6 +129,13 @@ pub struct TaskRecord {
     /// Who cancelled it and when, if it was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<Cancellation>,
+    /// The tenant that submitted it (`COORDINATOR_TOKENS_FILE`); `None` for the default caller
+    /// and for a source's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Its webhook (`callback_url`) and how the deliveries went, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
 }
 
 /// Persists tasks. Every mutation is durable when its future resolves.
@@ -143,6 +153,37 @@ pub trait StateStore: Send + Sync {
         origin: &str,
         cursor: String,
     ) -> Result<Vec<TaskSpec>, StateError>;
+
+    /// Records tasks submitted through the API (origin [`API_ORIGIN`]) by `tenant` as pending,
+    /// each with its callback URL if `callbacks` (task id -> URL) names one, in one durable
+    /// write; returns the ones that were new. The default refuses callbacks and tenants and
+    /// admits the rest.
+    async fn submit(
+        &self,
+        tasks: Vec<TaskSpec>,
+        callbacks: BTreeMap<String, String>,
+        tenant: Option<String>,
+    ) -> Result<Vec<TaskSpec>, StateError> {
+        if !callbacks.is_empty() || tenant.is_some() {
+            return Err(StateError(
+                "this state store keeps no callbacks or tenants".into(),
+            ));
+        }
+        self.admit(tasks, API_ORIGIN).await
+    }
+
+    /// Records one attempt to deliver a task's webhook and waits until that is durable. The
+    /// default refuses.
+    async fn record_delivery(&self, task_id: &str, attempt: Attempt) -> Result<(), StateError> {
+        let _ = (task_id, attempt);
+        Err(StateError("this state store keeps no callbacks".into()))
+    }
+
+    /// Finished tasks whose webhook is still to be delivered (after a restart: what to resume).
+    /// The default has none.
+    fn pending_deliveries(&self) -> Result<Vec<TaskRecord>, StateError> {
+        Ok(Vec::new())
+    }
 
     /// The read position last recorded for `origin`.
     fn cursor(&self, origin: &str) -> Result<Option<String>, StateError>;

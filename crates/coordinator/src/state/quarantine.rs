@@ -53,6 +53,8 @@ mod tests {
             not_written_back: None,
             timeline: Vec::new(),
             cancelled: None,
+            tenant: None,
+            callback: None,
         }
     }
 

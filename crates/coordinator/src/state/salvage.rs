@@ -145,7 +145,7 @@ fn admitted(batch: &Batch) -> usize {
         .changes
         .iter()
         .map(|c| match c {
-            Change::Admit { tasks, .. } => tasks.len(),
+            Change::Admit { tasks, .. } | Change::Submit { tasks, .. } => tasks.len(),
             _ => 0,
         })
         .sum()

@@ -61,6 +61,9 @@ pub struct TaskEvent {
     pub attempts: u32,
     /// When the change was committed, in Unix milliseconds.
     pub at_ms: u64,
+    /// The task's tenant (for the event stream's filter); not sent.
+    #[serde(skip)]
+    pub tenant: Option<String>,
 }
 
 #[cfg(test)]

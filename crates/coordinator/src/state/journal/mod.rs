@@ -22,8 +22,10 @@ pub mod damage;
 pub mod frame;
 
 use super::TaskState;
+use super::callback::Attempt;
 use super::error::OpenError;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -78,6 +80,26 @@ pub enum Change {
         id: String,
         /// Who cancelled it.
         by: String,
+    },
+    /// New tasks submitted through the API, some with a webhook (`callbacks`: task id -> URL);
+    /// known ids are left as they are. Journals holding it do not open in versions before it.
+    Submit {
+        /// The tasks.
+        tasks: Vec<TaskSpec>,
+        /// The `callback_url` of the tasks that have one.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        callbacks: BTreeMap<String, String>,
+        /// The tenant that submitted them, if not the default caller.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
+    },
+    /// One attempt to deliver a task's webhook. Journals holding it do not open in versions
+    /// before it.
+    Delivery {
+        /// The task's id.
+        id: String,
+        /// How it went.
+        attempt: Attempt,
     },
     /// A task's result was written back to its source (or never can be: `note` says why).
     Reported {

@@ -5,7 +5,8 @@ use super::super::OpenError;
 use super::super::disk::{DEFAULT_LOW_WATERMARK_BYTES, DiskSpace};
 use super::super::journal::Change;
 use super::super::{
-    CancelOutcome, StateError, StateStore, TaskEvent, TaskRecord, TaskState, WriteFailure,
+    Attempt, CancelOutcome, DeliveryState, StateError, StateStore, TaskEvent, TaskRecord,
+    TaskState, WriteFailure,
 };
 use super::open::open_dir;
 use super::shared::Shared;
@@ -150,6 +151,41 @@ impl StateStore for RedbStore {
             cursor: Some(cursor),
         };
         answer(self.send(change, Waiter::Admit)).await
+    }
+
+    async fn submit(
+        &self,
+        tasks: Vec<TaskSpec>,
+        callbacks: BTreeMap<String, String>,
+        tenant: Option<String>,
+    ) -> Result<Vec<TaskSpec>, StateError> {
+        let change = Change::Submit {
+            tasks,
+            callbacks,
+            tenant,
+        };
+        answer(self.send(change, Waiter::Admit)).await
+    }
+
+    async fn record_delivery(&self, task_id: &str, attempt: Attempt) -> Result<(), StateError> {
+        let change = Change::Delivery {
+            id: task_id.to_owned(),
+            attempt,
+        };
+        answer(self.send(change, Waiter::Done)).await
+    }
+
+    fn pending_deliveries(&self) -> Result<Vec<TaskRecord>, StateError> {
+        Ok(self
+            .read_all()?
+            .into_iter()
+            .filter(|r| {
+                r.state.is_finished()
+                    && r.callback
+                        .as_ref()
+                        .is_some_and(|c| c.state == DeliveryState::Pending)
+            })
+            .collect())
     }
 
     fn cursor(&self, origin: &str) -> Result<Option<String>, StateError> {

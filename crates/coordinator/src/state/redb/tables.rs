@@ -1,9 +1,11 @@
 //! The database's tables and how one journaled batch is applied to them in one transaction.
 
+use super::super::callback::{Attempt, Callback};
 use super::super::journal::{Batch, Change};
 use super::super::timeline::{self, CancelOutcome, Cancellation, Step, TaskEvent};
 use super::super::{API_ORIGIN, StateError, TaskRecord, TaskState};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
 use wasm_exec_task::{ErrorKind, ResultEnvelope, TaskSpec};
 
 /// task_id -> JSON-encoded [`TaskRecord`].
@@ -120,6 +122,14 @@ fn apply(
         Change::Admit { tasks, origin, .. } => {
             admit(table, tasks, origin, now, fx).map(Applied::Admitted)
         }
+        Change::Submit {
+            tasks,
+            callbacks,
+            tenant,
+        } => submit(table, tasks, callbacks, tenant.as_deref(), now, fx).map(Applied::Admitted),
+        Change::Delivery { id, attempt } => {
+            deliver(table, id, attempt, now).map(|()| Applied::Done)
+        }
         Change::Progress { id, state } => {
             let outcome = update(table, id, now, fx, |r| {
                 if r.state.is_finished() {
@@ -204,6 +214,60 @@ fn cancel(
 
 type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 
+/// Admits API tasks of `tenant`, then gives each fresh one its tenant and its callback.
+fn submit(
+    table: &mut Table<'_>,
+    tasks: &[TaskSpec],
+    callbacks: &BTreeMap<String, String>,
+    tenant: Option<&str>,
+    now: u64,
+    fx: &mut Effects,
+) -> Result<Vec<TaskSpec>, StateError> {
+    let first_event = fx.events.len();
+    let fresh = admit(table, tasks, API_ORIGIN, now, fx)?;
+    for event in &mut fx.events[first_event..] {
+        event.tenant = tenant.map(str::to_owned);
+    }
+    for task in &fresh {
+        let url = callbacks.get(&task.task_id);
+        if url.is_none() && tenant.is_none() {
+            continue;
+        }
+        let mut record = match table.get(task.task_id.as_str()).map_err(err)? {
+            Some(value) => decode(value.value())?,
+            None => return Err(StateError(format!("unknown task \"{}\"", task.task_id))),
+        };
+        record.callback = url.map(|url| Callback::new(url.clone()));
+        record.tenant = tenant.map(str::to_owned);
+        let bytes = serde_json::to_vec(&record).map_err(err)?;
+        table
+            .insert(task.task_id.as_str(), bytes.as_slice())
+            .map_err(err)?;
+    }
+    Ok(fresh)
+}
+
+/// Records one delivery attempt of a task's webhook. Its state is unchanged, so no event is
+/// broadcast (the deliverer listens to events for tasks that end).
+fn deliver(
+    table: &mut Table<'_>,
+    task_id: &str,
+    attempt: &Attempt,
+    now: u64,
+) -> Result<(), StateError> {
+    let mut record = match table.get(task_id).map_err(err)? {
+        Some(value) => decode(value.value())?,
+        None => return Err(StateError(format!("unknown task \"{task_id}\""))),
+    };
+    let Some(callback) = &mut record.callback else {
+        return Err(StateError(format!("task \"{task_id}\" has no callback")));
+    };
+    callback.record(attempt, now);
+    let bytes = serde_json::to_vec(&record).map_err(err)?;
+    table.insert(task_id, bytes.as_slice()).map_err(err)?;
+    Ok(())
+}
+
 /// Adds a batch's count changes to the counts table.
 pub(super) fn apply_deltas(
     counts: &mut redb::Table<'_, &'static str, u64>,
@@ -251,6 +315,8 @@ fn admit(
                 attempt: 0,
             }],
             cancelled: None,
+            tenant: None,
+            callback: None,
         };
         let bytes = serde_json::to_vec(&record).map_err(err)?;
         table
@@ -262,6 +328,7 @@ fn admit(
             state: TaskState::Pending,
             attempts: 0,
             at_ms: now,
+            tenant: None,
         });
         fresh.push(task.clone());
     }
@@ -296,6 +363,7 @@ fn update(
         state: record.state,
         attempts: record.attempts,
         at_ms: now,
+        tenant: record.tenant.clone(),
     });
     record.updated_at_ms = now;
     let bytes = serde_json::to_vec(&record).map_err(err)?;
