@@ -189,7 +189,7 @@ fn three_operators_complete_each_2_of_3_task_once_and_the_agreeing_are_paid() {
         .iter()
         .map(|_| tempfile::tempdir().unwrap())
         .collect();
-    let _operators: Vec<Service> = OPERATORS
+    let running: Vec<Service> = OPERATORS
         .iter()
         .zip(&states)
         .map(|(key, state)| operator(&chain, state.path(), *key))
@@ -220,6 +220,7 @@ fn three_operators_complete_each_2_of_3_task_once_and_the_agreeing_are_paid() {
         let owed = earned.get(executor).copied().unwrap_or(0);
         assert_eq!(credits(&chain, *executor), U256::from(owed), "{executor}");
     }
+    assert_a_repeat_is_committed_from_the_result_cache(&chain, &running);
 
     let printed = chain_command(
         &chain,
@@ -265,6 +266,28 @@ fn three_operators_complete_each_2_of_3_task_once_and_the_agreeing_are_paid() {
     );
     assert_eq!(shown["outcome"]["agreeing"], printed["agreeing"], "{shown}");
     miner.store(false, Ordering::Relaxed);
+}
+
+/// fib(12) again, as the first task: every operator that takes it answers it from its result
+/// cache (a cached result is the same bits a run gives, so it may be committed), and it
+/// completes with the same result and a quorum.
+fn assert_a_repeat_is_committed_from_the_result_cache(chain: &Chain, running: &[Service]) {
+    let again = submit(chain, FIB, "fib", "[12]", 3000);
+    let done = completed(chain, again);
+    assert!(done.ok && done.result == "144", "{done:?}");
+    assert_eq!(done.agreeing.len(), 2, "{done:?}");
+    let hits = running
+        .iter()
+        .filter(|service| {
+            let metrics = support::get(&service.base, "/metrics", None).body;
+            let text = metrics.as_str().unwrap_or_default().to_owned();
+            text.contains("wasm_exec_result_cache_total{outcome=\"hit\"} 1")
+        })
+        .count();
+    assert!(
+        hits >= 2,
+        "{hits} operators answered the repeat from their cache"
+    );
 }
 
 #[allow(
