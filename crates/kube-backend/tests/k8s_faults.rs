@@ -272,7 +272,11 @@ where
         if pods.iter().any(|p| *p != first) {
             break;
         }
-        assert!(started.elapsed() < PATIENCE, "no second pod: {pods:?}");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no second pod: {pods:?}\n{}",
+            ns.state()
+        );
         assert!(!running.is_finished(), "{:?}", running.await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -355,7 +359,8 @@ async fn wait_for_running_pods(ns: &Namespace, n: usize) -> Vec<String> {
         }
         assert!(
             started.elapsed() < PATIENCE,
-            "{n} pods not running: {pods:?}"
+            "{n} pods not running: {pods:?}\n{}",
+            ns.state()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -100,6 +100,7 @@ impl Cluster {
             self.kubectl(&args)
                 .unwrap_or_else(|e| panic!("labelling namespace {}: {e}", namespace.name));
         }
+        namespace.await_default_service_account();
         namespace
     }
 
@@ -179,6 +180,40 @@ pub struct Namespace {
     /// Its name.
     pub name: String,
     cluster: Cluster,
+}
+
+impl Namespace {
+    /// What is in the namespace now (Jobs, pods and events, `kubectl get`), for a failing test
+    /// to say what it saw.
+    pub fn state(&self) -> String {
+        let args = [
+            "get",
+            "jobs,pods,events",
+            "-o",
+            "wide",
+            "-n",
+            self.name.as_str(),
+        ];
+        self.cluster.kubectl(&args).unwrap_or_else(|e| e)
+    }
+
+    /// Waits (up to a minute) for the serviceaccount controller to make the namespace's `default`
+    /// ServiceAccount, as the Kubernetes e2e framework does: until then the ServiceAccount
+    /// admission plugin refuses every pod of the namespace, and the job controller retries on a
+    /// growing backoff (a test after an API server restart saw no pod for a minute).
+    fn await_default_service_account(&self) {
+        let started = std::time::Instant::now();
+        let args = ["get", "serviceaccount", "default", "-n", self.name.as_str()];
+        while let Err(e) = self.cluster.kubectl(&args) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "namespace {}: no default ServiceAccount after 60 s (is the serviceaccount \
+                 controller of kube-controller-manager running?): {e}",
+                self.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Namespace {
