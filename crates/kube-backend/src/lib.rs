@@ -67,7 +67,8 @@ pub struct KubernetesSettings {
     pub start_allowance: Duration,
     /// Time the coordinator waits beyond the Job's `activeDeadlineSeconds` (30 s).
     pub deadline_grace: Duration,
-    /// How long a pod may stay unschedulable before its task fails (60 s).
+    /// How long a pod may stay unschedulable before its task fails (60 s); a pod that lacks only
+    /// room waits on while this backend's other tasks end (`track::waits_for_room`).
     pub unschedulable_grace: Duration,
     /// How long after its Job's creation no pod may be seen before the Job's `FailedCreate`
     /// events are watched too (3 s; the job controller creates a pod well within it).
@@ -114,6 +115,8 @@ struct Inner {
     /// One child of `abandon` per running task, cancelled by [`Backend::cancel`]: the task's
     /// wait ends and its Job is deleted (background propagation) as at a shutdown.
     stops: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
+    /// Counts the tasks that ended: a pod waiting for room keeps waiting while it moves.
+    progress: tokio::sync::watch::Sender<u64>,
 }
 
 impl KubernetesBackend {
@@ -175,6 +178,7 @@ impl KubernetesBackend {
                 template,
                 abandon,
                 stops: std::sync::Mutex::default(),
+                progress: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -273,6 +277,7 @@ impl Inner {
                         + Duration::from_secs(deadline_secs)
                         + self.settings.deadline_grace,
                     unschedulable_grace: self.settings.unschedulable_grace,
+                    progress: self.progress.subscribe(),
                     pod_create_grace: self.settings.pod_create_grace,
                     pod_lag: self.settings.pod_lag,
                     retries,
@@ -290,6 +295,7 @@ impl Inner {
             }
             Err(failure) => failure,
         };
+        self.progress.send_modify(|ended| *ended += 1);
         let ns = &self.settings.namespace;
         if let Err(e) = cleanup::delete_job(&self.jobs, &names.job, ns, self.settings.retry).await {
             warn!(job = %names.job, error = %e, "the Job could not be deleted; its ttlSecondsAfterFinished or the next start's clean-up will");

@@ -354,6 +354,54 @@ async fn an_unschedulable_pod_fails_after_its_grace() {
     assert!(took >= Duration::from_millis(200), "{took:?}");
 }
 
+/// An unschedulable pod's task while the backend's other tasks end every 100 ms for 600 ms
+/// (grace 200 ms): the result and how long it took.
+async fn unschedulable_while_others_end(message: &'static str) -> (ResultEnvelope, Duration) {
+    let steps = vec![
+        create_job(),
+        create_config_map("uid-1", created_config_map()),
+        watch_job(vec![]),
+        watch_pods(vec![pod_event(10, PodMoment::Unschedulable(message))]),
+        delete_job(),
+    ];
+    let (client, _server) = scripted(steps);
+    let backend = backend(client, settings(), CancellationToken::new());
+    let others = backend.clone();
+    let ending = tokio::spawn(async move {
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            others.inner.progress.send_modify(|ended| *ended += 1);
+        }
+    });
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        backend.run(&checked(&task()), Arc::new(MODULE.to_vec())),
+    )
+    .await
+    .expect("a result within 10 s");
+    ending.abort();
+    (result, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_pod_that_lacks_room_waits_while_other_tasks_end_then_fails_after_its_grace() {
+    let (result, took) =
+        unschedulable_while_others_end("0/3 nodes are available: 3 Insufficient cpu.").await;
+    assert_eq!(result.kind(), Some(ErrorKind::Io));
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_pod_no_node_matches_fails_after_its_grace_though_other_tasks_end() {
+    let (result, took) = unschedulable_while_others_end(
+        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.",
+    )
+    .await;
+    assert_eq!(result.kind(), Some(ErrorKind::Io));
+    assert!(took < Duration::from_millis(500), "{took:?}");
+}
+
 #[tokio::test]
 async fn an_oom_kill_is_a_memory_error() {
     let steps = vec![

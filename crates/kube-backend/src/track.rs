@@ -9,6 +9,7 @@ use super::watch::{Change, Watch};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Event, Pod};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use wasm_exec_task::Phases;
@@ -20,8 +21,11 @@ pub struct Limits {
     pub executor: String,
     /// When to give up on the Job as a whole.
     pub deadline: Instant,
-    /// How long a pod may stay unschedulable before the task fails.
+    /// How long a pod may stay unschedulable before the task fails; for want of room
+    /// ([`waits_for_room`]), counted from the last time one of this backend's tasks ended.
     pub unschedulable_grace: Duration,
+    /// Changes each time one of this backend's tasks ends: room may have been made.
+    pub progress: watch::Receiver<u64>,
     /// How long after the Job's creation no pod may be seen before the wait also watches the
     /// Job's `FailedCreate` events (one more request, only then).
     pub pod_create_grace: Duration,
@@ -104,6 +108,7 @@ async fn wait(
     }
     let mut seen = Seen::default();
     let mut refusals = Refusals::new(events);
+    let mut progress = limits.progress.clone();
     loop {
         if let Some(ended) = seen.settled(&limits) {
             return ended;
@@ -121,6 +126,7 @@ async fn wait(
             () = sleep_until(unschedulable_until.unwrap_or(limits.deadline)), if unschedulable_until.is_some() => {
                 return unschedulable(seen, &limits);
             }
+            Ok(()) = progress.changed(), if seen.waits_for_room() => seen.restart_grace(),
             () = sleep_until(events_from.unwrap_or(limits.deadline)), if events_from.is_some() => {
                 refusals.open().await;
             }
@@ -154,6 +160,14 @@ async fn wait(
     }
 }
 
+/// Whether the scheduler's `message` says some node lacks only room (`Insufficient cpu`,
+/// `Insufficient memory`, `Too many pods`): such a pod waits its turn while the coordinator's
+/// own tasks end and free it, instead of failing while its queue is moving. Any other reason (no
+/// node matches its selector, tolerations, volumes) cannot change by waiting.
+pub fn waits_for_room(message: &str) -> bool {
+    message.contains("Insufficient ") || message.contains("Too many pods")
+}
+
 /// The end of a wait whose pod stayed unschedulable for the grace.
 fn unschedulable(seen: Seen, limits: &Limits) -> Ended {
     let message = seen.unschedulable.map(|(_, m)| m).unwrap_or_default();
@@ -162,6 +176,22 @@ fn unschedulable(seen: Seen, limits: &Limits) -> Ended {
          the template's resources.requests, nodeSelector or tolerations",
         limits.unschedulable_grace.as_secs()
     ))
+}
+
+impl Seen {
+    /// Whether the pod is unschedulable for want of room only ([`waits_for_room`]).
+    fn waits_for_room(&self) -> bool {
+        self.unschedulable
+            .as_ref()
+            .is_some_and(|(_, message)| waits_for_room(message))
+    }
+
+    /// Another task of ours ended: the queue moves, so the unschedulable grace starts again.
+    fn restart_grace(&mut self) {
+        if let Some((since, _)) = self.unschedulable.as_mut() {
+            *since = Instant::now();
+        }
+    }
 }
 
 /// What the watches have shown so far.
