@@ -27,6 +27,8 @@ use support::{Service, command, post, repo};
 use wasm_exec_coordinator::source::placeholder::{ADD_CID, AFFINE_CID, FIB_CID};
 use wasm_exec_kube_backend::names::{TASK_LABEL, TaskNames};
 use wasm_exec_task::ErrorKind;
+use wasm_exec_task::ResultEnvelope;
+use wasm_exec_test_peers::golden::golden_cases;
 use wasm_exec_test_peers::kube::{Namespace, RealNode};
 
 /// How long one test waits for its tasks: image start, a kubelet's sync loop, the Job's end.
@@ -153,7 +155,8 @@ fn template(node: &RealNode, dir: &Path, edit: impl FnOnce(&mut Value)) -> PathB
     path
 }
 
-/// A module mirror with the samples and the test guests.
+/// A module mirror with the samples, the test guests, and each golden case's module as
+/// `golden-NAME.wasm`.
 fn mirror(dir: &Path) -> PathBuf {
     let mirror = dir.join("mirror");
     std::fs::create_dir(&mirror).expect("the mirror directory");
@@ -166,6 +169,13 @@ fn mirror(dir: &Path) -> PathBuf {
     ] {
         let from = repo(file);
         std::fs::copy(&from, mirror.join(from.file_name().expect("a file name"))).expect(file);
+    }
+    for case in golden_cases() {
+        std::fs::write(
+            mirror.join(format!("golden-{}.wasm", case.name)),
+            &case.wasm,
+        )
+        .expect("a golden module");
     }
     mirror
 }
@@ -875,4 +885,42 @@ fn without_the_roles_pods_log_verb_a_big_result_fails_with_a_clear_403() {
             && message.contains("grant verb \"get\" on resource \"pods/log\""),
         "the message names the missing permission: {record}"
     );
+}
+
+#[test]
+fn the_golden_result_hashes_come_out_of_real_pods_too() {
+    let test = "the_golden_result_hashes_come_out_of_real_pods_too";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let image = node.executor_image.clone();
+    let rig = Rig::start(node, "node-golden", &image, |_| {});
+    // testdata/result_hash/golden.json: the hashes the executor binary and the local backend
+    // give (tests/golden.rs, crates/executor/tests/e2e/golden.rs); here each from a real pod.
+    let cases = golden_cases();
+    for case in &cases {
+        rig.submit(&json!({
+            "task_id": case.name,
+            "wasm_cid": format!("golden-{}.wasm", case.name),
+            "input": case.input,
+            "limits": case.limits,
+        }));
+    }
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        let record = rig.finished(&case.name);
+        let envelope: ResultEnvelope =
+            serde_json::from_value(record["result"].clone()).expect("a result document");
+        let outcome = envelope.kind().map_or("ok", |k| k.as_str());
+        let hash = envelope.result_hash().to_string();
+        eprintln!("{:<18} {outcome:<14} {hash}", case.name);
+        if outcome != case.outcome || hash != case.result_hash {
+            mismatches.push(format!(
+                "{}: {outcome} {hash}, golden {} {} ({:.400})",
+                case.name, case.outcome, case.result_hash, record["result"]
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    rig.assert_nothing_left();
 }

@@ -27,6 +27,8 @@ pub const REAL_NODE_VAR: &str = "WASM_EXEC_REAL_NODE";
 pub const REAL_NODE_REASON_VAR: &str = "WASM_EXEC_REAL_NODE_REASON";
 /// The executor image imported into the real node's containerd.
 pub const NODE_IMAGE_VAR: &str = "WASM_EXEC_NODE_EXECUTOR_IMAGE";
+/// The coordinator image imported into the real node's containerd.
+pub const NODE_COORDINATOR_IMAGE_VAR: &str = "WASM_EXEC_NODE_COORDINATOR_IMAGE";
 /// The label (and `NoSchedule` taint) of the real node: key and value.
 pub const REAL_NODE_LABEL: (&str, &str) = ("wasm-exec.io/node", "real");
 
@@ -183,6 +185,13 @@ pub struct Namespace {
 }
 
 impl Namespace {
+    /// Runs `kubectl ARGS --namespace NAME`: its stdout, or its stderr on failure.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let mut args = args.to_vec();
+        args.extend(["--namespace", self.name.as_str()]);
+        self.cluster.kubectl(&args)
+    }
+
     /// What is in the namespace now (Jobs, pods and events, `kubectl get`), for a failing test
     /// to say what it saw.
     pub fn state(&self) -> String {
@@ -240,6 +249,8 @@ pub struct RealNode {
     pub name: String,
     /// The executor image its containerd holds ([`NODE_IMAGE_VAR`]).
     pub executor_image: String,
+    /// The coordinator image its containerd holds ([`NODE_COORDINATOR_IMAGE_VAR`]), if given.
+    pub coordinator_image: Option<String>,
 }
 
 impl RealNode {
@@ -289,7 +300,30 @@ impl RealNode {
             cluster,
             name,
             executor_image,
+            coordinator_image: std::env::var(NODE_COORDINATOR_IMAGE_VAR).ok(),
         })
+    }
+
+    /// Why Services do not route on this node, if they do not: `scripts/cluster node-up`
+    /// starts kube-proxy and marks the node once `https://10.0.0.1` (the `kubernetes` Service)
+    /// answers through it; without iptables it cannot, and says so in its log.
+    pub fn services_unrouted(&self) -> Option<String> {
+        let marker = self.state_dir().join("node/services-routed");
+        (!marker.exists()).then(|| {
+            format!(
+                "no {} (scripts/cluster node-up could not start kube-proxy; see its \
+                 `cluster:` lines)",
+                marker.display()
+            )
+        })
+    }
+
+    /// The cluster's state directory (`WASM_EXEC_CLUSTER_DIR`, the kubeconfig's).
+    fn state_dir(&self) -> &std::path::Path {
+        self.cluster
+            .kubeconfig
+            .parent()
+            .expect("the cluster's state directory")
     }
 
     /// The ids of the containers (pod sandboxes included) of `namespace` whose task runs in
@@ -315,12 +349,7 @@ impl RealNode {
 
     /// `ctr --namespace k8s.io ARGS` on the node's containerd: its stdout.
     fn ctr(&self, args: &[&str]) -> String {
-        let dir = self
-            .cluster
-            .kubeconfig
-            .parent()
-            .expect("the cluster's state directory");
-        let socket = dir.join("node/containerd/containerd.sock");
+        let socket = self.state_dir().join("node/containerd/containerd.sock");
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&socket)
