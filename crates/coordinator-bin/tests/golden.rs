@@ -38,16 +38,7 @@ fn the_local_backend_gives_the_golden_result_hashes() {
         let outcome = envelope.kind().map_or("ok", |k| k.as_str());
         let hash = envelope.result_hash().to_string();
         assert_eq!(view["result_hash"], hash.as_str(), "the API shows the hash");
-        eprintln!("{:<18} {outcome:<14} {hash}", case.name);
-        if outcome != case.outcome || hash != case.result_hash {
-            mismatches.push(format!(
-                "{}: {outcome} {hash}, golden {} {} ({:.400})",
-                case.name,
-                case.outcome,
-                case.result_hash,
-                view["result"].to_string()
-            ));
-        }
+        mismatches.extend(case.compare(outcome, &hash, &view["result"].to_string()));
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

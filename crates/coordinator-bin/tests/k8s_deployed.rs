@@ -114,10 +114,7 @@ fn finished(base: &str, id: &str, ns: &Namespace) -> Value {
     let started = Instant::now();
     loop {
         let r = get(base, &format!("/v1/tasks/{id}"), None);
-        if r.status == 200
-            && matches!(r.body["state"].as_str(), Some("succeeded" | "failed"))
-            && r.body["reported"] == Value::Bool(true)
-        {
+        if support::is_finished(&r) {
             return r.body;
         }
         if started.elapsed() > PATIENCE {

@@ -13,15 +13,14 @@
 mod kube_peer;
 mod support;
 
-use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::core::Resource;
 use kube_peer::{
     assert_nothing_left, coordinator_identity, held_template, is_held, local_runtime, release,
-    wait_finished,
+    wait_finished, watch_each,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -271,43 +270,7 @@ where
             }
         }
     };
-    let listed = runtime.block_on(async {
-        api.list(&ListParams::default().labels(&managed_selector()))
-            .await
-            .expect("the first list")
-    });
-    listed.items.iter().for_each(&add);
-    let mut version = listed.metadata.resource_version.unwrap_or_default();
-    runtime.spawn(async move {
-        let params = WatchParams::default()
-            .labels(&managed_selector())
-            .timeout(60);
-        loop {
-            let Ok(stream) = api.watch(&params, &version).await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let mut stream = stream.boxed();
-            while let Ok(Some(event)) = stream.try_next().await {
-                match event {
-                    WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
-                        add(&o);
-                        version = o.meta().resource_version.clone().unwrap_or(version);
-                    }
-                    WatchEvent::Bookmark(b) => version = b.metadata.resource_version,
-                    WatchEvent::Error(_) => {
-                        let listed = api
-                            .list(&ListParams::default().labels(&managed_selector()))
-                            .await
-                            .expect("a fresh list");
-                        listed.items.iter().for_each(&add);
-                        version = listed.metadata.resource_version.unwrap_or_default();
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    watch_each(runtime, api, &managed_selector(), add);
     seen
 }
 

@@ -26,6 +26,18 @@ pub struct GoldenCase {
 }
 
 impl GoldenCase {
+    /// Prints the case's `outcome` and `hash` as a run gave them, and says how they differ from
+    /// the golden ones, if they do (`shown`: the run's result, the first 400 characters kept).
+    pub fn compare(&self, outcome: &str, hash: &str, shown: &str) -> Option<String> {
+        eprintln!("{:<18} {outcome:<14} {hash}", self.name);
+        (outcome != self.outcome || hash != self.result_hash).then(|| {
+            format!(
+                "{}: {outcome} {hash}, golden {} {} ({shown:.400})",
+                self.name, self.outcome, self.result_hash
+            )
+        })
+    }
+
     /// The limits as the executor's environment variables (`FUEL=...`).
     pub fn limit_env(&self) -> Vec<(&'static str, String)> {
         let names = [

@@ -157,10 +157,7 @@ pub fn is_held(pod: &Pod) -> bool {
 pub fn wait_finished(base: &str, id: &str, deadline: Instant, service: &Service) -> Value {
     loop {
         let r = crate::support::get(base, &format!("/v1/tasks/{id}"), None);
-        if r.status == 200
-            && matches!(r.body["state"].as_str(), Some("succeeded" | "failed"))
-            && r.body["reported"] == Value::Bool(true)
-        {
+        if crate::support::is_finished(&r) {
             return r.body;
         }
         assert!(
@@ -277,4 +274,46 @@ impl Drop for FlowSchema {
             .cluster
             .kubectl(&["delete", "flowschema", &self.name, "--wait=false"]);
     }
+}
+
+/// Calls `each` on every object of `api` with the labels `selector` (empty: all) that a list
+/// shows now and a watch from its resourceVersion shows from then on, on `runtime`, until the
+/// runtime ends: the watch resumes from the last version seen, and a fresh list follows a
+/// `410 Gone`, so no object created meanwhile is missed.
+pub fn watch_each<K, F>(runtime: &tokio::runtime::Runtime, api: Api<K>, selector: &str, each: F)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(&K) + Send + 'static,
+{
+    use futures_util::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+    let list = ListParams::default().labels(selector);
+    let listed = runtime.block_on(api.list(&list)).expect("the first list");
+    listed.items.iter().for_each(&each);
+    let mut version = listed.metadata.resource_version.unwrap_or_default();
+    let params = WatchParams::default().labels(selector).timeout(60);
+    runtime.spawn(async move {
+        loop {
+            let Ok(stream) = api.watch(&params, &version).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut stream = stream.boxed();
+            while let Ok(Some(event)) = stream.try_next().await {
+                match event {
+                    WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
+                        each(&o);
+                        version = o.meta().resource_version.clone().unwrap_or(version);
+                    }
+                    WatchEvent::Bookmark(b) => version = b.metadata.resource_version,
+                    WatchEvent::Error(_) => {
+                        let listed = api.list(&list).await.expect("a fresh list");
+                        listed.items.iter().for_each(&each);
+                        version = listed.metadata.resource_version.unwrap_or_default();
+                        break;
+                    }
+                }
+            }
+        }
+    });
 }

@@ -56,16 +56,20 @@ fn settings(mut cmd: Command, state_dir: &Path) -> Command {
     cmd
 }
 
+/// Whether `reply` to `GET /v1/tasks/{id}` shows the task finished and its write-back recorded.
+pub fn is_finished(reply: &Reply) -> bool {
+    reply.status == 200
+        && matches!(reply.body["state"].as_str(), Some("succeeded" | "failed"))
+        && reply.body["reported"] == Value::Bool(true)
+}
+
 /// Polls `GET /v1/tasks/{id}` until the task is finished and its write-back recorded (10 s at
 /// most); returns it.
 pub fn wait_finished(base: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = get(base, &format!("/v1/tasks/{id}"), None);
-        if r.status == 200
-            && matches!(r.body["state"].as_str(), Some("succeeded" | "failed"))
-            && r.body["reported"] == Value::Bool(true)
-        {
+        if is_finished(&r) {
             return r.body;
         }
         assert!(Instant::now() < deadline, "task {id} not finished: {r:?}");
