@@ -19,6 +19,8 @@ let token = null;
 let stream = null;
 let selected = null;
 let uploaded = null;
+// Set when the tenant has more tasks than the list reads (PAGE * MAX_PAGES).
+let capped = false;
 
 function say(text) {
   $("status").textContent = text;
@@ -155,19 +157,23 @@ function renderTasks() {
   const total = [...tasks.values()].filter((t) => !filter || t.state === filter).length;
   $("live").textContent =
     (stream ? "Live. " : "") + "Showing " + shown.length + " of " + total + " tasks" +
-    (filter ? " in state " + filter : "") + ".";
+    (filter ? " in state " + filter : "") + "." +
+    (capped ? " Only the first " + PAGE * MAX_PAGES + " tasks by id were read; counts cover those and newer ones." : "");
   renderSummary();
 }
 
-// Every task of this token's tenant (the API shows no others), page by page.
+// Every task of this token's tenant (the API shows no others), page by page, up to
+// PAGE * MAX_PAGES of them (then the list says so); new ones arrive over the stream.
 async function loadTasks() {
   let after = null;
+  capped = false;
   for (let page = 0; page < MAX_PAGES; page += 1) {
     const query = "?limit=" + PAGE + (after ? "&after=" + encodeURIComponent(after) : "");
     const body = await api("/v1/tasks" + query);
     for (const t of body.tasks) tasks.set(t.task_id, t);
     if (!body.next) break;
     after = body.next;
+    capped = page === MAX_PAGES - 1;
   }
   renderTasks();
 }
