@@ -1,6 +1,6 @@
 // Drives the coordinator's web dashboard in Debian's chromium, headless, as a person would:
 // connects with a token typed from the keyboard, submits fib(12) through the form and waits for
-// 144, submits a `loop` task and cancels it from its row, checks a narrow screen, and takes
+// 144, submits a `loop` task and cancels it from its row by keyboard, checks a narrow screen, and takes
 // screenshots. Any console error, page error, failed request or HTTP error answer fails it.
 //
 //   node dashboard.mjs CONFIG.json
@@ -79,17 +79,18 @@ try {
   await page.locator("#detail-receipt", { hasText: "signature" }).waitFor();
   seen.fib_timeline = await page.locator("#detail-timeline li").count();
 
-  // A `loop` task, cancelled from its row while it runs.
+  // A `loop` task, submitted and cancelled from its row with the keyboard while it runs.
   await page.getByLabel("Module file").setInputFiles(config.loop_wat);
   await page.locator("#entry option", { hasText: "loop" }).waitFor({ state: "attached" });
   await page.getByLabel("Export").selectOption("loop");
   await page.getByLabel("Arguments (JSON array)").fill("[]");
-  await page.getByRole("button", { name: "Submit", exact: true }).click();
+  await page.getByLabel("Arguments (JSON array)").press("Enter");
   await page.locator("#status").filter({ hasText: "Submitted task" }).waitFor();
   const loopId = (await page.locator("#status").textContent()).match(/Submitted task (\S+)\./)[1];
   const loopRow = page.locator(`tr[data-task-id="${loopId}"]`);
   await loopRow.locator("td.state", { hasText: "running" }).waitFor();
-  await page.getByRole("button", { name: "Cancel task " + loopId }).click();
+  await page.getByRole("button", { name: "Cancel task " + loopId }).focus();
+  await page.keyboard.press("Enter");
   await loopRow.locator("td.state", { hasText: "cancelled" }).waitFor();
   await page.locator("#status").filter({ hasText: "is cancelled" }).waitFor();
   seen.loop_state = await loopRow.locator("td.state").textContent();
