@@ -13,6 +13,7 @@
 //! | POST | `/v1/modules` | upload a module (binary Wasm, or WAT text); answers its CIDs, size and exports |
 //! | GET | `/v1/modules/{cid}` | an uploaded module's metadata |
 //! | GET | `/healthz`, `/readyz` | probes (never need the token) |
+//! | GET | `/`, `/ui/{file}` | the web dashboard (embedded; needs no token, asks the user for one) |
 //! | GET | `/metrics` | Prometheus text |
 //!
 //! A submission is persisted before it is answered (201), so an accepted task is never lost; a
@@ -24,11 +25,12 @@
 //! - here: the [`Api`] state, the [`router`], the body cap, the probes and `/metrics`.
 //! - `submit`: `POST /v1/tasks`; `batch`: `POST /v1/tasks:batch`; `read`: the GET routes; `receipt`: the signed receipts;
 //!   `auth`: the bearer token; `error`: [`ApiError`]; `modules`: module upload and its
-//!   metadata; `control`: cancel, waiting and the event stream.
+//!   metadata; `control`: cancel, waiting and the event stream; `dashboard`: the web page.
 
 mod auth;
 mod batch;
 mod control;
+mod dashboard;
 mod error;
 mod modules;
 mod read;
@@ -122,6 +124,7 @@ pub fn router(api: Api, max_body: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(dashboard::routes())
         .merge(protected)
         .with_state(api)
 }
