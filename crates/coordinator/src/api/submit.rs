@@ -13,19 +13,30 @@ use serde::Deserialize;
 use serde_json::Value;
 use wasm_exec_task::{CheckedTask, IntakeRules, TaskLimits, TaskSpec};
 
-/// The body of `POST /v1/tasks`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/tasks` (and of each item of a batch).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Submission {
+pub(super) struct Submission {
+    /// The task's id (1 to 128 of `A-Za-z0-9._-`); generated (a UUIDv7) when absent. The same
+    /// id with the same body again answers the existing task; with another body, 409.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     task_id: Option<String>,
+    /// The module: an IPFS CID (`bafk...`, `Qm...`; `POST /v1/modules` answers it), or a file
+    /// name in the operator's mirror (`fib.wasm`).
     wasm_cid: String,
+    /// The function to call, unless the input names one.
     entry: Option<String>,
+    /// The input document (`{"entry": "fib", "args": [12]}`, or the arguments alone: `[12]`).
     #[serde(default)]
     input: Value,
+    /// Limits for this task; unset ones take the operator's defaults, and none may pass its
+    /// maxima.
     #[serde(default)]
     limits: TaskLimits,
     /// `false`: always run it, never answer it from (or store it in) the result cache.
     cache: Option<bool>,
+    /// An http(s) URL the task's view is POSTed to, signed, once it ends (needs the operator's
+    /// or the tenant's webhook secret).
     callback_url: Option<String>,
 }
 
@@ -41,6 +52,21 @@ pub struct Submitted {
     pub callback_url: Option<String>,
 }
 
+/// Submits one task; answered once it is durable.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks",
+    request_body(content = Submission, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Taken: the new task.", body = TaskView),
+        (status = 200, description = "Submitted before with the same `task_id` and body: the existing task.", body = TaskView),
+        (status = 400, description = "Invalid; the error names the field.", body = super::ErrorBody),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 409, description = "The `task_id` is taken by another body.", body = super::ErrorBody),
+        (status = 413, description = "The body is over `COORDINATOR_MAX_BODY_KB`.", body = super::ErrorBody),
+        (status = 415, description = "The body is not declared `application/json`.", body = super::ErrorBody),
+        (status = 429, description = "Over the tenant's tasks per minute; retry after `Retry-After`.", body = super::ErrorBody),
+        (status = 503, description = "Not taken now (the state disk is low or failing, or the coordinator runs `--once`); retry after `Retry-After`.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn submit_task(
     State(api): State<Api>,
     axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
