@@ -345,6 +345,9 @@ pub enum Command {
     /// API tokens for `COORDINATOR_TOKENS_FILE`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Prints the API's OpenAPI 3.1 document (what `GET /openapi.json` answers); regenerate the
+    /// committed one with `cargo run -p coordinator -- openapi > docs/openapi.json`.
+    Openapi,
     /// Internal: the compiler child process (module on stdin, compiled code on stdout).
     #[command(hide = true)]
     CompileModule,

@@ -81,6 +81,10 @@ async fn subcommand(config: &Config) -> anyhow::Result<Option<ExitCode>> {
             println!("{}", serde_json::json!({ "name": name, "sha256": sha256 }));
             ExitCode::SUCCESS
         }
+        Some(Command::Openapi) => {
+            print!("{}", wasm_exec_coordinator::api::openapi_json());
+            ExitCode::SUCCESS
+        }
         Some(Command::CompileModule) | None => return Ok(None),
     }))
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 /// 2^64 - 1 reads `-1`); floats as JSON numbers, except NaN and the infinities, which are the
 /// strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultEnvelope {
     /// True when the entry returned normally (or a command exited with status 0).
     pub ok: bool,
@@ -48,6 +49,7 @@ pub struct ResultEnvelope {
 /// The stages of a run on a cluster, as the coordinator saw them, in milliseconds: tells a slow
 /// cluster from a slow module. A stage not seen (the pod went straight past it) counts 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Phases {
     /// From the Job's creation (or adoption) to its pod being bound to a node.
     pub scheduling_ms: f64,
@@ -59,6 +61,7 @@ pub struct Phases {
 
 /// A failure: a stable machine-readable kind and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     /// The stable kind (`trap`, `timeout`, ...).
     pub kind: ErrorKind,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why a task failed, as a stable snake_case string in the result document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 /// One unit of work. The `input` document is what the executor gets as its input file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Unique id, chosen by the source (or the caller, which makes submission idempotent).
@@ -41,6 +42,7 @@ fn is_yes(cache: &bool) -> bool {
 /// Per-task limits as submitted; each `None` means "the operator's default" (see
 /// [`TaskLimits::resolve`](crate::check)).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskLimits {
     /// Wall-clock limit in seconds.

@@ -21,14 +21,29 @@ use wasm_exec_task::{CheckedTask, IntakeRules};
 pub const MAX_BATCH: usize = 1000;
 
 /// The body: `{"tasks": [submission, ...]}`, each item as `POST /v1/tasks` takes it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchBody {
+pub(super) struct BatchBody {
+    /// At most 1,000 items, each a submission as `POST /v1/tasks` takes it (`Submission`).
+    /// Each is checked on its own: an item that is not a valid submission, whatever it is, is
+    /// answered 400 in `results` and does not sink the others.
+    #[schema(max_items = 1000)]
     tasks: Vec<Value>,
 }
 
+/// The answer to a batch.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchAnswer {
+    /// Items taken (201) or found submitted before (200).
+    pub taken: usize,
+    /// Items refused (400, 409).
+    pub refused: usize,
+    /// Each item's outcome, in the order of the request.
+    pub results: Vec<ItemOutcome>,
+}
+
 /// One item's outcome, in the order of the request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ItemOutcome {
     /// Its place in `tasks`, from 0.
     pub index: usize,
@@ -40,6 +55,7 @@ pub struct ItemOutcome {
     pub task_id: Option<String>,
     /// Its state after the write, for 201 and 200.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::state::TaskState>)]
     pub state: Option<&'static str>,
     /// The field at fault, for a 400 that names one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,6 +65,19 @@ pub struct ItemOutcome {
     pub message: Option<String>,
 }
 
+/// Submits up to 1,000 tasks in one durable write, each item answered on its own.
+#[utoipa::path(post, path = "/v1/tasks:batch", tag = "tasks",
+    request_body(content = BatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Each item's outcome (201, 200, 409 or 400 in `results[i].status`).", body = BatchAnswer),
+        (status = 400, description = "Not a batch, or more than 1,000 items (nothing taken).", body = super::ErrorBody),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 413, description = "The body is over `COORDINATOR_MAX_BODY_KB`.", body = super::ErrorBody),
+        (status = 415, description = "The body is not declared `application/json`.", body = super::ErrorBody),
+        (status = 429, description = "Over the tenant's tasks per minute; retry after `Retry-After`.", body = super::ErrorBody),
+        (status = 503, description = "Not taken now (the state disk is low or failing, or the coordinator runs `--once`); retry after `Retry-After`.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn submit_batch(
     State(api): State<Api>,
     axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
@@ -82,11 +111,11 @@ pub(super) async fn submit_batch(
         refused = outcomes.len() - taken,
         "batch submitted"
     );
-    let answer = serde_json::json!({
-        "taken": taken,
-        "refused": outcomes.len() - taken,
-        "results": outcomes,
-    });
+    let answer = BatchAnswer {
+        taken,
+        refused: outcomes.len() - taken,
+        results: outcomes,
+    };
     Ok((StatusCode::OK, axum::Json(answer)).into_response())
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 pub const MAX_WAIT_SEC: u64 = 30;
 
 /// Why a task that has not ended is not running (shown as `waiting` while it waits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub(super) enum WaitView {
     /// Queued behind `ahead` tasks.
@@ -58,8 +58,9 @@ pub(super) fn waiting(api: &Api, record: &TaskRecord) -> Option<WaitView> {
 }
 
 /// Query of `GET /v1/tasks/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct GetQuery {
     /// Seconds to hold the answer until the task ends (at most [`MAX_WAIT_SEC`]).
     wait: Option<f64>,
@@ -140,6 +141,24 @@ fn refuse_unless_from_api(record: &TaskRecord) -> Result<(), ApiError> {
     ))
 }
 
+/// Cancels an API task: a pending one at once, a running one interrupted; the answer is the
+/// task as it is then (`cancelled`, with who cancelled it and when). Cancelling a cancelled task
+/// again answers it unchanged.
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
+    params(("id" = String, Path, description = "The task's id.")),
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "Not read (send it empty): the request must only be declared \
+            `application/json`, as every POST that acts, so that no web page can send it \
+            cross-site."),
+    responses(
+        (status = 200, description = "The task, cancelled.", body = TaskView),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 404, description = "No such task (or another tenant's).", body = super::ErrorBody),
+        (status = 409, description = "The task has already ended, or is not the API's (a chain task's result is owed to the chain).", body = super::ErrorBody),
+        (status = 415, description = "The body is not declared `application/json`.", body = super::ErrorBody),
+        (status = 503, description = "The state store is recovering; retry after `Retry-After`.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn cancel_task(
     State(api): State<Api>,
     axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
@@ -182,8 +201,9 @@ pub(super) async fn cancel_task(
 }
 
 /// Query of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
     /// Comma-separated states to pass (`succeeded,failed`); every state when absent.
     state: Option<String>,
@@ -213,6 +233,15 @@ fn parse_states(list: &str) -> Result<HashSet<TaskState>, ApiError> {
 /// commit order; a `lagged` event (data: how many were missed) when this client fell behind
 /// the broadcast, after which it should re-read what it follows. A comment every 15 s keeps
 /// an idle stream open.
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "An endless Server-Sent Events stream: `event: task` with a `TaskEvent` (JSON) as its data and the change's time (Unix ms) as its id, one per committed change of the caller's tasks; `event: lagged` with the number missed when the client fell behind.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad query (the message names the states).", body = super::ErrorBody),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 503, description = "This state store broadcasts no events.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn events(
     State(api): State<Api>,
     axum::Extension(caller): axum::Extension<crate::tenant::Caller>,

@@ -4,7 +4,7 @@
 use crate::state::WriteFailure;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 /// Seconds a client is asked to wait (`Retry-After`) before trying again.
 pub(super) const RETRY_AFTER_SECS: u32 = 5;
@@ -82,12 +82,38 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer: `{"error": {...}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// An error answer's details.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// The HTTP status again.
+    pub status: u16,
+    /// The field, header or parameter at fault (`wasm_cid`, `Content-Type`, `task_id`), or
+    /// `null` when the fault is not one field's.
+    pub field: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+    /// A stable snake_case kind, when one applies (`bad_module`, `module_too_large`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"status": self.status.as_u16(), "field": self.field, "message": self.message}});
-        if let Some(kind) = self.kind {
-            body["error"]["kind"] = kind.into();
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                status: self.status.as_u16(),
+                field: self.field,
+                message: self.message,
+                kind: self.kind,
+            },
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response

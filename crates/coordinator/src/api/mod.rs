@@ -15,6 +15,7 @@
 //! | GET | `/healthz`, `/readyz` | probes (never need the token) |
 //! | GET | `/`, `/ui/{file}` | the web dashboard (embedded; needs no token, asks the user for one) |
 //! | GET | `/metrics` | Prometheus text |
+//! | GET | `/openapi.json` | this table as an OpenAPI 3.1 document (never needs the token) |
 //!
 //! A submission is persisted before it is answered (201), so an accepted task is never lost; a
 //! second submission with the same `task_id` and body answers 200 with the existing task and is
@@ -25,7 +26,8 @@
 //! - here: the [`Api`] state, the [`router`], the body cap, the probes and `/metrics`.
 //! - `submit`: `POST /v1/tasks`; `batch`: `POST /v1/tasks:batch`; `read`: the GET routes; `receipt`: the signed receipts;
 //!   `auth`: the bearer token; `error`: [`ApiError`]; `modules`: module upload and its
-//!   metadata; `control`: cancel, waiting and the event stream; `dashboard`: the web page.
+//!   metadata; `control`: cancel, waiting and the event stream; `dashboard`: the web page;
+//!   `openapi`: the OpenAPI document of all of it.
 
 mod auth;
 mod batch;
@@ -33,12 +35,14 @@ mod control;
 mod dashboard;
 mod error;
 mod modules;
+mod openapi;
 mod read;
 mod receipt;
 mod submit;
 
 pub use batch::{ItemOutcome, MAX_BATCH};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use openapi::document_json as openapi_json;
 pub(crate) use read::TaskView;
 pub use submit::{Submitted, read_body, require_json};
 
@@ -122,9 +126,10 @@ pub fn router(api: Api, max_body: usize) -> Router {
             auth::require_token,
         ));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(dashboard::routes())
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(protected)
         .with_state(api)
 }
@@ -155,7 +160,19 @@ pub(super) fn body_too_large() -> ApiError {
     )
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`.", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
 /// Ready when the state store reads and the task source works (a failing source is named).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "`ready`.", content_type = "text/plain", body = String),
+        (status = 503, description = "`not ready: ` and why (the state store, its writes, or the task source).", content_type = "text/plain", body = String),
+    ))]
 async fn readyz(State(api): State<Api>) -> Response {
     if let Err(e) = api.state.counts() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response();
@@ -226,6 +243,14 @@ fn callbacks_on(api: &Api, caller: &Caller) -> bool {
             .is_some_and(|t| t.webhook_secret.is_some())
 }
 
+/// The Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text.", content_type = "text/plain", body = String),
+        (status = 401, description = "No or a wrong bearer token.", body = ErrorBody),
+        (status = 503, description = "The state store is recovering; retry after `Retry-After`.", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {
     let text = api
         .metrics

@@ -22,6 +22,21 @@ pub(super) fn routes(max_bytes: usize) -> Router<Api> {
         .layer(middleware::from_fn_with_state(max_bytes, refuse_oversize))
 }
 
+/// A binary Wasm module, as the body of `POST /v1/modules`: its schema is bytes.
+pub(super) struct WasmBinary;
+
+impl utoipa::PartialSchema for WasmBinary {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for WasmBinary {}
+
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -67,7 +82,25 @@ fn require_module_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn upload(
+/// Uploads a module (binary Wasm or WAT text): validated, its CIDs computed as `ipfs add`
+/// would, stored durably. The same module again answers 200 with the same metadata.
+#[utoipa::path(post, path = "/v1/modules", tag = "modules",
+    request_body(description = "The module, at most `COORDINATOR_MAX_MODULE_MB`.",
+        content(
+            (WasmBinary = "application/wasm"),
+            (String = "text/wat"),
+        )),
+    responses(
+        (status = 201, description = "Stored: its metadata.", body = crate::module::uploads::ModuleInfo),
+        (status = 200, description = "Uploaded before: its metadata.", body = crate::module::uploads::ModuleInfo),
+        (status = 400, description = "Not a valid module (`kind`: `bad_module`).", body = super::ErrorBody),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 413, description = "Over the module cap (`kind`: `module_too_large`).", body = super::ErrorBody),
+        (status = 415, description = "Not declared `application/wasm` or `text/wat`.", body = super::ErrorBody),
+        (status = 503, description = "This coordinator keeps no uploaded modules.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn upload(
     State(api): State<Api>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -104,7 +137,20 @@ async fn upload(
     }
 }
 
-async fn info(State(api): State<Api>, Path(cid): Path<String>) -> Result<Response, ApiError> {
+/// An uploaded module's metadata.
+#[utoipa::path(get, path = "/v1/modules/{cid}", tag = "modules",
+    params(("cid" = String, Path, description = "Its CID, v1 or v0.")),
+    responses(
+        (status = 200, description = "Its metadata.", body = crate::module::uploads::ModuleInfo),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 404, description = "No uploaded module with that CID.", body = super::ErrorBody),
+        (status = 503, description = "This coordinator keeps no uploaded modules.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn info(
+    State(api): State<Api>,
+    Path(cid): Path<String>,
+) -> Result<Response, ApiError> {
     let uploads = api.uploads.clone().ok_or_else(uploads_off)?;
     let found = {
         let cid = cid.clone();

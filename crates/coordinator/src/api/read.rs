@@ -14,13 +14,16 @@ use wasm_exec_task::{ResultEnvelope, ResultHash};
 /// large): a page of large results stays a size a client can hold.
 pub const MAX_PAGE_BYTES: usize = 8 << 20;
 
-/// A task as the API shows it.
-#[derive(Debug, Serialize)]
+/// A task as the API shows it: its id, its record, and, once finished, its result's hash.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TaskView {
+    /// The task's id.
     task_id: String,
     /// The result's `result_hash` (docs/RESULT_HASH.md), once finished: what the chain source
-    /// writes and a receipt signs, equal for every honest run of the task.
+    /// writes and a receipt signs, equal for every honest run of the task; `0x` and 64 hex
+    /// digits.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^0x[0-9a-f]{64}$")]
     result_hash: Option<ResultHash>,
     #[serde(flatten)]
     record: TaskRecord,
@@ -40,6 +43,16 @@ impl From<TaskRecord> for TaskView {
     }
 }
 
+/// The result document alone.
+#[utoipa::path(get, path = "/v1/tasks/{id}/result", tag = "tasks",
+    params(("id" = String, Path, description = "The task's id.")),
+    responses(
+        (status = 200, description = "The result document, as one compact JSON line.", body = ResultEnvelope),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 404, description = "No such task (or another tenant's), or no result yet.", body = super::ErrorBody),
+        (status = 503, description = "The state store is recovering; retry after `Retry-After`.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn get_result(
     State(api): State<Api>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -63,6 +76,17 @@ pub(super) async fn get_result(
     }
 }
 
+/// One task: its state, timeline, why it waits, and once finished its result and `result_hash`.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "The task's id."), GetQuery),
+    responses(
+        (status = 200, description = "The task.", body = TaskView),
+        (status = 400, description = "A bad `wait`.", body = super::ErrorBody),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 404, description = "No such task (or another tenant's).", body = super::ErrorBody),
+        (status = 503, description = "The state store is recovering; retry after `Retry-After`.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn get_task(
     State(api): State<Api>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -126,14 +150,38 @@ fn visible_page(
 }
 
 /// Query of `GET /v1/tasks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only tasks in this state.
     state: Option<TaskState>,
+    /// Only tasks whose id sorts after this one (the `next` of the previous page).
     after: Option<String>,
+    /// Most tasks in the page (1 to 1,000; default 100).
     limit: Option<usize>,
 }
 
+/// A page of `GET /v1/tasks`: the schema of what `list_tasks` writes out by hand (so as to cut
+/// it at [`MAX_PAGE_BYTES`] as it goes).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct TaskPage {
+    /// The tasks, ordered by id.
+    tasks: Vec<TaskView>,
+    /// The id to pass as `after` for the next page; `null` when there is none.
+    next: Option<String>,
+}
+
+/// A page of the caller's tasks, ordered by id.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of tasks.", body = TaskPage),
+        (status = 400, description = "A bad query (the message names the states).", body = super::ErrorBody),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 503, description = "The state store is recovering; retry after `Retry-After`.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn list_tasks(
     State(api): State<Api>,
     axum::Extension(caller): axum::Extension<Caller>,

@@ -11,6 +11,73 @@ use wasm_exec_chain::keccak256;
 use wasm_exec_chain::result_receipt::{Receipt, SignedReceipt};
 use wasm_exec_task::{IntakeRules, ResultEnvelope};
 
+/// The schema of a signed receipt as [`SignedReceipt::to_json`] writes it (EIP-712 typed data,
+/// every integer as a decimal string, every hash and address as `0x` hex).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct ReceiptDoc {
+    /// The EIP-712 domain: `{"name": "wasm-exec receipt", "version": "1"}`.
+    domain: ReceiptDomain,
+    /// Always `Receipt`.
+    #[serde(rename = "primaryType")]
+    primary_type: String,
+    /// What is signed.
+    message: ReceiptMessage,
+    /// The task's input document as text (its keccak-256 is `message.inputHash`).
+    input: String,
+    /// The operator's address, which signed it.
+    signer: String,
+    /// The 65-byte signature, `0x` hex.
+    signature: String,
+}
+
+/// A receipt's EIP-712 domain.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct ReceiptDomain {
+    /// `wasm-exec receipt`.
+    name: String,
+    /// `1`.
+    version: String,
+}
+
+/// What a receipt signs: the task, the limits it ran under, and its result's hash.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ReceiptMessage {
+    /// `api`, `eip155:<chain id>` or the source's name.
+    origin: String,
+    /// The task's id.
+    task_id: String,
+    /// The module's CID.
+    module_cid: String,
+    /// The function called.
+    entry: String,
+    /// keccak-256 of the input text.
+    input_hash: String,
+    /// Fuel limit (0: none), decimal.
+    fuel_limit: String,
+    /// Memory limit in MiB, decimal.
+    max_memory_mb: String,
+    /// Wall-clock limit in ms, decimal.
+    timeout_ms: String,
+    /// Output limit in bytes, decimal.
+    max_output_bytes: String,
+    /// The result's `result_hash`.
+    result_hash: String,
+    /// Fuel consumed (0 when not metered), decimal.
+    fuel_consumed: String,
+}
+
+/// The operator's signed receipt of a finished task, which `coordinator verify` checks by
+/// rerunning it.
+#[utoipa::path(get, path = "/v1/tasks/{id}/receipt", tag = "tasks",
+    params(("id" = String, Path, description = "The task's id.")),
+    responses(
+        (status = 200, description = "The receipt.", body = ReceiptDoc),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 404, description = "No such task (or another tenant's), or not finished yet.", body = super::ErrorBody),
+        (status = 503, description = "The state store is recovering; retry after `Retry-After`.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn get_receipt(
     State(api): State<Api>,
     axum::Extension(caller): axum::Extension<crate::tenant::Caller>,

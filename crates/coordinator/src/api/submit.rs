@@ -13,20 +13,49 @@ use serde::Deserialize;
 use serde_json::Value;
 use wasm_exec_task::{CheckedTask, IntakeRules, TaskLimits, TaskSpec};
 
-/// The body of `POST /v1/tasks`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/tasks` (and of each item of a batch).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Submission {
+#[schema(example = json!({"wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": [12]}}))]
+pub(super) struct Submission {
+    /// The task's id (1 to 128 of `A-Za-z0-9._-`); generated (a UUIDv7) when absent. The same
+    /// id with the same body again answers the existing task; with another body, 409.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     task_id: Option<String>,
+    /// The module: an IPFS CID (`bafk...`, `Qm...`; `POST /v1/modules` answers it), or a file
+    /// name in the operator's mirror (`fib.wasm`).
     wasm_cid: String,
+    /// The function to call, unless the input names one.
     entry: Option<String>,
+    /// The input document (`{"entry": "fib", "args": [12]}`, or the arguments alone: `[12]`).
     #[serde(default)]
     input: Value,
-    #[serde(default)]
+    /// Limits for this task; unset ones take the operator's defaults, and none may pass its
+    /// maxima.
+    #[serde(default, deserialize_with = "limits_object")]
     limits: TaskLimits,
     /// `false`: always run it, never answer it from (or store it in) the result cache.
     cache: Option<bool>,
+    /// An http(s) URL the task's view is POSTed to, signed, once it ends (needs the operator's
+    /// or the tenant's webhook secret).
     callback_url: Option<String>,
+}
+
+/// The `limits` object, and only an object: serde's derived reading of a struct also takes a
+/// JSON array of its fields in order (`[null, 64]`), which schemathesis sent and the API took.
+/// Reading it as a map keeps the path of an error inside it (`limits.fuel`).
+fn limits_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TaskLimits, D::Error> {
+    struct Object;
+    impl<'de> serde::de::Visitor<'de> for Object {
+        type Value = TaskLimits;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of limits")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TaskLimits, A::Error> {
+            TaskLimits::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Object)
 }
 
 /// A submission as read: the checked task, whether its id was generated here, and where its
@@ -41,6 +70,29 @@ pub struct Submitted {
     pub callback_url: Option<String>,
 }
 
+/// Submits one task; answered once it is durable.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks",
+    request_body(content = Submission, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Taken: the new task.", body = TaskView,
+            links(
+                ("task" = (operation_id = "get_task", parameters(("id" = "$response.body#/task_id")))),
+                ("cancel" = (operation_id = "cancel_task", parameters(("id" = "$response.body#/task_id")))),
+            )),
+        (status = 200, description = "Submitted before with the same `task_id` and body: the existing task.", body = TaskView,
+            links(
+                ("task" = (operation_id = "get_task", parameters(("id" = "$response.body#/task_id")))),
+                ("cancel" = (operation_id = "cancel_task", parameters(("id" = "$response.body#/task_id")))),
+            )),
+        (status = 400, description = "Invalid; the error names the field.", body = super::ErrorBody),
+        (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
+        (status = 409, description = "The `task_id` is taken by another body.", body = super::ErrorBody),
+        (status = 413, description = "The body is over `COORDINATOR_MAX_BODY_KB`.", body = super::ErrorBody),
+        (status = 415, description = "The body is not declared `application/json`.", body = super::ErrorBody),
+        (status = 429, description = "Over the tenant's tasks per minute; retry after `Retry-After`.", body = super::ErrorBody),
+        (status = 503, description = "Not taken now (the state disk is low or failing, or the coordinator runs `--once`); retry after `Retry-After`.", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn submit_task(
     State(api): State<Api>,
     axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
@@ -367,6 +419,29 @@ mod tests {
                 String::from_utf8_lossy(fine)
             );
         }
+    }
+
+    #[test]
+    fn limits_are_an_object_never_an_array_of_its_fields() {
+        let rules = IntakeRules::default();
+        let body = |limits: &str| {
+            format!(r#"{{"wasm_cid": "fib.wasm", "input": [12], "limits": {limits}}}"#)
+        };
+        let e = format!(
+            "{:?}",
+            read_body(body("[null, null]").as_bytes(), &rules).unwrap_err()
+        );
+        assert!(
+            e.contains("\"limits\"") && e.contains("an object of limits"),
+            "{e}"
+        );
+        let e = format!(
+            "{:?}",
+            read_body(body(r#"{"fuell": 1}"#).as_bytes(), &rules).unwrap_err()
+        );
+        assert!(e.contains("fuell"), "{e}");
+        let taken = read_body(body(r#"{"fuel": 1000}"#).as_bytes(), &rules).unwrap();
+        assert_eq!(taken.task.spec.limits.fuel, Some(1000));
     }
 
     #[test]

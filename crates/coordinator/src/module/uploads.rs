@@ -20,7 +20,7 @@ use wasm_exec_ipfs::{file_cids, parse_cid, verify_file};
 use wasm_exec_runtime::{Inspector, RuntimeError};
 
 /// What is kept, and answered, for one uploaded module.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModuleInfo {
     /// `ipfs add --cid-version 1` (raw leaves): the CID tasks should name (`bafkrei...`).
     pub cid_v1: String,
@@ -37,7 +37,7 @@ pub struct ModuleInfo {
 }
 
 /// One exported function of an uploaded module.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Export {
     /// Export name (a task's `entry`).
     pub name: String,

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a delivery is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Not delivered yet: posted once the task ends, retried while it fails.
@@ -17,7 +17,7 @@ pub enum DeliveryState {
 }
 
 /// A task's `callback_url` and the state of its delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Callback {
     /// The URL the result is posted to (http or https; checked at submission).
     pub url: String,

@@ -37,7 +37,19 @@ use std::collections::BTreeMap;
 use wasm_exec_task::{ResultEnvelope, TaskSpec};
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Taken, not started.
@@ -99,7 +111,7 @@ impl TaskState {
 pub const API_ORIGIN: &str = "api";
 
 /// What is persisted for one task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskRecord {
     /// The task as submitted.
     pub task: TaskSpec,

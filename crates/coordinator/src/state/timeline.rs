@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TIMELINE: usize = 32;
 
 /// One state change of a task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Step {
     /// When, in Unix milliseconds.
     pub at_ms: u64,
@@ -29,7 +29,7 @@ pub fn record(timeline: &mut Vec<Step>, step: Step) {
 }
 
 /// Who cancelled a task, and when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cancellation {
     /// Who asked (the API caller's identity: `token` with `COORDINATOR_API_TOKEN` set, else
     /// `anonymous`).
@@ -51,7 +51,7 @@ pub enum CancelOutcome {
 }
 
 /// A change to one task, as broadcast once committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TaskEvent {
     /// The task.
     pub task_id: String,
