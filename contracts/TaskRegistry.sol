@@ -105,6 +105,21 @@ contract TaskRegistry {
         bytes32 salt;
     }
 
+    /// Where one task stands for one executor (`progressOf`): what an operator reads before each
+    /// step of a k-of-n task, many tasks in one call.
+    struct Progress {
+        Status status;
+        uint8 replicas;
+        uint8 commits;
+        uint40 commitEnd;
+        uint40 deadline;
+        uint64 fuel;
+        uint32 timeoutSec;
+        Part part;
+        string wasmCid;
+        string entry;
+    }
+
     /// The account that authorises executors and sets the stake.
     address public immutable owner;
     /// The id the next task gets (ids start at 1).
@@ -700,6 +715,32 @@ contract TaskRegistry {
         for (uint256 i = 0; i < commits; i++) {
             list[i] = committers[taskId][i];
         }
+    }
+
+    /// @notice Where each of `taskIds` stands, and `executor`'s part in it, with the block's time
+    /// (the clock of the windows and deadlines): one call for every task an operator follows.
+    function progressOf(uint256[] calldata taskIds, address executor)
+        external
+        view
+        returns (Progress[] memory list, uint256 time)
+    {
+        list = new Progress[](taskIds.length);
+        for (uint256 i = 0; i < taskIds.length; i++) {
+            Task storage task = tasks[taskIds[i]];
+            list[i] = Progress({
+                status: task.status,
+                replicas: task.replicas,
+                commits: task.commits,
+                commitEnd: task.commitEnd,
+                deadline: task.deadline,
+                fuel: task.fuel,
+                timeoutSec: task.timeoutSec,
+                part: entries[taskIds[i]][executor].part,
+                wasmCid: task.wasmCid,
+                entry: task.entry
+            });
+        }
+        time = block.timestamp;
     }
 
     /// @notice Everything kept of a task.

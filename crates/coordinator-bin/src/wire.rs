@@ -202,6 +202,7 @@ pub async fn task_source(
             chain_source(
                 &config.chain,
                 &config.state_dir,
+                rules,
                 state,
                 metrics.clone(),
                 health.clone(),
@@ -216,6 +217,7 @@ pub async fn task_source(
 async fn chain_source(
     args: &ChainArgs,
     state_dir: &std::path::Path,
+    rules: &IntakeRules,
     state: &dyn StateStore,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -238,6 +240,7 @@ async fn chain_source(
         max_range: args.chain_max_range,
         receipt_timeout: Duration::from_secs(args.chain_receipt_timeout_sec.max(1)),
         commits_path: state_dir.join("chain-commits.redb"),
+        intake: rules.cids_only(),
     };
     let saved = state.cursor("chain")?;
     Ok(ChainSource::connect(settings, signer, saved, metrics, health).await?)

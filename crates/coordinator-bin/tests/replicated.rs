@@ -491,3 +491,61 @@ fn an_operators_default_limits_do_not_decide_a_replicated_result() {
     );
     miner.store(false, Ordering::Relaxed);
 }
+
+#[test]
+fn an_operator_whose_maxima_are_below_a_tasks_limits_refuses_it_and_the_others_decide() {
+    let (chain, miner) = start();
+    let states: Vec<_> = OPERATORS
+        .iter()
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let (low, state) = (OPERATORS[2], &states[2]);
+    // Every replicated task runs with the protocol's 256 MiB; this operator allows 128.
+    let mut capped = chain.coordinator(state.path(), KEYS[low], 1);
+    capped
+        .env("COORDINATOR_MAX_TASK_MEMORY_MB", "128")
+        .env("MAX_MEMORY_MB", "64");
+    let capped = Service::start(capped);
+    let _able: Vec<Service> = [OPERATORS[0], OPERATORS[1]]
+        .iter()
+        .zip(&states)
+        .map(|(key, state)| operator(&chain, state.path(), *key))
+        .collect();
+    let id = submit(&chain, FIB, "fib", "[14]", 3000);
+    assert!(
+        capped.logged("refused, left to others", Duration::from_secs(30)),
+        "the capped operator did not refuse the task"
+    );
+    wait_status(&chain, id, "two committed", |s| s.commits == 2);
+    // The third replica never commits: the reveals wait for the commit window to close.
+    advance(&chain, DEADLINE_SEC / 2 + 10);
+    let done = completed(&chain, id);
+    assert_eq!(done.result, "377");
+    let agreeing: BTreeSet<_> = done.agreeing.iter().copied().collect();
+    assert_eq!(
+        agreeing,
+        BTreeSet::from([address(OPERATORS[0]), address(OPERATORS[1])])
+    );
+    let status = status(&chain, id);
+    assert_eq!(status.commits, 2, "{status:?}");
+    assert_eq!(
+        part_of(&status, low),
+        None,
+        "the capped operator took no part, so it is recorded neither as disagreeing nor as missed: {status:?}"
+    );
+    assert_eq!(
+        events_of::<TaskRegistry::ResultCommitted>(&chain, id, address(low)),
+        0
+    );
+    let metrics = support::get_text(&capped.base, "/metrics").1;
+    assert!(
+        metrics.contains("wasm_exec_chain_refused_total 1"),
+        "{metrics}"
+    );
+    let log = capped.log.lock().unwrap().clone();
+    assert!(
+        log.contains("COORDINATOR_MAX_TASK_MEMORY_MB"),
+        "the refusal names the setting: {log}"
+    );
+    miner.store(false, Ordering::Relaxed);
+}

@@ -101,6 +101,9 @@ pub struct Metrics {
     pub writeback_replacements: Counter,
     /// Results being written back now.
     pub writebacks_in_flight: Gauge,
+    /// Chain sources: k-of-n tasks refused because their limits exceed this operator's maxima
+    /// (neither run nor committed, left to operators that can run them).
+    pub chain_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -126,6 +129,7 @@ impl Default for Metrics {
             writebacks: Family::default(),
             writeback_replacements: Counter::default(),
             writebacks_in_flight: Gauge::default(),
+            chain_refused: Counter::default(),
         };
         metrics.register_tasks();
         metrics.register_sources();
@@ -221,6 +225,11 @@ impl Metrics {
             "chain_writeback_replacements",
             "Chain source: result transactions replaced with a higher fee",
             self.writeback_replacements.clone(),
+        );
+        self.registry.register(
+            "chain_refused",
+            "Chain source: k-of-n tasks refused, their limits over this operator's maxima",
+            self.chain_refused.clone(),
         );
         self.registry.register(
             "writebacks_in_flight",

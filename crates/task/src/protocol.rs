@@ -17,7 +17,8 @@ pub const REPLICATED_OUTPUT_BYTES: u64 = 1 << 20;
 
 /// The limits of a replicated task with on-chain `fuel` and `timeout_sec` (0: unset): every field
 /// set, so that [`TaskLimits::resolve`](crate::check) takes nothing from the operator's defaults.
-/// An operator whose maxima are below them refuses the task at intake (`bad_input`).
+/// An operator whose maxima are below them refuses the task (the chain source neither runs nor
+/// commits it), since a `bad_input` of its own would disagree with the operators that run it.
 pub fn replicated_limits(fuel: u64, timeout_sec: u32) -> TaskLimits {
     let timeout = if timeout_sec == 0 {
         REPLICATED_TIMEOUT_SEC

@@ -47,7 +47,22 @@ pub(super) trait Entry: Clone + Send + Sync + 'static {
     fn depth(options: &WriteOptions) -> u64 {
         options.confirmations
     }
+    /// Gas beyond the simulation's that this entry may need when the batch runs on a chain that
+    /// moved since: none, except where noted.
+    fn headroom(&self) -> u64 {
+        0
+    }
 }
+
+/// Gas a settling reveal may need beyond a non-settling one: a base, and per replica paying
+/// and recording its executor (storage written for the first time costs the most). The
+/// simulation of a reveal sent alongside other operators' sees none of theirs; once one of
+/// theirs lands first, ours is the one that settles (2-of-3: 56,130 gas simulated, 180,163 to
+/// 265,663 when settling, `tests/registry_v2_gas.rs`), and with only a fifth added it would run
+/// out of gas and revert, costing a block.
+const SETTLE_GAS: (u64, u64) = (60_000, 70_000);
+/// Most gas one transaction is given (a block's limit on anvil and on the main networks).
+const MAX_GAS: u64 = 30_000_000;
 
 impl Entry for OnChainResult {
     type Call = TaskRegistry::submitResultsCall;
@@ -123,6 +138,11 @@ impl Entry for Reveal {
         let event = log.log_decode::<TaskRegistry::ResultRevealed>().ok()?;
         (event.inner.data.executor == from).then_some(event.inner.data.taskId)
     }
+    /// Room to settle the task: another operator's reveal may land first and make ours the
+    /// k-th agreeing one.
+    fn headroom(&self) -> u64 {
+        SETTLE_GAS.0 + SETTLE_GAS.1 * u64::from(self.replicas)
+    }
 }
 
 /// What sends batches: the account, its nonces, fees, and the receipt poller.
@@ -166,6 +186,11 @@ impl BatchSender {
             let call = T::call(&self.registry, &items).from(self.from);
             match call.estimate_gas().await {
                 Ok(gas) => {
+                    let headroom: u64 = items.iter().map(|i| i.headroom()).sum();
+                    let gas = gas
+                        .saturating_add(gas / 5)
+                        .saturating_add(headroom)
+                        .min(MAX_GAS.max(gas));
                     let depth = T::depth(&self.options);
                     let outcome = self.send_priced(call, gas, depth, T::wrote).await;
                     return answer_sent(batch, outcome);
@@ -207,8 +232,8 @@ impl BatchSender {
         None
     }
 
-    /// Sends `call` with a fifth more gas than simulated and the node's fees, and follows it;
-    /// `wrote` picks the tasks it wrote from the receipt's logs.
+    /// Sends `call` with `gas` (a fifth more than simulated, and the entries' headroom) and the
+    /// node's fees, and follows it; `wrote` picks the tasks it wrote from the receipt's logs.
     async fn send_priced<C: SolCall>(
         &self,
         call: BatchCall<'_, C>,
@@ -219,7 +244,7 @@ impl BatchSender {
         let fees = self.fees().await?;
         let request = call
             .into_transaction_request()
-            .with_gas_limit(gas.saturating_add(gas / 5))
+            .with_gas_limit(gas)
             .with_max_fee_per_gas(fees.max_fee_per_gas)
             .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
         self.send_and_follow(request, depth, wrote).await

@@ -104,6 +104,9 @@ pub struct Reveal {
     pub result_hash: B256,
     /// The salt of the commitment.
     pub salt: B256,
+    /// The task's replicas (n): the reveal that settles the task pays and records each of them,
+    /// so its gas grows with n ([`batch`] leaves room for it).
+    pub replicas: u8,
 }
 
 /// The contract's commitment: `keccak256(abi.encode(resultHash, executor, salt))`, three 32-byte

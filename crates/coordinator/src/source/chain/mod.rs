@@ -15,18 +15,21 @@
 //!   read on chain: already completed counts as written (exactly once across restarts), and a task
 //!   that is gone or names another request (a reorg deeper than the confirmations) is never
 //!   written; the API shows why. See [`wasm_exec_chain::writer`] for nonces and fee bumps.
-//! - k-of-n tasks (those with `TaskTerms`) are taken only while they still take commits
-//!   (`acceptsCommits`), run under limits from the task or the protocol
-//!   ([`wasm_exec_task::protocol`]), and written back by commit and reveal ([`replica`]).
+//! - k-of-n tasks (those with `TaskTerms`) are taken only while they still take commits, and
+//!   only when their limits (from the task or the protocol, [`wasm_exec_task::protocol`]) are
+//!   within this operator's maxima; they are written back by commit and reveal ([`replica`]).
+//!   Every read of a task's state goes through [`progress`], many tasks in one call.
 //! - Failures (a dead node, no funds, a key no longer authorised) are logged, counted in
 //!   `/metrics` and shown by `/readyz`; reads back off and write-backs wait, none lost.
 //!
 //! Layout: this file has the settings, the start (waiting for the node, the checks, the saved
 //! cursor) and the [`TaskSource`] impl; [`read`]: events to tasks, the cursor, the read backoff;
 //! [`write`]: results to values on chain, the on-chain check, the write-back's outcomes;
-//! [`replica`]: commit and reveal of a k-of-n task; [`commits`]: the commitments kept on disk.
+//! [`replica`]: commit and reveal of a k-of-n task; [`commits`]: the commitments kept on disk;
+//! [`progress`]: tasks' state on chain, read in batches.
 
 mod commits;
+mod progress;
 mod read;
 mod replica;
 mod write;
@@ -52,7 +55,7 @@ use wasm_exec_chain::writer::{ResultWriter, WriteOptions};
 use wasm_exec_chain::{
     Address, ChainError, DynProvider, PrivateKeySigner, Registry, Transport, U256,
 };
-use wasm_exec_task::{ResultEnvelope, TaskSpec};
+use wasm_exec_task::{IntakeRules, ResultEnvelope, TaskSpec};
 
 /// First wait before trying the node again at start; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -97,12 +100,14 @@ pub struct ChainSettings {
     /// The database of this operator's k-of-n commitments
     /// (`COORDINATOR_STATE_DIR/chain-commits.redb`).
     pub commits_path: std::path::PathBuf,
+    /// The operator's intake rules: a k-of-n task whose limits exceed its maxima is refused
+    /// (neither run nor committed), left to operators that can run it.
+    pub intake: IntakeRules,
 }
 
 /// The chain source.
 pub struct ChainSource {
     view: NodeView<DynProvider>,
-    registry: Registry<DynProvider>,
     writer: ResultWriter,
     settings: ChainSettings,
     options: ScanOptions,
@@ -113,6 +118,8 @@ pub struct ChainSource {
     heads: Heads,
     /// This operator's k-of-n commitments, durable before each commit is sent.
     commits: commits::CommitStore,
+    /// Where tasks stand on chain, many read in one call.
+    progress: progress::ProgressReader,
     /// `eip155-<chain>-<contract>-`: every task id of this registry starts with it.
     prefix: String,
     metrics: Arc<Metrics>,
@@ -171,9 +178,10 @@ impl ChainSource {
             write_options,
             heads.clone(),
         );
+        let registry = Registry::new(contract, provider.clone());
         Ok(Self {
-            view: NodeView::new(provider.clone(), contract),
-            registry: Registry::new(contract, provider),
+            view: NodeView::new(provider, contract),
+            progress: progress::ProgressReader::new(registry, signer.address()),
             writer,
             prefix: task_id_prefix(settings.chain_id, contract),
             options: ScanOptions {

@@ -1,6 +1,8 @@
 //! Reading: `TaskSubmitted` events to tasks, the cursor persisted with them, and the backoff
 //! between reads while the node fails.
 
+use super::progress::Progress;
+use super::replica::PENDING;
 use super::{ChainSettings, ChainSource, ChainSourceError, MAX_BACKOFF, backoff};
 use crate::metrics::BlockLabel;
 use crate::source::{Polled, SourceError};
@@ -18,6 +20,8 @@ use wasm_exec_task::{TaskLimits, TaskSpec};
 const IDLE_PERSIST: Duration = Duration::from_secs(10);
 /// Longest a read (one scan step) may take before it counts as a failure.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Found k-of-n tasks asked about at once (gathered into one `progressOf` call).
+const MAX_IDS_READ: usize = 256;
 
 /// The cursor as persisted: the scan's checkpoint, with the registry it belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,13 +126,13 @@ impl ChainSource {
     }
 
     /// The tasks of `found` this operator takes: every 1-of-1 task, and a k-of-n task only while
-    /// it still takes commits (asked of the registry, a few at a time), with its limits from the
-    /// task or the protocol.
+    /// it still takes commits and only when this operator can run it under its limits (asked of
+    /// the registry, many tasks in one call).
     async fn takeable(&self, found: &[Found]) -> Result<Vec<TaskSpec>, ScanError> {
         use futures_util::{StreamExt, TryStreamExt};
         let taken: Vec<Option<TaskSpec>> = futures_util::stream::iter(found.iter().cloned())
             .map(|found| self.take(found))
-            .buffered(16)
+            .buffered(MAX_IDS_READ)
             .try_collect()
             .await?;
         Ok(taken.into_iter().flatten().collect())
@@ -141,17 +145,29 @@ impl ChainSource {
         if found.terms.is_none() {
             return Ok(Some(task));
         }
-        let open = self
-            .registry
-            .acceptsCommits(event.taskId)
-            .call()
+        task.limits = replicated_limits(event.fuel, event.timeoutSec);
+        if let Err(why) = task.limits.resolve(&self.settings.intake) {
+            // Committing `bad_input` would disagree with every operator that can run it.
+            tracing::warn!(task = %event.taskId, %why, "a k-of-n task over this operator's maxima; refused, left to others");
+            self.metrics.chain_refused.inc();
+            return Ok(None);
+        }
+        let Progress {
+            task: on_chain,
+            time,
+        } = self
+            .progress
+            .read(event.taskId)
             .await
-            .map_err(|e| ScanError::Node(format!("acceptsCommits({}): {e}", event.taskId)))?;
+            .map_err(|e| ScanError::Node(format!("task {}: {e}", event.taskId)))?;
+        let open = on_chain.status == PENDING
+            && on_chain.deadline.to::<u64>() != 0
+            && on_chain.commits < on_chain.replicas
+            && time < on_chain.commitEnd.to::<u64>();
         if !open {
             tracing::info!(task = %event.taskId, "a k-of-n task that takes no more commits; left to others");
             return Ok(None);
         }
-        task.limits = replicated_limits(event.fuel, event.timeoutSec);
         Ok(Some(task))
     }
 

@@ -10,13 +10,13 @@
 //!    closed, then goes in a `revealResults` batch. A task that was settled meanwhile (completed
 //!    or expired) needs nothing more.
 //!
-//! What the registry holds for this executor (`entryOf`) is read first each time, so a report
-//! made again after a restart sends only what is missing.
+//! What the registry holds for this executor (its part, from `progressOf`) is read first each
+//! time, so a report made again after a restart sends only what is missing.
 
 use super::ChainSource;
 use super::commits::Committed;
+use super::progress::Progress;
 use crate::source::Delivery;
-use wasm_exec_chain::TaskRegistry;
 use wasm_exec_chain::writer::{Commit, Reveal, WriteError, commitment, fresh_salt};
 use wasm_exec_chain::{B256, U256};
 use wasm_exec_task::ResultEnvelope;
@@ -25,7 +25,7 @@ use wasm_exec_task::ResultEnvelope;
 const PART_NONE: u8 = 0;
 const PART_COMMITTED: u8 = 1;
 /// `TaskRegistry.Status::Pending`.
-const PENDING: u8 = 1;
+pub(super) const PENDING: u8 = 1;
 
 /// The value of a k-of-n result on chain: the result's JSON, or only the error's kind for a
 /// failure, since a failure's message may carry host details that differ between honest
@@ -39,28 +39,19 @@ pub fn replicated_value(result: &ResultEnvelope) -> String {
 
 impl ChainSource {
     /// Commits to `result` for task `id` (unless done before), then reveals it when the registry
-    /// lets it.
+    /// lets it; `record` is where the task stood when this write began.
     pub(super) async fn replicate(
         &self,
         id: U256,
         result: &ResultEnvelope,
+        record: Progress,
     ) -> Result<Delivery, WriteError> {
-        let me = self.writer.address();
-        let node = |what: &str, e: &dyn std::fmt::Display| {
-            WriteError::Node(format!("reading {what} of task {id}: {e}"))
-        };
-        let entry = self
-            .registry
-            .entryOf(id, me)
-            .call()
-            .await
-            .map_err(|e| node("our part", &e))?;
         let stored = self
             .commits
             .get(id.to_string())
             .await
             .map_err(|e| WriteError::Node(e.to_string()))?;
-        let committed = match (entry.part, stored) {
+        let committed = match (record.task.part, stored) {
             (PART_NONE, stored) => match self.commit(id, result, stored).await? {
                 Some(committed) => committed,
                 None => {
@@ -112,64 +103,48 @@ impl ChainSource {
         };
         self.writer.commit(&commit).await?;
         // Written by this batch, or skipped: what the registry holds decides.
-        let entry = self
-            .registry
-            .entryOf(id, me)
-            .call()
-            .await
-            .map_err(|e| WriteError::Node(format!("reading our part of task {id}: {e}")))?;
-        if entry.part == PART_NONE {
+        if self.progress_of(id).await?.task.part == PART_NONE {
             return Ok(None);
         }
         tracing::info!(task = %id, "committed to the result on chain");
         Ok(Some(committed))
     }
 
-    /// Waits until task `id` takes reveals, then reveals `committed`.
+    /// Waits until task `id` takes reveals, then reveals `committed`. Each new head reads the
+    /// task again, in one call with every other reveal waiting ([`super::progress`]).
     async fn reveal_when_open(
         &self,
         id: U256,
         committed: Committed,
     ) -> Result<Delivery, WriteError> {
         let mut heads = self.heads.watch();
-        loop {
-            let task = self.task_record(id).await?;
+        let replicas = loop {
+            let Progress { task, time } = self.progress_of(id).await?;
             if task.status != PENDING {
                 tracing::info!(task = %id, status = task.status, "the task was settled before our reveal");
                 return Ok(Delivery::Accepted);
             }
-            let now = wasm_exec_chain::registry::block_time(self.registry.provider())
-                .await
-                .map_err(|e| WriteError::Node(e.to_string()))?;
-            if now >= task.deadline.to::<u64>() {
+            if time >= task.deadline.to::<u64>() {
                 tracing::warn!(task = %id, "the task's deadline passed before our reveal");
                 return Ok(Delivery::Accepted);
             }
-            if task.commits >= task.replicas || now >= task.commitEnd.to::<u64>() {
-                break;
+            if task.commits >= task.replicas || time >= task.commitEnd.to::<u64>() {
+                break task.replicas;
             }
             if heads.changed().await.is_err() {
                 return Err(WriteError::Node("the head follower stopped".into()));
             }
-        }
+        };
         let reveal = Reveal {
             task_id: id,
             ok: committed.ok,
             result: committed.value,
             result_hash: committed.result_hash,
             salt: committed.salt,
+            replicas,
         };
         let written = self.writer.reveal(&reveal).await?;
         tracing::info!(task = %id, ?written, "revealed the result on chain");
         Ok(Delivery::Accepted)
-    }
-
-    /// The registry's record of task `id`.
-    pub(super) async fn task_record(&self, id: U256) -> Result<TaskRegistry::Task, WriteError> {
-        self.registry
-            .getTask(id)
-            .call()
-            .await
-            .map_err(|e| WriteError::Node(format!("reading task {id}: {e}")))
     }
 }

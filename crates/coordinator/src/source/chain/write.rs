@@ -2,6 +2,7 @@
 //! request that was run, and what each way a write ends means for the scheduler.
 
 use super::ChainSource;
+use super::progress::Progress;
 use crate::metrics::OutcomeLabel;
 use crate::source::{Delivery, SourceError};
 use wasm_exec_chain::TaskRegistry;
@@ -52,12 +53,12 @@ impl ChainSource {
         task: &TaskSpec,
         result: &ResultEnvelope,
     ) -> Result<Delivery, WriteError> {
-        let record = self.task_record(id).await?;
-        if let Some(settled) = settled(id, Some(task), &record) {
+        let record = self.progress_of(id).await?;
+        if let Some(settled) = settled(id, Some(task), &record.task) {
             return Ok(settled);
         }
-        if record.deadline.to::<u64>() != 0 {
-            return self.replicate(id, result).await;
+        if record.task.deadline.to::<u64>() != 0 {
+            return self.replicate(id, result, record).await;
         }
         let written = self
             .writer
@@ -71,14 +72,22 @@ impl ChainSource {
         match written {
             Ok(written) => Ok(self.count_written(&written, result.ok)),
             Err(WriteError::UnknownTask(_)) => {
-                let record = self.task_record(id).await?;
-                Ok(settled(id, None, &record).unwrap_or(Delivery::Accepted))
+                let record = self.progress_of(id).await?;
+                Ok(settled(id, None, &record.task).unwrap_or(Delivery::Accepted))
             }
             Err(WriteError::Refused(why)) => Ok(Delivery::Undeliverable(format!(
                 "the registry refused the result: {why}"
             ))),
             Err(e) => Err(e),
         }
+    }
+
+    /// Where task `id` stands on chain (read with others waiting, [`super::progress`]).
+    pub(super) async fn progress_of(&self, id: U256) -> Result<Progress, WriteError> {
+        self.progress
+            .read(id)
+            .await
+            .map_err(|e| WriteError::Node(format!("task {id}: {e}")))
     }
 
     /// Logs and counts a result on chain (`wasm_exec_chain_writebacks_total{outcome}`).
@@ -112,7 +121,7 @@ impl ChainSource {
 
 /// Whether the registry's `record` of task `id` is still the request we ran: `None` if so and
 /// it awaits a result, `Some(delivery)` if nothing is to be sent.
-fn settled(id: U256, task: Option<&TaskSpec>, record: &TaskRegistry::Task) -> Option<Delivery> {
+fn settled(id: U256, task: Option<&TaskSpec>, record: &TaskRegistry::Progress) -> Option<Delivery> {
     // Status: 0 none, 1 pending, 2 completed, 3 expired.
     match record.status {
         0 => Some(Delivery::Undeliverable(format!(
@@ -130,7 +139,7 @@ fn settled(id: U256, task: Option<&TaskSpec>, record: &TaskRegistry::Task) -> Op
 }
 
 /// Whether the registry's `record` is the request `task` was made from.
-fn is_same_request(task: &TaskSpec, record: &TaskRegistry::Task) -> bool {
+fn is_same_request(task: &TaskSpec, record: &TaskRegistry::Progress) -> bool {
     let limits = if record.deadline.to::<u64>() != 0 {
         task.limits == replicated_limits(record.fuel, record.timeoutSec)
     } else {
