@@ -160,3 +160,38 @@ fn a_receipt_verifies_and_a_tampered_or_forged_one_fails() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_running_task_has_no_result_or_receipt_yet_409_naming_how_to_wait() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let svc = Service::start(command(&dir.path().join("state")));
+    let wat =
+        std::fs::read_to_string(repo("testdata/wat/loop.wat")).expect("testdata/wat/loop.wat");
+    let uploaded = support::post_as(&svc.base, "/v1/modules", &wat, Some("application/wasm"));
+    assert!(
+        uploaded.status == 201 || uploaded.status == 200,
+        "{uploaded:?}"
+    );
+    let cid = uploaded.body["cid_v1"]
+        .as_str()
+        .expect("the module's CID")
+        .to_owned();
+    let body = json!({"task_id": "spin", "wasm_cid": cid, "input": {"entry": "loop"},
+        "limits": {"timeout_sec": 60}});
+    assert_eq!(
+        post(&svc.base, "/v1/tasks", &body.to_string(), None).status,
+        201
+    );
+    for path in ["/v1/tasks/spin/result", "/v1/tasks/spin/receipt"] {
+        let early = get(&svc.base, path, None);
+        let message = early.body["error"]["message"].as_str().unwrap_or("");
+        assert_eq!(early.status, 409, "{path}: {early:?}");
+        assert!(
+            message.contains("/v1/tasks/spin?wait=30"),
+            "{path}: {message}"
+        );
+    }
+    let cancel = post(&svc.base, "/v1/tasks/spin/cancel", "", None);
+    assert_eq!(cancel.status, 200, "{cancel:?}");
+    assert_eq!(get(&svc.base, "/v1/tasks/none/receipt", None).status, 404);
+}

@@ -8,7 +8,7 @@
 //! | POST | `/v1/tasks/{id}/cancel` | cancel an API task: pending ones at once, running ones interrupted |
 //! | GET | `/v1/events?state=` | Server-Sent Events of task changes, optionally of some states |
 //! | GET | `/v1/tasks/{id}/result` | the result document alone, as one compact JSON line (its `result_hash`, docs/RESULT_HASH.md, is what the chain source writes on chain) |
-//! | GET | `/v1/tasks/{id}/receipt` | the operator's EIP-712 receipt of the finished task (404 until then) |
+//! | GET | `/v1/tasks/{id}/receipt` | the operator's EIP-712 receipt of the finished task (409 until then) |
 //! | GET | `/v1/tasks?state=&after=&limit=` | a page of tasks ordered by id |
 //! | POST | `/v1/modules` | upload a module (binary Wasm, or WAT text); answers its CIDs, size and exports |
 //! | GET | `/v1/modules/{cid}` | an uploaded module's metadata |

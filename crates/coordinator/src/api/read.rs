@@ -49,7 +49,8 @@ impl From<TaskRecord> for TaskView {
     responses(
         (status = 200, description = "The result document, as one compact JSON line.", body = ResultEnvelope),
         (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
-        (status = 404, description = "No such task (or another tenant's), or no result yet.", body = super::ErrorBody),
+        (status = 404, description = "No such task (or another tenant's).", body = super::ErrorBody),
+        (status = 409, description = "The task has not ended yet: no result so far.", body = super::ErrorBody),
         (status = 503, description = "The state store is recovering; retry after `Retry-After`.", body = super::ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -66,10 +67,11 @@ pub(super) async fn get_result(
         )
             .into_response()),
         None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
+            StatusCode::CONFLICT,
             Some("task_id"),
             format!(
-                "task \"{id}\" has no result yet (it is {})",
+                "task \"{id}\" has no result yet (it is {}); wait for it with GET \
+                 /v1/tasks/{id}?wait=30",
                 record.state.as_str()
             ),
         )),

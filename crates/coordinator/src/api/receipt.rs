@@ -74,7 +74,8 @@ pub(super) struct ReceiptMessage {
     responses(
         (status = 200, description = "The receipt.", body = ReceiptDoc),
         (status = 401, description = "No or a wrong bearer token.", body = super::ErrorBody),
-        (status = 404, description = "No such task (or another tenant's), or not finished yet.", body = super::ErrorBody),
+        (status = 404, description = "No such task (or another tenant's).", body = super::ErrorBody),
+        (status = 409, description = "The task has not ended yet: no receipt so far.", body = super::ErrorBody),
         (status = 503, description = "The state store is recovering; retry after `Retry-After`.", body = super::ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -83,13 +84,17 @@ pub(super) async fn get_receipt(
     axum::Extension(caller): axum::Extension<crate::tenant::Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let not_found = |why: String| ApiError::new(StatusCode::NOT_FOUND, Some("task_id"), why);
     let record = super::read::task_or_404(&api, &caller, &id)?;
     let Some(result) = &record.result else {
-        return Err(not_found(format!(
-            "task \"{id}\" has no receipt yet: it is {}",
-            record.state.as_str()
-        )));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            Some("task_id"),
+            format!(
+                "task \"{id}\" has no receipt yet: it is {}; wait for it with GET \
+                 /v1/tasks/{id}?wait=30",
+                record.state.as_str()
+            ),
+        ));
     };
     let receipt = receipt_of(&record, result, &api.rules);
     let input = record.task.input_text();
