@@ -48,6 +48,7 @@ fn the_coordinator_deployed_from_its_manifest_runs_tasks_through_its_service() {
     let _volume = deploy(&node, &image, &ns, dir.path());
     let base = service_url(&node.cluster, &ns);
     eprintln!("the coordinator's Service: {base}");
+    routed(&base);
     // The seed's samples, through the API under ids of their own (the coordinator's placeholder
     // source runs them too, as `add`, `fib` and `affine`): add 12, fib 144, affine 35.
     for (mut task, want) in samples().into_iter().zip([12, 144, 35]) {
@@ -250,6 +251,29 @@ fn service_url(cluster: &Cluster, ns: &Namespace) -> String {
         ])
         .expect("the coordinator's Service");
     format!("http://{ip_port}")
+}
+
+/// Waits (up to 30 s) until the Service answers `/healthz`: kube-proxy routes it a moment after
+/// the pod is Ready (the rollout's end), and until then a connection is refused.
+fn routed(base: &str) {
+    let started = Instant::now();
+    loop {
+        let answered = ureq::get(format!("{base}/healthz"))
+            .call()
+            .map(|r| r.status().as_u16());
+        if matches!(answered, Ok(200)) {
+            eprintln!(
+                "the Service routes {:?} after the rollout",
+                started.elapsed()
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{base}/healthz: {answered:?} after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Waits (up to a minute) until no Job, pod or ConfigMap of a task is left in `ns`.
