@@ -12,21 +12,7 @@ mod support;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{Service, command, get, post, repo};
-
-/// A token of `coordinator token new NAME`: the token, and its entry for the tokens file.
-fn new_token(dir: &Path, name: &str) -> (String, Value) {
-    let out = command(dir)
-        .args(["token", "new", name])
-        .output()
-        .expect("coordinator token new");
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    let mut lines = text.lines();
-    let token = lines.next().expect("the token").to_owned();
-    let entry = serde_json::from_str(lines.next().expect("the entry")).expect("JSON");
-    (token, entry)
-}
+use support::{Service, command, get, new_token, post, repo};
 
 /// The chromium to drive, or `None` (with the reason) when the suite has none.
 fn chromium() -> Option<PathBuf> {

@@ -9,28 +9,9 @@ use serde_json::{Value, json};
 use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{Service, command, get, post};
+use support::{Service, command, get, new_token, post};
 
 const ADMIN: &str = "the-single-api-token";
-
-/// A token of `coordinator token new NAME`: the token, and its entry for the tokens file.
-fn new_token(dir: &Path, name: &str) -> (String, Value) {
-    let out = command(dir)
-        .args(["token", "new", name])
-        .output()
-        .expect("coordinator token new");
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    let mut lines = text.lines();
-    let token = lines.next().expect("the token").to_owned();
-    let entry: Value = serde_json::from_str(lines.next().expect("the entry")).expect("JSON");
-    assert_eq!(entry["name"], name);
-    assert!(
-        !text.contains(&format!("\"{token}\"")),
-        "the entry holds no token"
-    );
-    (token, entry)
-}
 
 /// A coordinator with tenants `a` (quota 2) and `b` (quota 1, 3 tasks per minute), and the
 /// single API token; returns it and the tokens of a and b.

@@ -76,3 +76,23 @@ pub fn wait_finished(base: &str, id: &str) -> Value {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A token of `coordinator token new NAME` (run with state directory `dir`): the token, and its
+/// entry for the tokens file, which holds no token.
+pub fn new_token(dir: &Path, name: &str) -> (String, Value) {
+    let out = command(dir)
+        .args(["token", "new", name])
+        .output()
+        .expect("coordinator token new");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let mut lines = text.lines();
+    let token = lines.next().expect("the token").to_owned();
+    let entry: Value = serde_json::from_str(lines.next().expect("the entry")).expect("JSON");
+    assert_eq!(entry["name"], name);
+    assert!(
+        !text.contains(&format!("\"{token}\"")),
+        "the entry holds no token"
+    );
+    (token, entry)
+}
