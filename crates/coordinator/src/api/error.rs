@@ -32,6 +32,19 @@ impl ApiError {
         }
     }
 
+    /// 409 for `what` (its result, its receipt) of task `id`, which has not ended: it is in
+    /// `state`; the message names how to wait for it.
+    pub(super) fn not_ended(id: &str, what: &str, state: &str) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            Some("task_id"),
+            format!(
+                "task \"{id}\" has no {what} yet: it is {state}; wait for it with GET \
+                 /v1/tasks/{id}?wait=30"
+            ),
+        )
+    }
+
     pub(super) fn with_kind(mut self, kind: &'static str) -> Self {
         self.kind = Some(kind);
         self

@@ -66,15 +66,7 @@ pub(super) async fn get_result(
             result.to_line(),
         )
             .into_response()),
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            Some("task_id"),
-            format!(
-                "task \"{id}\" has no result yet (it is {}); wait for it with GET \
-                 /v1/tasks/{id}?wait=30",
-                record.state.as_str()
-            ),
-        )),
+        None => Err(ApiError::not_ended(&id, "result", record.state.as_str())),
     }
 }
 

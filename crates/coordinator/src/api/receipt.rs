@@ -5,7 +5,6 @@ use super::{Api, ApiError};
 use crate::state::TaskRecord;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use wasm_exec_chain::keccak256;
 use wasm_exec_chain::result_receipt::{Receipt, SignedReceipt};
@@ -86,15 +85,7 @@ pub(super) async fn get_receipt(
 ) -> Result<Response, ApiError> {
     let record = super::read::task_or_404(&api, &caller, &id)?;
     let Some(result) = &record.result else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            Some("task_id"),
-            format!(
-                "task \"{id}\" has no receipt yet: it is {}; wait for it with GET \
-                 /v1/tasks/{id}?wait=30",
-                record.state.as_str()
-            ),
-        ));
+        return Err(ApiError::not_ended(&id, "receipt", record.state.as_str()));
     };
     let receipt = receipt_of(&record, result, &api.rules);
     let input = record.task.input_text();
