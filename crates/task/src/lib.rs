@@ -8,6 +8,7 @@
 //! - [`envelope`]: the result document every run produces, in a Job or in-process.
 //! - [`result_hash`]: the deterministic `result_hash` of a result document (docs/RESULT_HASH.md).
 //! - [`limits`]: the allowed range of every limit, and its conversion to a typed value.
+//! - [`object`]: reading a struct from JSON as an object only, never as an array of its fields.
 //! - [`protocol`]: the limits of a replicated (k-of-n) task, from the task or the protocol.
 //! - [`text`]: text bounded by its size as encoded in the result document.
 //! - [`kind`]: the stable, machine-readable error kinds and the exit codes that go with them.
@@ -17,6 +18,7 @@ pub mod envelope;
 pub mod input;
 pub mod kind;
 pub mod limits;
+pub mod object;
 pub mod protocol;
 pub mod result_hash;
 pub mod spec;
@@ -27,5 +29,6 @@ pub use envelope::{ErrorInfo, Phases, ResultEnvelope};
 pub use input::{InputError, TaskInput};
 pub use kind::ErrorKind;
 pub use limits::LimitError;
+pub use object::Object;
 pub use result_hash::ResultHash;
 pub use spec::{TaskLimits, TaskSpec};

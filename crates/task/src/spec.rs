@@ -19,8 +19,8 @@ pub struct TaskSpec {
     /// The input document, e.g. `{"entry": "fib", "args": [12]}`; `null` for none.
     #[serde(default)]
     pub input: Value,
-    /// Limits for this task; unset ones take the coordinator's defaults.
-    #[serde(default)]
+    /// Limits for this task; unset ones take the coordinator's defaults. An object only.
+    #[serde(default, deserialize_with = "crate::object::only")]
     pub limits: TaskLimits,
     /// Whether a stored result of an identical finished task (same module bytes, entry, input
     /// and limits) may answer this one, and this one's result be stored; `false` always runs it.

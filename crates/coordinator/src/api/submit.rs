@@ -32,30 +32,13 @@ pub(super) struct Submission {
     input: Value,
     /// Limits for this task; unset ones take the operator's defaults, and none may pass its
     /// maxima.
-    #[serde(default, deserialize_with = "limits_object")]
+    #[serde(default, deserialize_with = "wasm_exec_task::object::only")]
     limits: TaskLimits,
     /// `false`: always run it, never answer it from (or store it in) the result cache.
     cache: Option<bool>,
     /// An http(s) URL the task's view is POSTed to, signed, once it ends (needs the operator's
     /// or the tenant's webhook secret).
     callback_url: Option<String>,
-}
-
-/// The `limits` object, and only an object: serde's derived reading of a struct also takes a
-/// JSON array of its fields in order (`[null, 64]`), which schemathesis sent and the API took.
-/// Reading it as a map keeps the path of an error inside it (`limits.fuel`).
-fn limits_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TaskLimits, D::Error> {
-    struct Object;
-    impl<'de> serde::de::Visitor<'de> for Object {
-        type Value = TaskLimits;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object of limits")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TaskLimits, A::Error> {
-            TaskLimits::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-        }
-    }
-    d.deserialize_map(Object)
 }
 
 /// A submission as read: the checked task, whether its id was generated here, and where its
@@ -341,7 +324,8 @@ const GENERATED_ID_TRIES: usize = 4;
 /// error names its field. Also says whether the task id was generated here (there was none).
 fn validate(body: &[u8], rules: &IntakeRules) -> Result<Submitted, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let sub: Submission = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let wasm_exec_task::Object(sub): wasm_exec_task::Object<Submission> =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "body" } else { path.as_str() };
         ApiError::bad(
@@ -424,6 +408,11 @@ mod tests {
     #[test]
     fn limits_are_an_object_never_an_array_of_its_fields() {
         let rules = IntakeRules::default();
+        let e = format!(
+            "{:?}",
+            read_body(br#"[null, "fib.wasm", null, [12]]"#, &rules).unwrap_err()
+        );
+        assert!(e.contains("expected an object"), "{e}");
         let body = |limits: &str| {
             format!(r#"{{"wasm_cid": "fib.wasm", "input": [12], "limits": {limits}}}"#)
         };
@@ -431,10 +420,7 @@ mod tests {
             "{:?}",
             read_body(body("[null, null]").as_bytes(), &rules).unwrap_err()
         );
-        assert!(
-            e.contains("\"limits\"") && e.contains("an object of limits"),
-            "{e}"
-        );
+        assert!(e.contains("\"limits\"") && e.contains("an object"), "{e}");
         let e = format!(
             "{:?}",
             read_body(body(r#"{"fuell": 1}"#).as_bytes(), &rules).unwrap_err()

@@ -12,7 +12,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
-use wasm_exec_task::{IntakeRules, ResultEnvelope, TaskSpec};
+use wasm_exec_task::{IntakeRules, Object, ResultEnvelope, TaskSpec};
 
 /// CID of `host/wasm/add.wasm`.
 pub const ADD_CID: &str = "bafkreic4y3temla33obbacyznk4penucufbdtaq5mcfju3jljlgm2lvhbi";
@@ -70,12 +70,13 @@ impl PlaceholderSource {
                 path.display()
             ))
         })?;
-        let tasks: Vec<TaskSpec> = serde_json::from_str(&text).map_err(|e| {
+        let tasks: Vec<Object<TaskSpec>> = serde_json::from_str(&text).map_err(|e| {
             SourceError(format!(
                 "COORDINATOR_TASKS_FILE \"{}\" is not a JSON array of tasks ({e}); each task is {{\"task_id\", \"wasm_cid\", \"entry\"?, \"input\"?, \"limits\"?}}",
                 path.display()
             ))
         })?;
+        let tasks: Vec<TaskSpec> = tasks.into_iter().map(|Object(task)| task).collect();
         let mut seen = std::collections::HashSet::new();
         for (index, task) in tasks.iter().enumerate() {
             if let Err(e) = task.check(rules) {
@@ -153,6 +154,22 @@ mod tests {
                 file_cids(&bytes).v1.to_string(),
                 "{file} changed: update its CID in placeholder.rs"
             );
+        }
+    }
+
+    #[test]
+    fn tasks_file_reads_tasks_and_their_limits_as_objects_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.json");
+        for text in [
+            r#"[["a", "add.wasm"]]"#,
+            r#"[{"task_id":"a","wasm_cid":"add.wasm","limits":[null, 64]}]"#,
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = PlaceholderSource::from_file(&path, &IntakeRules::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("expected an object"), "{text}: {err}");
         }
     }
 
