@@ -18,7 +18,6 @@ const tasks = new Map();
 let token = null;
 let stream = null;
 let selected = null;
-let uploaded = null;
 // Set when the tenant has more tasks than the list reads (PAGE * MAX_PAGES).
 let capped = false;
 
@@ -310,80 +309,6 @@ async function cancelTask(id) {
     say("Task " + id + " is " + t.state + ".");
   } catch (e) {
     say("Could not cancel " + id + ": " + e.message);
-  }
-}
-
-// --- the submit form -------------------------------------------------------------------------------
-
-async function uploadModule() {
-  const file = $("module").files[0];
-  const entry = $("entry");
-  uploaded = null;
-  entry.replaceChildren();
-  entry.disabled = true;
-  $("submit-button").disabled = true;
-  $("module-info").textContent = "";
-  if (!file) return;
-  if (token === null) {
-    say("Connect first: enter the API token.");
-    return;
-  }
-  say("Uploading " + file.name + "…");
-  const type = file.name.endsWith(".wat") ? "text/wat" : "application/wasm";
-  try {
-    const info = await api("/v1/modules", {
-      method: "POST",
-      headers: { "Content-Type": type },
-      body: await file.arrayBuffer(),
-    });
-    uploaded = info;
-    entry.replaceChildren(
-      ...info.exports.map((x) => {
-        const option = el("option", x.signature);
-        option.value = x.name;
-        return option;
-      }),
-    );
-    entry.disabled = info.exports.length === 0;
-    $("submit-button").disabled = info.exports.length === 0;
-    $("module-info").textContent =
-      file.name + ": " + info.cid_v1 + ", " + info.size_bytes + " bytes, " + info.exports.length + " exports";
-    say("Uploaded " + file.name + "; pick an export.");
-  } catch (e) {
-    say("Upload failed: " + e.message);
-  }
-}
-
-async function submitTask(event) {
-  event.preventDefault();
-  if (!uploaded) {
-    say("Upload a module first.");
-    return;
-  }
-  let args;
-  try {
-    args = JSON.parse($("args").value || "[]");
-    if (!Array.isArray(args)) throw new Error("not an array");
-  } catch (e) {
-    say("Arguments must be a JSON array, such as [12] (" + e.message + ").");
-    $("args").setAttribute("aria-invalid", "true");
-    $("args").focus();
-    return;
-  }
-  $("args").removeAttribute("aria-invalid");
-  const body = { wasm_cid: uploaded.cid_v1, input: { entry: $("entry").value, args } };
-  try {
-    const t = await api("/v1/tasks", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    tasks.set(t.task_id, t);
-    renderTasks();
-    say("Submitted task " + t.task_id + ".");
-    showTask(t.task_id, false);
-  } catch (e) {
-    say("Submit failed: " + e.message);
   }
 }
 

@@ -32,7 +32,7 @@ struct Asset {
 }
 
 /// The page's files, embedded at build time.
-const ASSETS: [Asset; 3] = [
+const ASSETS: [Asset; 4] = [
     Asset {
         name: "index.html",
         content_type: "text/html; charset=utf-8",
@@ -42,6 +42,11 @@ const ASSETS: [Asset; 3] = [
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../assets/dashboard/app.js"),
+    },
+    Asset {
+        name: "forms.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../assets/dashboard/forms.js"),
     },
     Asset {
         name: "app.css",
@@ -133,6 +138,7 @@ mod tests {
         for (name, kind) in [
             ("index.html", "text/html"),
             ("app.js", "text/javascript"),
+            ("forms.js", "text/javascript"),
             ("app.css", "text/css"),
         ] {
             let response = serve(name, &HeaderMap::new());
@@ -175,6 +181,7 @@ mod tests {
     fn the_page_loads_only_its_own_files_and_no_inline_script() {
         let html = ASSETS[0].body;
         assert!(html.contains(r#"<script src="/ui/app.js" defer></script>"#));
+        assert!(html.contains(r#"<script src="/ui/forms.js" defer></script>"#));
         assert!(html.contains(r#"href="/ui/app.css""#));
         assert!(!html.contains("<script>") && !html.contains(" style=") && !html.contains("http"));
         assert!(
