@@ -11,9 +11,6 @@
 //! On a cluster with real nodes the annotations do nothing and the executor image really runs
 //! the task (docs/KUBERNETES.md, "What the suite proves").
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,8 +29,6 @@ use wasm_exec_task::{CheckedTask, ErrorKind, IntakeRules, ResultEnvelope};
 use wasm_exec_test_peers::kube::Cluster;
 use wasm_exec_test_peers::repo;
 
-/// How long the garbage collector gets to remove pods and ConfigMaps after their Job.
-const GC_WAIT: Duration = Duration::from_secs(60);
 /// kwok's annotations: the exit code and termination message of every container of the pod.
 const EXIT_CODE: &str = "kwok.wasm-exec.io/exit-code";
 const MESSAGE: &str = "kwok.wasm-exec.io/message";
@@ -399,31 +394,8 @@ async fn run(
         .unwrap_or_else(|_| panic!("{}: no result within 60 s", task.spec.task_id))
 }
 
-/// Waits (up to [`GC_WAIT`]) until no Job, Pod or ConfigMap of the coordinator is left in
+/// Waits (up to a minute) until no Job, Pod or ConfigMap of the coordinator is left in
 /// `namespace`.
 async fn assert_nothing_left(namespace: &str) {
-    let client = kube::Client::try_default()
-        .await
-        .expect("a client from KUBECONFIG");
-    let params = ListParams::default().labels(&managed_selector());
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let maps: Api<ConfigMap> = Api::namespaced(client, namespace);
-    let started = Instant::now();
-    loop {
-        let left = (
-            jobs.list(&params).await.expect("list").items.len(),
-            pods.list(&params).await.expect("list").items.len(),
-            maps.list(&params).await.expect("list").items.len(),
-        );
-        if left == (0, 0, 0) {
-            eprintln!("nothing left after {:?}", started.elapsed());
-            return;
-        }
-        assert!(
-            started.elapsed() < GC_WAIT,
-            "left behind after {GC_WAIT:?} (jobs, pods, configmaps): {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    Cluster::current().assert_nothing_left(namespace, &managed_selector());
 }

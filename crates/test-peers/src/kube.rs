@@ -70,6 +70,45 @@ impl Cluster {
         Some(cluster)
     }
 
+    /// The cluster of `KUBECONFIG`, unprobed: for helpers called inside a test that
+    /// [`Cluster::from_env`] has already let run. Panics when `KUBECONFIG` is unset.
+    pub fn current() -> Cluster {
+        let kubeconfig = std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("KUBECONFIG is unset"));
+        Cluster { kubeconfig }
+    }
+
+    /// Waits (up to a minute) until no Job, pod or ConfigMap labelled `selector` is left in
+    /// `namespace`: the garbage collector has followed every ownerReference. Panics with what
+    /// is left.
+    pub fn assert_nothing_left(&self, namespace: &str, selector: &str) {
+        let started = std::time::Instant::now();
+        let args = [
+            "get",
+            "jobs,pods,configmaps",
+            "-l",
+            selector,
+            "-n",
+            namespace,
+            "-o",
+            "name",
+        ];
+        loop {
+            let left = self.kubectl(&args).unwrap_or_else(|e| e);
+            if left.trim().is_empty() {
+                eprintln!("nothing left after {:?}", started.elapsed());
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "left behind after 60 s in {namespace}: {}",
+                left.trim()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
     /// Runs `kubectl ARGS` against the cluster: its stdout, or its stderr on failure.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
         self.kubectl_with_input(args, None)

@@ -11,7 +11,6 @@
 #![allow(dead_code)] // each test binary uses a different part of this helper
 
 use crate::support::{Service, repo};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -180,28 +179,7 @@ pub fn tail(text: &str, bytes: usize) -> &str {
 
 /// Waits (up to 60 s) until no Job, Pod or ConfigMap of the coordinator is left.
 pub async fn assert_nothing_left(namespace: &str) {
-    let client = kube::Client::try_default().await.expect("the admin client");
-    let params = ListParams::default().labels(&managed_selector());
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let maps: Api<ConfigMap> = Api::namespaced(client, namespace);
-    let started = Instant::now();
-    loop {
-        let left = (
-            jobs.list(&params).await.expect("list").items.len(),
-            pods.list(&params).await.expect("list").items.len(),
-            maps.list(&params).await.expect("list").items.len(),
-        );
-        if left == (0, 0, 0) {
-            eprintln!("nothing left {:?} after the last result", started.elapsed());
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "left behind after 60 s (jobs, pods, configmaps): {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    Cluster::current().assert_nothing_left(namespace, &managed_selector());
 }
 
 /// A FlowSchema of API Priority and Fairness that puts ServiceAccounts of one namespace in a flow
