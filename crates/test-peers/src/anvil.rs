@@ -20,6 +20,9 @@ pub struct Anvil {
     pub url: String,
     port: u16,
     extra: Vec<String>,
+    /// Its `HOME`: anvil keeps the states it moves out of memory in `~/.foundry/anvil/tmp`
+    /// and, killed, never removes them (several GB after a drain); this goes on drop.
+    home: tempfile::TempDir,
 }
 
 impl Anvil {
@@ -32,11 +35,13 @@ impl Anvil {
     pub fn start_with(extra: &[&str]) -> Self {
         let port = crate::free_port();
         let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let home = tempfile::tempdir().expect("a home for anvil");
         Self {
-            child: Self::spawn(port, &extra),
+            child: Self::spawn(port, &extra, home.path()),
             url: format!("http://127.0.0.1:{port}"),
             port,
             extra,
+            home,
         }
     }
 
@@ -48,10 +53,10 @@ impl Anvil {
             .status();
         let _ = self.child.wait();
         std::thread::sleep(down);
-        self.child = Self::spawn(self.port, &self.extra);
+        self.child = Self::spawn(self.port, &self.extra, self.home.path());
     }
 
-    fn spawn(port: u16, extra: &[String]) -> Child {
+    fn spawn(port: u16, extra: &[String], home: &std::path::Path) -> Child {
         let bin = crate::repo("peers/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
         assert!(
             bin.exists(),
@@ -62,6 +67,7 @@ impl Anvil {
             .args(["--host", "127.0.0.1", "--chain-id", "31337", "--quiet"])
             .args(["--port", &port.to_string()])
             .args(extra)
+            .env("HOME", home)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
