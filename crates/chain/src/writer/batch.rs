@@ -287,13 +287,22 @@ impl BatchSender {
         match self.provider.send_transaction(request.clone()).await {
             Ok(pending) => {
                 *next = Some(nonce + 1);
+                tracing::debug!(nonce, tx = %pending.tx_hash(), gas = ?request.gas, "sent a batch transaction");
                 Ok(*pending.tx_hash())
             }
             Err(e) => {
+                tracing::debug!(nonce, error = %e, "sending a batch transaction failed");
                 *next = None;
                 Err(rejection::classify(&e, self.from))
             }
         }
+    }
+}
+
+impl BatchSender {
+    /// Forgets the local nonce count, so that the next send reads it from the node.
+    pub(super) async fn forget_nonce(&self) {
+        *self.nonce.lock().await = None;
     }
 }
 
