@@ -1,5 +1,6 @@
 //! Following a sent result transaction to its confirmation depth: sent again unchanged when the
-//! node has lost it (asked every [`WriteOptions::lost_after`] while it is not mined), replaced
+//! node has lost it (asked at the first block without it once [`WriteOptions::lost_after`] has
+//! passed, and so on while it is not mined), replaced
 //! (same nonce, fees raised by a quarter, at most [`WriteOptions::max_replacements`] times) while
 //! the node has it but does not mine it within [`WriteOptions::receipt_timeout`]. A nonce the
 //! node says is used ends the wait at once: on whichever hash sent at it was mined, or with an
@@ -38,8 +39,9 @@ impl BatchSender {
         let mut since = Instant::now();
         loop {
             let left = self.options.receipt_timeout.saturating_sub(since.elapsed());
-            let wait = self.options.lost_after.min(left);
-            let followed = self.tracker.follow(tx, depth, wait).await;
+            let followed = (self.tracker)
+                .follow(tx, depth, left, self.options.lost_after)
+                .await;
             match followed {
                 // Checked once more against the node: a reorg may have dropped it since.
                 Followed::Deep { .. } => match self.receipt(tx, depth, wrote).await? {
@@ -60,6 +62,7 @@ impl BatchSender {
                 Followed::TimedOut { included: Some(_) } => continue,
                 Followed::TimedOut { included: None } => {}
             }
+            // A block came without it (or the time is up): does the node still have it?
             if since.elapsed() < self.options.receipt_timeout {
                 if let Some(mined) = self.resend_if_lost(&request, tx, &sent).await? {
                     tx = mined;

@@ -47,8 +47,9 @@ pub struct WriteOptions {
     pub confirmations: u64,
     /// Time a transaction gets to be mined (and confirmed) before it is replaced.
     pub receipt_timeout: Duration,
-    /// Time a sent transaction may go unmined before the node is asked whether it still has it;
-    /// one it has lost (dropped from its pool) is sent again at once, not after the
+    /// Time a sent transaction may go unmined before the node is asked, at the next block that
+    /// comes without it (and then again at each such block after as long), whether it still
+    /// has it; one it has lost (dropped from its pool) is sent again at once, not after the
     /// `receipt_timeout`.
     pub lost_after: Duration,
     /// Most replacements of one transaction before the write fails (and is retried later).
@@ -69,7 +70,7 @@ impl Default for WriteOptions {
         Self {
             confirmations: 2,
             receipt_timeout: Duration::from_secs(60),
-            lost_after: Duration::from_secs(1),
+            lost_after: Duration::from_millis(250),
             max_replacements: 5,
             max_batch: 64,
             max_batch_bytes: 16 * 1024,
