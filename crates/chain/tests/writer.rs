@@ -228,3 +228,55 @@ async fn a_nonce_another_transaction_took_ends_the_write_at_once_with_an_error()
         .expect("receipt");
     assert!(receipt.is_some(), "the other transaction was mined");
 }
+
+#[tokio::test]
+async fn a_refusal_of_one_task_in_a_batch_does_not_hold_up_the_others() {
+    let anvil = Anvil::start();
+    let contract = registry_with_a_task(&anvil).await;
+    let (owner, _) = provider(&anvil, KEYS[0]);
+    let now = owner
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .expect("block")
+        .expect("the latest block")
+        .header
+        .timestamp;
+    // Task 2 is 2-of-3: `submitResults` refuses it (NeedsCommitReveal) and reverts the batch.
+    let registry = TaskRegistry::new(contract, owner);
+    let replicated = registry
+        .submitTask_1(
+            "bafy".into(),
+            "fib".into(),
+            "[12]".into(),
+            0,
+            0,
+            3,
+            2,
+            alloy::primitives::aliases::U40::from(now + 1000),
+        )
+        .into_transaction_request();
+    let pending = registry.provider().send_transaction(replicated).await;
+    pending.expect("send").get_receipt().await.expect("mined");
+    let (executor, address) = provider(&anvil, KEYS[1]);
+    let heads = Heads::follow(executor.clone(), Transport::Http, Duration::from_millis(50));
+    let options = WriteOptions {
+        confirmations: 0,
+        linger: Duration::from_millis(200),
+        ..WriteOptions::default()
+    };
+    let writer = ResultWriter::new(executor, contract, address, options, heads);
+    let wrong = OnChainResult {
+        task_id: U256::from(2),
+        ..a_result()
+    };
+    let right = a_result();
+    let (refused, written) = tokio::join!(writer.write(&wrong), writer.write(&right));
+    match refused {
+        Err(WriteError::Refused(why)) => assert!(why.contains("NeedsCommitReveal"), "{why}"),
+        other => panic!("expected task 2 refused, got {other:?}"),
+    }
+    assert!(
+        matches!(written, Ok(Written::Mined { .. })),
+        "task 1 written in spite of task 2 in its batch: {written:?}"
+    );
+}
