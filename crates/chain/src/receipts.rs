@@ -79,8 +79,17 @@ impl ReceiptTracker {
         }
     }
 
-    /// Waits until `tx` is included and `depth` blocks deep (or reverted), at most `timeout`.
-    pub async fn follow(&self, tx: B256, depth: u64, timeout: Duration) -> Followed {
+    /// Waits until `tx` is included and `depth` blocks deep (or reverted), at most `timeout`;
+    /// returns early, as timed out with nothing included, at the first new head that comes at
+    /// least `unseen` after the start without `tx` in it (so that the caller can ask whether
+    /// the node still has it).
+    pub async fn follow(
+        &self,
+        tx: B256,
+        depth: u64,
+        timeout: Duration,
+        unseen: Duration,
+    ) -> Followed {
         self.shared.followed().entry(tx).or_insert(None);
         let mut heads = self.shared.head.subscribe();
         // A transaction included before it was followed (a node that mines at once): look once.
@@ -91,15 +100,21 @@ impl ReceiptTracker {
                 .followed()
                 .insert(tx, Some((block, receipt.status())));
         }
-        let deadline = tokio::time::Instant::now() + timeout;
+        let start = tokio::time::Instant::now();
+        let deadline = start + timeout;
+        let mut first = true;
         let outcome = loop {
             let included = self.shared.followed().get(&tx).copied().flatten();
             let head = *heads.borrow_and_update();
             match included {
                 Some((_, false)) => break Followed::Reverted,
                 Some((block, ok)) if head >= block + depth => break Followed::Deep { block, ok },
+                None if !first && start.elapsed() >= unseen => {
+                    break Followed::TimedOut { included };
+                }
                 _ => {}
             }
+            first = false;
             tokio::select! {
                 changed = heads.changed() => if changed.is_err() {
                     break Followed::TimedOut { included };

@@ -203,27 +203,33 @@ impl BatchSender {
         }
     }
 
-    /// Answers the results a failed simulation refuses. When only one task is unknown (its
-    /// request was reorganised away) the others are returned, to be simulated again.
+    /// Answers the results a failed simulation refuses. When the refusal names one task of the
+    /// batch (its request was reorganised away, or it does not take this entry yet or any
+    /// more), that task is answered and the others are returned, to be simulated again: one
+    /// task's refusal must not hold up the rest of its batch.
     fn refused<T: Entry>(
         &self,
         batch: Vec<Queued<T>>,
         error: &alloy::contract::Error,
     ) -> Option<Vec<Queued<T>>> {
-        let why = match error.as_decoded_interface_error::<TaskRegistryErrors>() {
-            Some(TaskRegistryErrors::UnknownTask(unknown)) => {
-                let (gone, rest): (Vec<_>, Vec<_>) = batch
-                    .into_iter()
-                    .partition(|q| q.item.task_id() == unknown.taskId);
-                if gone.is_empty() {
-                    // Not one of ours: simulating the same batch again would loop.
-                    let why = WriteError::Refused(format!("{unknown:?}"));
-                    answer(rest, |_| Err(why.clone()));
-                    return None;
-                }
-                answer(gone, |_| Err(WriteError::UnknownTask(unknown.taskId)));
-                return Some(rest);
+        let decoded = error.as_decoded_interface_error::<TaskRegistryErrors>();
+        if let Some(named) = decoded.as_ref().and_then(named_task) {
+            let (refused, rest): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|q| q.item.task_id() == named);
+            let why = match &decoded {
+                Some(TaskRegistryErrors::UnknownTask(_)) => WriteError::UnknownTask(named),
+                other => WriteError::Refused(format!("{other:?}")),
+            };
+            if refused.is_empty() {
+                // Not one of ours: simulating the same batch again would loop.
+                let why = WriteError::Refused(format!("{decoded:?}"));
+                answer(rest, |_| Err(why.clone()));
+                return None;
             }
+            answer(refused, |_| Err(why.clone()));
+            return (!rest.is_empty()).then_some(rest);
+        }
+        let why = match decoded {
             Some(TaskRegistryErrors::NotExecutor(_)) => WriteError::NotExecutor(self.from),
             Some(other) => WriteError::Refused(format!("{other:?}")),
             None => rejection::classify_call(error, self.from),
@@ -287,14 +293,45 @@ impl BatchSender {
         match self.provider.send_transaction(request.clone()).await {
             Ok(pending) => {
                 *next = Some(nonce + 1);
+                tracing::debug!(nonce, tx = %pending.tx_hash(), gas = ?request.gas, "sent a batch transaction");
                 Ok(*pending.tx_hash())
             }
             Err(e) => {
+                tracing::debug!(nonce, error = %e, "sending a batch transaction failed");
                 *next = None;
                 Err(rejection::classify(&e, self.from))
             }
         }
     }
+}
+
+impl BatchSender {
+    /// Forgets the local nonce count, so that the next send reads it from the node.
+    pub(super) async fn forget_nonce(&self) {
+        *self.nonce.lock().await = None;
+    }
+}
+
+/// The task a refusal names, for the refusals that are about one task.
+fn named_task(error: &TaskRegistryErrors) -> Option<U256> {
+    use TaskRegistryErrors as E;
+    Some(match error {
+        E::UnknownTask(e) => e.taskId,
+        E::AlreadyCompleted(e) => e.taskId,
+        E::NeedsCommitReveal(e) => e.taskId,
+        E::CommitsStarted(e) => e.taskId,
+        E::DirectOnly(e) => e.taskId,
+        E::TaskExpiredAlready(e) => e.taskId,
+        E::DeadlinePassed(e) => e.taskId,
+        E::CommitWindowClosed(e) => e.taskId,
+        E::CommitsFull(e) => e.taskId,
+        E::AlreadyCommitted(e) => e.taskId,
+        E::NotCommitted(e) => e.taskId,
+        E::AlreadyRevealed(e) => e.taskId,
+        E::RevealTooEarly(e) => e.taskId,
+        E::CommitmentMismatch(e) => e.taskId,
+        _ => return None,
+    })
 }
 
 /// Answers each entry of a sent batch: written by it, already written before, or its error.
@@ -319,5 +356,36 @@ fn answer_sent<T: Entry>(batch: Vec<Queued<T>>, outcome: Result<Mined, WriteErro
 fn answer<T>(batch: Vec<Queued<T>>, outcome: impl Fn(&T) -> Result<Written, WriteError>) {
     for queued in batch {
         let _ = queued.done.send(outcome(&queued.item));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::TaskRegistry as R;
+
+    #[test]
+    fn a_refusal_about_one_task_names_it_and_others_name_none() {
+        let seven = U256::from(7);
+        let early = TaskRegistryErrors::RevealTooEarly(R::RevealTooEarly {
+            taskId: seven,
+            commitEnd: U256::from(1),
+        });
+        let closed = TaskRegistryErrors::CommitWindowClosed(R::CommitWindowClosed {
+            taskId: seven,
+            commitEnd: U256::from(1),
+        });
+        let unknown = TaskRegistryErrors::UnknownTask(R::UnknownTask { taskId: seven });
+        for error in [early, closed, unknown] {
+            assert_eq!(named_task(&error), Some(seven), "{error:?}");
+        }
+        let not_executor = TaskRegistryErrors::NotExecutor(R::NotExecutor {
+            caller: Address::repeat_byte(1),
+        });
+        assert_eq!(named_task(&not_executor), None);
+        assert_eq!(
+            named_task(&TaskRegistryErrors::LengthMismatch(R::LengthMismatch {})),
+            None
+        );
     }
 }

@@ -16,8 +16,13 @@
 //!
 //! Nonces are kept here, not asked of the node per transaction: each batch takes the next nonce
 //! under a short lock, and a failed send drops the local count so the next send reads it again
-//! from the node. A transaction that is not mined in time (dropped from the pool, or priced under
-//! the market) is sent again with the same nonce and fees raised by a quarter, which replaces it.
+//! from the node. A transaction the node no longer has (neither mined nor in its pool: anvil
+//! drops transactions when two blocks are mined at once) is sent again as it was, at once. One
+//! that the node has but does not mine in time (priced under the market) is sent again with the
+//! same nonce and fees raised by a quarter, which replaces it. Every hash sent at a nonce is
+//! kept: when the node says the nonce is used, the receipt of whichever of them was mined is
+//! taken, and if none was, the write fails at once (to be retried) instead of waiting on a
+//! transaction that can never be mined.
 //!
 //! - [`batch`]: one batch as a transaction: simulated, priced, sent with the next local nonce;
 //!   [`rejection`]: which of the node's refusals mean an account without funds.
@@ -42,6 +47,11 @@ pub struct WriteOptions {
     pub confirmations: u64,
     /// Time a transaction gets to be mined (and confirmed) before it is replaced.
     pub receipt_timeout: Duration,
+    /// Time a sent transaction may go unmined before the node is asked, at the next block that
+    /// comes without it (and then again at each such block after as long), whether it still
+    /// has it; one it has lost (dropped from its pool) is sent again at once, not after the
+    /// `receipt_timeout`.
+    pub lost_after: Duration,
     /// Most replacements of one transaction before the write fails (and is retried later).
     pub max_replacements: u32,
     /// Most results in one transaction.
@@ -60,6 +70,7 @@ impl Default for WriteOptions {
         Self {
             confirmations: 2,
             receipt_timeout: Duration::from_secs(60),
+            lost_after: Duration::from_millis(250),
             max_replacements: 5,
             max_batch: 64,
             max_batch_bytes: 16 * 1024,

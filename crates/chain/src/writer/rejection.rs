@@ -1,5 +1,6 @@
-//! What a node's refusal of a result transaction means: an account that cannot pay, or anything
-//! else, told apart by the JSON-RPC error code first.
+//! What a node's refusal of a result transaction means: an account that cannot pay, a nonce
+//! already used, a transaction the node has already, or anything else, told apart by the
+//! JSON-RPC error code first.
 
 use super::WriteError;
 use alloy::primitives::Address;
@@ -35,6 +36,43 @@ pub(super) fn classify(error: &TransportError, from: Address) -> WriteError {
         }
     } else {
         WriteError::Node(error.to_string())
+    }
+}
+
+/// The words of a refusal because the account's nonce has passed the transaction's: anvil
+/// 1.7.1 and geth say "nonce too low" (reth too, with more words after).
+const NONCE_USED: &str = "nonce too low";
+/// The words of a refusal because the node holds this very transaction already: anvil 1.7.1
+/// says "transaction already imported", geth and reth "already known".
+const KNOWN: [&str; 2] = ["already imported", "already known"];
+
+/// What a node's refusal of a transaction sent (again) at a nonce of ours says about that nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NonceRefusal {
+    /// The nonce is used: one of our transactions at it was mined, or another one was.
+    Used,
+    /// The node holds this transaction already (in its pool, or mined).
+    Known,
+    /// Anything else (the node's words say nothing of the nonce).
+    Other,
+}
+
+/// Reads `error`, from sending a transaction, for what it says about its nonce. As in
+/// [`classify`], only an error response with a refusal code is read for words.
+pub(super) fn nonce_refusal(error: &TransportError) -> NonceRefusal {
+    let Some(payload) = error.as_error_resp() else {
+        return NonceRefusal::Other;
+    };
+    if !matches!(payload.code, TRANSACTION_REJECTED | SERVER_ERROR) {
+        return NonceRefusal::Other;
+    }
+    let message = payload.message.to_ascii_lowercase();
+    if message.contains(NONCE_USED) {
+        NonceRefusal::Used
+    } else if KNOWN.iter().any(|words| message.contains(words)) {
+        NonceRefusal::Known
+    } else {
+        NonceRefusal::Other
     }
 }
 
@@ -97,6 +135,40 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn a_used_nonce_and_a_known_transaction_are_told_apart() {
+        for (json, refusal) in [
+            (
+                r#"{"code":-32003,"message":"nonce too low"}"#,
+                NonceRefusal::Used,
+            ),
+            (
+                r#"{"code":-32000,"message":"nonce too low: next nonce 7, tx nonce 5"}"#,
+                NonceRefusal::Used,
+            ),
+            (
+                r#"{"code":-32003,"message":"transaction already imported"}"#,
+                NonceRefusal::Known,
+            ),
+            (
+                r#"{"code":-32000,"message":"already known"}"#,
+                NonceRefusal::Known,
+            ),
+            (
+                r#"{"code":-32003,"message":"replacement transaction underpriced"}"#,
+                NonceRefusal::Other,
+            ),
+            (
+                r#"{"code":-32602,"message":"nonce too low"}"#,
+                NonceRefusal::Other,
+            ),
+        ] {
+            assert_eq!(nonce_refusal(&answer(json)), refusal, "{json}");
+        }
+        let transport = TransportErrorKind::custom_str("nonce too low");
+        assert_eq!(nonce_refusal(&transport), NonceRefusal::Other);
     }
 
     #[test]

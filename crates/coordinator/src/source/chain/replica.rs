@@ -17,7 +17,7 @@ use super::ChainSource;
 use super::commits::Committed;
 use super::progress::Progress;
 use crate::source::Delivery;
-use wasm_exec_chain::writer::{Commit, Reveal, WriteError, commitment, fresh_salt};
+use wasm_exec_chain::writer::{Commit, Reveal, WriteError, Written, commitment, fresh_salt};
 use wasm_exec_chain::{B256, U256};
 use wasm_exec_task::ResultEnvelope;
 
@@ -101,9 +101,11 @@ impl ChainSource {
             task_id: id,
             commitment: commitment(committed.result_hash, me, committed.salt),
         };
-        self.writer.commit(&commit).await?;
-        // Written by this batch, or skipped: what the registry holds decides.
-        if self.progress_of(id).await?.task.part == PART_NONE {
+        // Written by this batch (its receipt carries our `ResultCommitted`), or skipped: then
+        // what the registry holds decides.
+        if self.writer.commit(&commit).await? == Written::AlreadyCompleted
+            && self.progress_of(id).await?.task.part == PART_NONE
+        {
             return Ok(None);
         }
         tracing::info!(task = %id, "committed to the result on chain");
