@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use support::{Service, command, post, repo};
 use wasm_exec_coordinator::source::placeholder::{ADD_CID, AFFINE_CID, FIB_CID};
 use wasm_exec_kube_backend::names::{TASK_LABEL, TaskNames};
+use wasm_exec_kube_backend::render;
 use wasm_exec_task::ErrorKind;
 use wasm_exec_task::ResultEnvelope;
 use wasm_exec_test_peers::golden::golden_cases;
@@ -912,4 +913,134 @@ fn the_golden_result_hashes_come_out_of_real_pods_too() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
     rig.assert_nothing_left();
+}
+
+/// `k8s/job.yaml` for the real node running the Go module (`testdata/wasm/go_fib.wasm`, 4.4 MB:
+/// too big for a task's ConfigMap, so from a hostPath) with the compiled-module cache opted in
+/// as docs/KUBERNETES.md tells: the hostPath `cache` as the `wasm-cache` volume and the Secret
+/// `secret` as the key's, mounted where the coordinator's rendering mounts them.
+fn go_job_with_cache(demo: &Demo, name: &str, cache: &Path, secret: &str) -> Value {
+    let text = std::fs::read_to_string(repo("k8s/job.yaml")).expect("k8s/job.yaml");
+    let mut job: Value = serde_saphyr::from_str(&text).expect("k8s/job.yaml parses");
+    job["metadata"]["name"] = json!(name);
+    let pod = &mut job["spec"]["template"]["spec"];
+    demo.node.place(pod);
+    // The Secret's files are root's, readable by this group (its defaultMode 0440).
+    pod["securityContext"]["fsGroup"] = json!(render::RUN_AS);
+    let wasm = repo("testdata/wasm").canonicalize().expect("testdata/wasm");
+    pod["volumes"] = json!([
+        {"name": "wasm", "hostPath": {"path": wasm, "type": "Directory"}},
+        {"name": "shared", "hostPath": {"path": demo.shared, "type": "Directory"}},
+        {"name": render::CACHE_VOLUME, "hostPath": {"path": cache, "type": "Directory"}},
+        {"name": render::CACHE_KEY_VOLUME, "secret": {"secretName": secret, "defaultMode": 0o440}},
+    ]);
+    let container = &mut pod["containers"][0];
+    container["image"] = json!(demo.node.executor_image);
+    container["env"] = json!([
+        {"name": "WASM_PATH", "value": "/mnt/wasm/go_fib.wasm"},
+        {"name": "ARGS_JSON", "value": r#"{"entry":"fib","args":[12]}"#},
+        {"name": "TIMEOUT_SEC", "value": "120"},
+        {"name": "WASM_CACHE_DIR", "value": render::CACHE_DIR},
+        {"name": "WASM_CACHE_KEY_FILE", "value": render::CACHE_KEY_FILE},
+    ]);
+    // Compiling 4.4 MB of Wasm takes more than the demo's half core and 512 MiB.
+    container["resources"] = json!({
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    });
+    container["volumeMounts"]
+        .as_array_mut()
+        .expect("volumeMounts")
+        .extend([
+            json!({"name": render::CACHE_VOLUME, "mountPath": render::CACHE_MOUNT}),
+            json!({"name": render::CACHE_KEY_VOLUME, "mountPath": render::CACHE_KEY_MOUNT, "readOnly": true}),
+        ]);
+    job
+}
+
+/// Runs `job` to completion; returns its executor's cache outcome and `load_ms` (the start until
+/// the module was loaded), after checking it gave fib(12).
+fn run_go_job(demo: &Demo, job: &Value) -> (String, f64) {
+    let name = job["metadata"]["name"].as_str().expect("a name").to_owned();
+    let path = demo.dir.path().join(format!("{name}.json"));
+    std::fs::write(&path, job.to_string()).expect("writing the Job");
+    demo.kubectl(&["apply", "-f", &path.to_string_lossy()])
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+    let waited = demo.kubectl(&[
+        "wait",
+        "--for=condition=Complete",
+        &format!("job/{name}"),
+        "--timeout=180s",
+    ]);
+    let logs = demo
+        .kubectl(&["logs", &format!("job/{name}")])
+        .unwrap_or_default();
+    waited.unwrap_or_else(|e| panic!("{name} did not complete: {e}\n{logs}"));
+    assert_eq!(last_document(&logs)["result"], 144, "{logs}");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("task finished"))
+        .unwrap_or_else(|| panic!("no outcome line in:\n{logs}"));
+    let field = |key: &str| {
+        line.split(&format!("{key}="))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            .trim_matches('"')
+            .to_owned()
+    };
+    let load_ms = field("load_ms").parse().expect("load_ms is a number");
+    (field("cache"), load_ms)
+}
+
+#[test]
+fn a_second_job_of_the_go_module_on_the_node_loads_what_the_first_compiled() {
+    let test = "a_second_job_of_the_go_module_on_the_node_loads_what_the_first_compiled";
+    let Some(node) = RealNode::from_env(test) else {
+        return;
+    };
+    let demo = Demo::new(node);
+    // The node's cache directory, as its operator prepares it: the executor's uid's alone.
+    let cache = demo.dir.path().join("cache");
+    std::fs::create_dir(&cache).expect("the cache directory");
+    let uid = u32::try_from(render::RUN_AS).expect("a uid");
+    std::os::unix::fs::chown(&cache, Some(uid), Some(uid)).expect("chown");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+    std::fs::set_permissions(&cache, mode).expect("chmod");
+    // The key, made once and given to every node as a Secret (docs/KUBERNETES.md).
+    let key = demo.dir.path().join("key");
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
+        &mut bytes,
+    )
+    .expect("random bytes");
+    std::fs::write(&key, bytes).expect("writing the key");
+    let from_file = format!("--from-file=key={}", key.display());
+    demo.kubectl(&["create", "secret", "generic", "cache-key", &from_file])
+        .expect("the key's Secret");
+    let first = run_go_job(
+        &demo,
+        &go_job_with_cache(&demo, "go-fib-1", &cache, "cache-key"),
+    );
+    let second = run_go_job(
+        &demo,
+        &go_job_with_cache(&demo, "go-fib-2", &cache, "cache-key"),
+    );
+    eprintln!("go_fib on the node: first Job {first:?}, second {second:?} (cache, load_ms)");
+    assert_eq!(first.0, "miss", "the first Job compiles");
+    assert_eq!(second.0, "hit", "the second loads the first's code");
+    assert!(
+        second.1 < first.1 / 4.0,
+        "loading is far quicker than compiling: {second:?} against {first:?}"
+    );
+    let engine_dirs: Vec<_> = std::fs::read_dir(&cache)
+        .expect("the cache directory")
+        .map(|e| e.expect("an entry").file_name())
+        .collect();
+    assert_eq!(
+        engine_dirs,
+        [std::ffi::OsString::from("compiled")],
+        "no key was made on the node: it came from the Secret"
+    );
 }

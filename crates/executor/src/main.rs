@@ -98,8 +98,9 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
         Ok(loaded) => loaded,
         Err(envelope) => return *envelope,
     };
+    let loaded_in = started.elapsed();
     let limits = RunLimits {
-        spent: started.elapsed(),
+        spent: loaded_in,
         ..settings.limits
     };
     let prepared = match runtime.prepare(
@@ -118,7 +119,7 @@ fn execute(config: &Config, reporter: &Arc<Reporter>, started: Instant) -> Resul
     } else {
         runtime.run_prepared_on_task_thread(&module, &prepared)
     };
-    log_outcome(&envelope, module.cache.as_str());
+    log_outcome(&envelope, module.cache.as_str(), loaded_in);
     envelope
 }
 
@@ -150,17 +151,21 @@ fn load(
     Ok((runtime, module))
 }
 
-/// One log line for the outcome; guest output stays in the document.
-fn log_outcome(envelope: &ResultEnvelope, cache: &str) {
+/// One log line for the outcome, with whether the compiled code came from the cache and how long
+/// the start took until the module was loaded (`load_ms`: reading it, the engine, compiling or
+/// the cache); guest output stays in the document.
+fn log_outcome(envelope: &ResultEnvelope, cache: &str, loaded_in: Duration) {
+    let load_ms = loaded_in.as_secs_f64() * 1000.0;
     match &envelope.error {
         None => tracing::info!(
             entry = envelope.entry.as_deref(),
             duration_ms = envelope.duration_ms,
             cache,
+            load_ms,
             "task finished"
         ),
         Some(e) => {
-            tracing::info!(entry = envelope.entry.as_deref(), kind = %e.kind, cache, "task failed")
+            tracing::info!(entry = envelope.entry.as_deref(), kind = %e.kind, cache, load_ms, "task failed")
         }
     }
 }

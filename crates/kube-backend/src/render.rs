@@ -3,7 +3,9 @@
 //!
 //! The template owns what an operator tunes (resources, node selectors, tolerations, security
 //! context); the coordinator fills in what is per task (name, labels, image, volumes, mounts,
-//! env) and adds safe defaults where the template says nothing.
+//! env) and adds safe defaults where the template says nothing. Two template volumes are opt-in
+//! and kept: [`CACHE_VOLUME`], a compiled-module cache the Jobs of a node share, and
+//! [`CACHE_KEY_VOLUME`], the Secret holding its key (docs/KUBERNETES.md).
 
 use super::errors::KubeError;
 use super::names::{MANAGED_BY_KEY, MANAGED_BY_VALUE, TASK_ID_ANNOTATION, TASK_LABEL, TaskNames};
@@ -43,6 +45,21 @@ pub const RUN_AS: i64 = 65532;
 pub const EXECUTOR_CONTAINER: &str = "executor";
 /// Seconds a finished Job is kept if the coordinator never deletes it (a crash): a safety net.
 pub const TTL_AFTER_FINISHED: i32 = 600;
+/// The template's opt-in volume for the compiled-module cache (usually a hostPath, so every Job
+/// on a node shares it); kept as the template declares it and mounted at [`CACHE_MOUNT`].
+pub const CACHE_VOLUME: &str = "wasm-cache";
+/// Where the cache volume is mounted in the executor's container.
+pub const CACHE_MOUNT: &str = "/var/cache/wasm-exec";
+/// `WASM_CACHE_DIR` when the cache volume is there: a directory the executor creates (mode 0700)
+/// in the volume. Without [`CACHE_KEY_VOLUME`] its key is `compiled.key` beside it, made by the
+/// first executor on the node.
+pub const CACHE_DIR: &str = "/var/cache/wasm-exec/compiled";
+/// The template's opt-in Secret volume holding the cache key (key `key`), shared by every node.
+pub const CACHE_KEY_VOLUME: &str = "wasm-cache-key";
+/// Where the key's Secret is mounted, read-only.
+pub const CACHE_KEY_MOUNT: &str = "/etc/wasm-exec/cache-key";
+/// `WASM_CACHE_KEY_FILE` when the key's Secret is mounted.
+pub const CACHE_KEY_FILE: &str = "/etc/wasm-exec/cache-key/key";
 
 /// What is per task besides its id: the limits after the coordinator's defaults are applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +124,7 @@ impl JobTemplate {
                 "has no container: spec.template.spec.containers must name the executor's".into(),
             );
         }
+        check_cache_volumes(&job)?;
         Ok(Self { job })
     }
 
@@ -151,12 +169,87 @@ impl JobTemplate {
         pod.restart_policy.get_or_insert_with(|| "Never".into());
         pod.automount_service_account_token.get_or_insert(false);
         harden_pod(pod.security_context.get_or_insert_with(Default::default));
-        pod.volumes = Some(volumes(&names.job));
+        let cache = CacheVolumes::kept(pod.volumes.take().unwrap_or_default());
+        let mut all = volumes(&names.job);
+        all.extend(cache.volumes.iter().cloned());
+        pod.volumes = Some(all);
         if let Some(container) = pod.containers.iter_mut().find(|c| c.name == executor) {
-            fill_container(container, task, run);
+            fill_container(container, task, run, &cache);
         }
         job
     }
+}
+
+/// The template's opt-in cache volumes, which the Job keeps as declared.
+struct CacheVolumes {
+    /// [`CACHE_VOLUME`], then [`CACHE_KEY_VOLUME`], those of them the template declares.
+    volumes: Vec<Volume>,
+}
+
+impl CacheVolumes {
+    /// The cache volumes among the template's `volumes` (the rest are replaced per task).
+    fn kept(volumes: Vec<Volume>) -> Self {
+        let mut kept: Vec<Volume> = volumes
+            .into_iter()
+            .filter(|v| v.name == CACHE_VOLUME || v.name == CACHE_KEY_VOLUME)
+            .collect();
+        kept.sort_by_key(|v| v.name != CACHE_VOLUME);
+        Self { volumes: kept }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.volumes.iter().any(|v| v.name == name)
+    }
+
+    /// The executor's mounts of the kept volumes: name, path, read-only.
+    fn mounts(&self) -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+        [
+            (CACHE_VOLUME, CACHE_MOUNT, false),
+            (CACHE_KEY_VOLUME, CACHE_KEY_MOUNT, true),
+        ]
+        .into_iter()
+        .filter(|(name, ..)| self.has(name))
+    }
+
+    /// The executor's variables that point at them.
+    fn env(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        [
+            (CACHE_VOLUME, ("WASM_CACHE_DIR", CACHE_DIR)),
+            (CACHE_KEY_VOLUME, ("WASM_CACHE_KEY_FILE", CACHE_KEY_FILE)),
+        ]
+        .into_iter()
+        .filter(|(volume, _)| self.has(volume))
+        .map(|(_, var)| var)
+    }
+}
+
+/// A key volume needs the cache volume, and must be a Secret: the key then never appears in a
+/// Job spec (the coordinator names the Secret; the kubelet mounts it).
+fn check_cache_volumes(job: &Job) -> Result<(), String> {
+    let volumes = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.volumes.as_deref())
+        .unwrap_or_default();
+    let named = |name: &str| volumes.iter().find(|v| v.name == name);
+    let Some(key) = named(CACHE_KEY_VOLUME) else {
+        return Ok(());
+    };
+    if named(CACHE_VOLUME).is_none() {
+        return Err(format!(
+            "has the volume {CACHE_KEY_VOLUME} but no {CACHE_VOLUME}: the key is only used by a \
+             compiled-module cache; add the {CACHE_VOLUME} volume (docs/KUBERNETES.md, \
+             \"Compiled modules shared on a node\") or remove the key"
+        ));
+    }
+    if key.secret.is_none() {
+        return Err(format!(
+            "has the volume {CACHE_KEY_VOLUME} that is not a Secret: the cache key must come \
+             from a Secret (secret.secretName), so that it is never written in a Job spec"
+        ));
+    }
+    Ok(())
 }
 
 /// The ConfigMap of one task, owned by its Job so the garbage collector removes it with the Job.
@@ -315,7 +408,15 @@ fn volumes(config_map: &str) -> Vec<Volume> {
     ]
 }
 
-fn fill_container(container: &mut Container, task: &TaskSpec, run: &RunSettings) {
+/// The template's variables never passed on (see [`fill_container`]).
+const DROPPED: [&str; 3] = ["ARGS_JSON", "WASM_CACHE_DIR", "WASM_CACHE_KEY_FILE"];
+
+fn fill_container(
+    container: &mut Container,
+    task: &TaskSpec,
+    run: &RunSettings,
+    cache: &CacheVolumes,
+) {
     container.image = Some(run.image.clone());
     container.termination_message_path = Some(TERMINATION_MESSAGE_PATH.into());
     container.termination_message_policy = Some("FallbackToLogsOnError".into());
@@ -330,11 +431,17 @@ fn fill_container(container: &mut Container, task: &TaskSpec, run: &RunSettings)
         read_only: Some(read_only),
         ..VolumeMount::default()
     };
-    container.volume_mounts = Some(vec![
+    let mut mounts = vec![
         mount("wasm", "/mnt/wasm", true),
         mount("input", "/mnt/input", true),
         mount("shared", "/mnt/shared", false),
-    ]);
+    ];
+    mounts.extend(
+        cache
+            .mounts()
+            .map(|(name, path, read_only)| mount(name, path, read_only)),
+    );
+    container.volume_mounts = Some(mounts);
     let mut ours = vec![
         ("WASM_PATH", WASM_PATH.to_owned()),
         ("INPUT_PATH", INPUT_PATH.to_owned()),
@@ -353,14 +460,16 @@ fn fill_container(container: &mut Container, task: &TaskSpec, run: &RunSettings)
     if let Some(fuel) = run.fuel {
         ours.push(("FUEL", fuel.to_string()));
     }
+    ours.extend(cache.env().map(|(name, value)| (name, value.to_owned())));
     // The template's other variables (RUST_LOG, ...) stay; ours replace any of the same name,
-    // and the demo's ARGS_JSON would conflict with INPUT_PATH, so it goes too.
+    // and the demo's ARGS_JSON would conflict with INPUT_PATH, so it goes too; so do cache paths
+    // without their volume, which would point into the read-only root file system.
     let mut env: Vec<EnvVar> = container
         .env
         .take()
         .unwrap_or_default()
         .into_iter()
-        .filter(|v| v.name != "ARGS_JSON" && !ours.iter().any(|(n, _)| *n == v.name))
+        .filter(|v| !DROPPED.contains(&v.name.as_str()) && !ours.iter().any(|(n, _)| *n == v.name))
         .collect();
     env.extend(ours.into_iter().map(|(name, value)| EnvVar {
         name: name.into(),

@@ -296,3 +296,102 @@ fn too_large_a_module_fails_before_anything_naming_the_limit() {
     assert_eq!(kind, ErrorKind::ModuleTooLarge);
     assert!(message.contains("1048576 bytes (1 MiB)"), "{message}");
 }
+
+/// `k8s/job.yaml` with `volumes` added to its pod and `env` to its container, as JSON text.
+fn template_with(volumes: Value, env: Value) -> String {
+    let mut job: Value = serde_saphyr::from_str(TEMPLATE).unwrap();
+    let pod = &mut job["spec"]["template"]["spec"];
+    pod["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .extend(volumes.as_array().unwrap().iter().cloned());
+    pod["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .extend(env.as_array().unwrap().iter().cloned());
+    job.to_string()
+}
+
+fn host_path_cache() -> Value {
+    json!({"name": "wasm-cache", "hostPath": {"path": "/var/cache/wasm-exec", "type": "DirectoryOrCreate"}})
+}
+
+#[test]
+fn the_cache_volumes_of_the_template_are_kept_and_mounted_with_their_paths() {
+    let key = json!({"name": "wasm-cache-key", "secret": {"secretName": "wasm-exec-cache-key", "defaultMode": 288}});
+    let job = rendered(&template_with(json!([key, host_path_cache()]), json!([])));
+    let pod = &job["spec"]["template"]["spec"];
+    let volumes: Vec<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        volumes,
+        ["wasm", "input", "shared", "wasm-cache", "wasm-cache-key"]
+    );
+    assert_eq!(
+        pod["volumes"][3]["hostPath"]["path"],
+        "/var/cache/wasm-exec"
+    );
+    assert_eq!(
+        pod["volumes"][4]["secret"]["secretName"],
+        "wasm-exec-cache-key"
+    );
+    let container = &pod["containers"][0];
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert_eq!(
+        mounts[3],
+        json!({"name": "wasm-cache", "mountPath": CACHE_MOUNT, "readOnly": false})
+    );
+    assert_eq!(
+        mounts[4],
+        json!({"name": "wasm-cache-key", "mountPath": CACHE_KEY_MOUNT, "readOnly": true})
+    );
+    let env = env(container);
+    assert_eq!(env["WASM_CACHE_DIR"], CACHE_DIR);
+    assert_eq!(env["WASM_CACHE_KEY_FILE"], CACHE_KEY_FILE);
+    assert!(CACHE_DIR.starts_with(CACHE_MOUNT) && CACHE_KEY_FILE.starts_with(CACHE_KEY_MOUNT));
+    assert!(
+        !job.to_string().contains("\"data\""),
+        "the key is never in the Job: {job}"
+    );
+}
+
+#[test]
+fn a_cache_without_a_key_volume_keeps_its_key_beside_it_and_stray_paths_go() {
+    let stray = json!([
+        {"name": "WASM_CACHE_KEY_FILE", "value": "/somewhere/else.key"},
+    ]);
+    let job = rendered(&template_with(json!([host_path_cache()]), stray));
+    let vars = env(&job["spec"]["template"]["spec"]["containers"][0]);
+    assert_eq!(vars["WASM_CACHE_DIR"], CACHE_DIR);
+    assert!(
+        !vars.contains_key("WASM_CACHE_KEY_FILE"),
+        "the executor's default, {CACHE_DIR}.key in the volume: {vars:?}"
+    );
+    // Off by default: the shipped template has no cache, and a stray WASM_CACHE_DIR without its
+    // volume would point into the read-only root file system.
+    let stray = json!([{"name": "WASM_CACHE_DIR", "value": "/var/cache/wasm-exec"}]);
+    for template in [TEMPLATE.to_owned(), template_with(json!([]), stray)] {
+        let job = rendered(&template);
+        let container = &job["spec"]["template"]["spec"]["containers"][0];
+        assert!(!env(container).contains_key("WASM_CACHE_DIR"), "{job}");
+        assert_eq!(container["volumeMounts"].as_array().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn a_cache_key_volume_must_be_a_secret_beside_a_cache() {
+    let secret = json!({"name": "wasm-cache-key", "secret": {"secretName": "k"}});
+    let alone = JobTemplate::parse(&template_with(json!([secret]), json!([]))).unwrap_err();
+    assert!(alone.contains("no wasm-cache"), "{alone}");
+    let in_clear = json!({"name": "wasm-cache-key", "configMap": {"name": "k"}});
+    let error = JobTemplate::parse(&template_with(
+        json!([host_path_cache(), in_clear]),
+        json!([]),
+    ))
+    .unwrap_err();
+    assert!(error.contains("not a Secret"), "{error}");
+}
