@@ -1,10 +1,12 @@
 //! `POST /v1/tasks:batch` end to end, against the real binary: 1,000 items with bad ones among
 //! them (each answered on its own, the good ones all run), the same batch again (nothing runs
-//! twice), and 1,001 items (refused whole, nothing taken).
+//! twice), 1,001 items (refused whole, nothing taken), and clients that hang up before the answer
+//! (every task taken still runs).
 
 mod support;
 
 use serde_json::{Value, json};
+use std::io::Write;
 use std::time::{Duration, Instant};
 use support::{Service, command, get, post};
 
@@ -136,4 +138,61 @@ fn a_batch_of_1001_is_refused_whole_and_takes_nothing() {
         "nothing taken"
     );
     assert_eq!(count(&svc.base, "pending"), 0);
+}
+
+/// The coordinator's count of tasks in `state`, from `/metrics`.
+fn metric(base: &str, state: &str) -> u64 {
+    let reply = get(base, "/metrics", None);
+    let text = reply.body.as_str().unwrap_or_default();
+    let line = format!("wasm_exec_tasks{{state=\"{state}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line.as_str())?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn batches_whose_clients_hang_up_before_the_answer_still_run_every_task_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = coordinator(dir.path());
+    let addr = svc.base.trim_start_matches("http://");
+    for round in 0..5 {
+        let tasks: Vec<Value> = (0..1000)
+            .map(|i| json!({"task_id": format!("h{round}-{i}"), "wasm_cid": "fib.wasm", "input": {"entry": "fib", "args": [1]}}))
+            .collect();
+        let body = json!({ "tasks": tasks }).to_string();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            client,
+            "POST /v1/tasks:batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        // Gone before the answer: while the batch is being journaled, or before it is read.
+        drop(client);
+    }
+    // Before the handover ran on a task of its own, the hang-up dropped the handler between the
+    // journal and the scheduler: its tasks stayed pending until the next start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let open: u64 = ["pending", "fetching", "running"]
+            .iter()
+            .map(|s| metric(&svc.base, s))
+            .sum();
+        let done = metric(&svc.base, "succeeded");
+        if open == 0 && done > 0 {
+            assert_eq!(
+                done % 1000,
+                0,
+                "a batch is taken whole or not at all: {done}"
+            );
+            eprintln!("{} of 5 batches taken, every task run", done / 1000);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} tasks taken but not run, {done} succeeded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -91,19 +91,29 @@ pub(super) async fn submit_batch(
     let items = read_items(&body)?;
     super::take_rate(&api, &caller, items.len())?;
     let tenant = caller.tenant_name().map(str::to_owned);
-    let intake = Intake {
-        rules: &api.rules,
-        callbacks_on: super::callbacks_on(&api, &caller),
-        tenant: tenant.clone(),
-    };
-    let (outcomes, fresh) = admit_batch(api.state.as_ref(), &intake, items).await?;
-    for task in fresh {
-        // The scheduler is gone only during shutdown; the tasks are persisted and resume on start.
-        let tenant = tenant.clone();
-        let _ = submit
-            .send(crate::scheduler::Admitted { task, tenant })
-            .await;
-    }
+    let callbacks_on = super::callbacks_on(&api, &caller);
+    let submit = submit.clone();
+    // On a task of its own, so that a client hanging up while the batch is journaled (which
+    // drops this handler) cannot strand its tasks: durable by then, they must still reach the
+    // scheduler rather than wait, pending, for the next start.
+    let handover = tokio::spawn(async move {
+        let intake = Intake {
+            rules: &api.rules,
+            callbacks_on,
+            tenant: tenant.clone(),
+        };
+        let (outcomes, fresh) = admit_batch(api.state.as_ref(), &intake, items).await?;
+        for task in fresh {
+            // The scheduler is gone only during shutdown; the tasks are persisted and resume on
+            // start.
+            let tenant = tenant.clone();
+            let _ = submit
+                .send(crate::scheduler::Admitted { task, tenant })
+                .await;
+        }
+        Ok::<_, ApiError>(outcomes)
+    });
+    let outcomes = handover.await.map_err(ApiError::internal)??;
     let taken = outcomes.iter().filter(|o| o.status < 300).count();
     tracing::info!(
         items = outcomes.len(),

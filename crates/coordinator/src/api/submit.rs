@@ -92,19 +92,28 @@ pub(super) async fn submit_task(
     }
     super::take_rate(&api, &caller, 1)?;
     let tenant = caller.tenant_name().map(str::to_owned);
-    let (task, fresh) =
-        admit_submission(api.state.as_ref(), submitted, tenant.clone(), new_task_id).await?;
-    let spec = task.spec.clone();
-    if fresh {
-        tracing::info!(task_id = %spec.task_id.escape_debug(), cid = %spec.wasm_cid.escape_debug(), tenant = tenant.as_deref().unwrap_or_default(), state = "pending", "task submitted");
-        // The scheduler is gone only during shutdown; the task is persisted and resumes on start.
-        let _ = submit
-            .send(crate::scheduler::Admitted {
-                task,
-                tenant: tenant.clone(),
-            })
-            .await;
-    }
+    let (state, submit, owner) = (api.state.clone(), submit.clone(), tenant.clone());
+    // On a task of its own, so that a client hanging up while its submission is journaled (which
+    // drops this handler) cannot strand the task: durable by then, it must still reach the
+    // scheduler rather than wait, pending, for the next start.
+    let handover = tokio::spawn(async move {
+        let (task, fresh) =
+            admit_submission(state.as_ref(), submitted, owner.clone(), new_task_id).await?;
+        let spec = task.spec.clone();
+        if fresh {
+            tracing::info!(task_id = %spec.task_id.escape_debug(), cid = %spec.wasm_cid.escape_debug(), tenant = owner.as_deref().unwrap_or_default(), state = "pending", "task submitted");
+            // The scheduler is gone only during shutdown; the task is persisted and resumes on
+            // start.
+            let _ = submit
+                .send(crate::scheduler::Admitted {
+                    task,
+                    tenant: owner,
+                })
+                .await;
+        }
+        Ok::<_, ApiError>((spec, fresh))
+    });
+    let (spec, fresh) = handover.await.map_err(ApiError::internal)??;
     let record = api
         .state
         .get(&spec.task_id)

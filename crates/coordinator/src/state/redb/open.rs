@@ -136,13 +136,21 @@ fn rebuild_hint(journal_path: &Path) -> String {
     }
 }
 
+/// The most memory redb's page cache (reads and unsynced writes together) may hold. redb's
+/// default, 1 GiB, let the coordinator's resident memory grow with the database: 430 MiB after
+/// 222,000 tasks (docs/PERFORMANCE.md, "Coordinator"). The pages a busy coordinator touches are
+/// the recent tasks' leaves and the tree above them; older tasks are read from the kernel's page
+/// cache.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// Opens (or creates) the database with redb's integrity check, which verifies the checksum of
 /// every page of its trees: a file damaged outside redb is refused here rather than trusted until
-/// a read meets the damage (where redb may panic).
+/// a read meets the damage (where redb may panic). Its page cache holds at most [`CACHE_BYTES`].
 fn open_database(path: &Path, journal_path: &Path) -> Result<Database, OpenError> {
     let opened = catch_unwind(|| {
         Database::builder()
             .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
             .create(path)
     });
     let corrupt = |detail: String| OpenError::DatabaseCorrupt {
