@@ -76,6 +76,17 @@ async fn registry_without_automine(anvil: &Anvil) -> (Address, DynProvider, Addr
     (contract, executor, address)
 }
 
+/// A writer of the executor's account on a registry without automine, following heads every
+/// 50 ms, with [`patient`] options: the registry, the executor's provider and its address too.
+async fn patient_writer_without_automine(
+    anvil: &Anvil,
+) -> (ResultWriter, Address, DynProvider, Address) {
+    let (contract, executor, address) = registry_without_automine(anvil).await;
+    let heads = Heads::follow(executor.clone(), Transport::Http, Duration::from_millis(50));
+    let writer = ResultWriter::new(executor.clone(), contract, address, patient(), heads);
+    (writer, contract, executor, address)
+}
+
 /// Mines a block every 100 ms until dropped.
 fn mine_every(provider: DynProvider) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -147,9 +158,7 @@ fn a_result() -> OnChainResult {
 #[tokio::test]
 async fn a_transaction_the_node_lost_is_sent_again_at_once_not_after_the_receipt_timeout() {
     let anvil = Anvil::start();
-    let (contract, executor, address) = registry_without_automine(&anvil).await;
-    let heads = Heads::follow(executor.clone(), Transport::Http, Duration::from_millis(50));
-    let writer = ResultWriter::new(executor.clone(), contract, address, patient(), heads);
+    let (writer, contract, executor, address) = patient_writer_without_automine(&anvil).await;
     let result = a_result();
     let write = writer.write(&result);
     let dropped = async {
@@ -183,9 +192,7 @@ async fn a_transaction_the_node_lost_is_sent_again_at_once_not_after_the_receipt
 #[tokio::test]
 async fn a_nonce_another_transaction_took_ends_the_write_at_once_with_an_error() {
     let anvil = Anvil::start();
-    let (contract, executor, address) = registry_without_automine(&anvil).await;
-    let heads = Heads::follow(executor.clone(), Transport::Http, Duration::from_millis(50));
-    let writer = ResultWriter::new(executor.clone(), contract, address, patient(), heads);
+    let (writer, _, executor, address) = patient_writer_without_automine(&anvil).await;
     let result = a_result();
     let write = writer.write(&result);
     let taken = async {
