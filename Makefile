@@ -1,5 +1,6 @@
 # Entry points; each target is a thin wrapper over a script or cargo command documented in README.md.
 .PHONY: run run-executor test guests bench-executor bench-real-guests bench-coordinator \
+	bench-coordinator-load \
 	image image-coordinator images kind-load k8s-apply
 
 # Container engine (docker or podman), image tags, the cargo profile of the static binaries
@@ -39,6 +40,12 @@ bench-real-guests:
 ## Coordinator throughput, overhead and memory over its HTTP API (docs/PERFORMANCE.md).
 bench-coordinator:
 	cargo bench -p coordinator --bench throughput
+
+## The coordinator at load: wrk single POSTs from 4 connections, the batch endpoint, 1M tasks
+## and the memory after, on the dist build (docs/PERFORMANCE.md, "At load").
+bench-coordinator-load:
+	cargo build --profile dist -p coordinator --locked
+	scripts/bench-coordinator-load target/dist/coordinator
 
 ## The executor image: a static (musl) executor FROM scratch, tagged $(IMAGE) (docs/KUBERNETES.md).
 image:
